@@ -1,0 +1,448 @@
+// Package sdk is what a service embeds to take part in blue/green switches:
+// it registers the instance OUT_OF_SERVICE, announces it in ZooKeeper under
+// its color, heartbeats, applies the controller's UP and OUT_OF_SERVICE
+// instructions in the registry, and drains gracefully on shutdown.
+package sdk
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+	"github.com/labstack/echo/v4"
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard/switchyard/controller/layout"
+	"github.com/switchyard/switchyard/registry"
+)
+
+// Paths under which the SDK serves its control endpoints on the service's
+// own port. The gateway never proxies this prefix.
+const (
+	ControlPrefix = "/_switchyard/"
+	HealthPath    = ControlPrefix + "health"
+	StatusPath    = ControlPrefix + "status"
+)
+
+// Registry is what the SDK needs of a registry backend.
+type Registry interface {
+	Register(ctx context.Context, inst registry.Instance) error
+	Heartbeat(ctx context.Context, id string) error
+	SetStatus(ctx context.Context, id string, status registry.Status) (uint64, error)
+	Deregister(ctx context.Context, id string) error
+	Gateways(ctx context.Context) ([]registry.GatewayReport, error)
+}
+
+// Config describes the instance.
+type Config struct {
+	Service string
+	Color   string // blue or green
+	ID      string // default: service-color-random
+	Version string
+	Address string // advertised host, reachable by gateways and controllers
+	Port    int    // advertised port
+
+	ZK               []string
+	ZKRoot           string
+	ZKSessionTimeout time.Duration // default 10s
+
+	Registry          Registry
+	Token             string        // authenticates the controller's instructions
+	HeartbeatInterval time.Duration // default 1s
+	DrainTimeout      time.Duration // cap on waiting for gateways at shutdown; default 10s
+	// Health reports whether the instance can serve; nil means always.
+	Health func(context.Context) error
+	Log    logrus.FieldLogger
+}
+
+// Instance is a running, registered service instance.
+type Instance struct {
+	cfg   Config
+	paths layout.Paths
+	log   logrus.FieldLogger
+
+	status   atomic.Value // registry.Status the registry last confirmed
+	draining atomic.Bool
+	inflight sync.WaitGroup
+
+	regMu sync.Mutex // serialises registry writes: instructions, re-registration
+	zk    *zk.Conn
+	stop  context.CancelFunc
+	done  chan struct{}
+}
+
+// New checks cfg and returns an instance that has not started yet.
+func New(cfg Config) (*Instance, error) {
+	if _, err := layout.ParseColor([]byte(cfg.Color)); err != nil {
+		return nil, fmt.Errorf("sdk: %w", err)
+	}
+	if cfg.Service == "" || cfg.Address == "" || cfg.Port <= 0 {
+		return nil, errors.New("sdk: service, address and port are required")
+	}
+	if cfg.Registry == nil || len(cfg.ZK) == 0 {
+		return nil, errors.New("sdk: a registry and ZooKeeper servers are required")
+	}
+	if cfg.Token == "" {
+		return nil, errors.New("sdk: a token is required to authenticate the controller's instructions")
+	}
+	paths, err := layout.NewPaths(cfg.ZKRoot)
+	if err != nil {
+		return nil, fmt.Errorf("sdk: %w", err)
+	}
+	if cfg.ID == "" {
+		b := make([]byte, 4)
+		_, _ = rand.Read(b)
+		cfg.ID = fmt.Sprintf("%s-%s-%s", cfg.Service, cfg.Color, hex.EncodeToString(b))
+	}
+	if strings.ContainsAny(cfg.ID, "/ ") {
+		return nil, fmt.Errorf("sdk: instance id %q may not contain '/' or spaces", cfg.ID)
+	}
+	if cfg.ZKSessionTimeout <= 0 {
+		cfg.ZKSessionTimeout = 10 * time.Second
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = time.Second
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = logrus.StandardLogger()
+	}
+	i := &Instance{cfg: cfg, paths: paths, done: make(chan struct{})}
+	i.log = cfg.Log.WithFields(logrus.Fields{"instance": cfg.ID, "service": cfg.Service, "color": cfg.Color})
+	i.status.Store(registry.StatusOutOfService)
+	return i, nil
+}
+
+// ID is the instance's id.
+func (i *Instance) ID() string { return i.cfg.ID }
+
+// Status is the status the registry last confirmed.
+func (i *Instance) Status() registry.Status { return i.status.Load().(registry.Status) }
+
+func (i *Instance) record() registry.Instance {
+	return registry.Instance{
+		ID: i.cfg.ID, Service: i.cfg.Service, Color: i.cfg.Color, Version: i.cfg.Version,
+		Address: i.cfg.Address, Port: i.cfg.Port, Status: i.Status(),
+	}
+}
+
+// Start registers the instance OUT_OF_SERVICE, creates its ephemeral node
+// and keeps both alive until Shutdown.
+func (i *Instance) Start(ctx context.Context) error {
+	if err := i.cfg.Registry.Register(ctx, i.record()); err != nil {
+		return fmt.Errorf("sdk: register %s: %w", i.cfg.ID, err)
+	}
+	conn, events, err := zk.Connect(i.cfg.ZK, i.cfg.ZKSessionTimeout, zk.WithLogInfo(false), zk.WithLogger(zkLogger{i.log}))
+	if err != nil {
+		return fmt.Errorf("sdk: connect to zookeeper: %w", err)
+	}
+	i.zk = conn
+	if err := i.ensureNode(); err != nil {
+		conn.Close()
+		return err
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	i.stop = cancel
+	go i.heartbeat(bg)
+	go i.watchSession(bg, events)
+	i.log.WithField("address", net.JoinHostPort(i.cfg.Address, fmt.Sprint(i.cfg.Port))).Info("instance registered OUT_OF_SERVICE and announced in ZooKeeper")
+	return nil
+}
+
+func (i *Instance) nodeData() []byte {
+	b, _ := json.Marshal(layout.InstanceNode{
+		Service: i.cfg.Service, ID: i.cfg.ID, Address: i.cfg.Address, Port: i.cfg.Port,
+		Version: i.cfg.Version, StartedAt: time.Now().UTC(),
+	})
+	return b
+}
+
+// ensureNode creates the ephemeral node unless this session has it.
+func (i *Instance) ensureNode() error {
+	for _, p := range i.paths.Persistent() {
+		if err := layout.EnsurePath(i.zk, p); err != nil {
+			return fmt.Errorf("sdk: %w", err)
+		}
+	}
+	p := i.paths.Instance(i.cfg.Color, i.cfg.ID)
+	_, err := i.zk.Create(p, i.nodeData(), zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
+	if errors.Is(err, zk.ErrNodeExists) {
+		_, stat, gerr := i.zk.Get(p)
+		if gerr == nil && stat.EphemeralOwner == i.zk.SessionID() {
+			return nil
+		}
+		return fmt.Errorf("sdk: %s exists and belongs to another session (duplicate instance id?)", p)
+	}
+	if err != nil {
+		return fmt.Errorf("sdk: create %s: %w", p, err)
+	}
+	return nil
+}
+
+// watchSession recreates the node after the session expired: the library
+// reconnects with a new session, and the old ephemeral node is gone.
+func (i *Instance) watchSession(ctx context.Context, events <-chan zk.Event) {
+	expired := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			switch ev.State {
+			case zk.StateExpired:
+				expired = true
+				i.log.Warn("ZooKeeper session expired; the node will be recreated on the new session")
+			case zk.StateHasSession:
+				if !expired || i.draining.Load() {
+					continue
+				}
+				if err := i.ensureNode(); err != nil {
+					i.log.WithError(err).Error("could not recreate the instance node")
+					continue
+				}
+				expired = false
+				i.log.Info("instance node recreated on the new ZooKeeper session")
+			}
+		}
+	}
+}
+
+func (i *Instance) heartbeat(ctx context.Context) {
+	t := time.NewTicker(i.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		hctx, cancel := context.WithTimeout(ctx, i.cfg.HeartbeatInterval*3)
+		err := i.cfg.Registry.Heartbeat(hctx, i.cfg.ID)
+		if errors.Is(err, registry.ErrNotFound) {
+			// The registry lost us (a restart, or our lease ran out): register
+			// again with the status it last confirmed, so routing is restored.
+			i.regMu.Lock()
+			err = i.cfg.Registry.Register(hctx, i.record())
+			i.regMu.Unlock()
+			if err == nil {
+				i.log.WithField("status", i.Status()).Info("registered again after the registry forgot the instance")
+			}
+		}
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			i.log.WithError(err).Warn("heartbeat failed; retrying")
+		}
+	}
+}
+
+// SetStatus applies status in the registry and returns the index at which
+// it is visible. The status is only remembered once the registry confirmed it.
+func (i *Instance) SetStatus(ctx context.Context, st registry.Status) (uint64, error) {
+	i.regMu.Lock()
+	defer i.regMu.Unlock()
+	idx, err := i.cfg.Registry.SetStatus(ctx, i.cfg.ID, st)
+	if errors.Is(err, registry.ErrNotFound) {
+		inst := i.record()
+		inst.Status = st
+		if err = i.cfg.Registry.Register(ctx, inst); err == nil {
+			idx, err = i.cfg.Registry.SetStatus(ctx, i.cfg.ID, st)
+		}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("set status of %s to %s: %w", i.cfg.ID, st, err)
+	}
+	i.status.Store(st)
+	return idx, nil
+}
+
+// Handler wraps a service's handler: it serves the control endpoints, sends
+// Connection: close while the instance is out of service so keep-alive
+// clients move elsewhere, and counts requests in flight for the drain.
+func (i *Instance) Handler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, ControlPrefix) {
+			i.control(w, r)
+			return
+		}
+		i.inflight.Add(1)
+		defer i.inflight.Done()
+		if i.Status() != registry.StatusUp || i.draining.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Middleware is Handler for echo; install it with e.Pre.
+func (i *Instance) Middleware() echo.MiddlewareFunc { return echo.WrapMiddleware(i.Handler) }
+
+func (i *Instance) control(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path == HealthPath && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+		i.health(w, r)
+	case r.URL.Path == StatusPath && r.Method == http.MethodPut:
+		i.instruction(w, r)
+	case r.URL.Path == StatusPath && r.Method == http.MethodGet:
+		writeJSON(w, http.StatusOK, map[string]any{"id": i.cfg.ID, "color": i.cfg.Color, "status": i.Status()})
+	default:
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such control endpoint"})
+	}
+}
+
+func (i *Instance) health(w http.ResponseWriter, r *http.Request) {
+	if i.draining.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+		return
+	}
+	if i.cfg.Health != nil {
+		if err := i.cfg.Health(r.Context()); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unhealthy", "error": err.Error()})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "id": i.cfg.ID, "color": i.cfg.Color, "registry_status": i.Status()})
+}
+
+// instruction applies a controller's PUT {"status": "UP"} and answers only
+// once the registry confirmed it, with the index to wait for.
+func (i *Instance) instruction(w http.ResponseWriter, r *http.Request) {
+	if !registry.TokenOK(r, i.cfg.Token) {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong token"})
+		return
+	}
+	var body struct {
+		Status registry.Status `json:"status"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "malformed JSON body: " + err.Error()})
+		return
+	}
+	if body.Status != registry.StatusUp && body.Status != registry.StatusOutOfService {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("status must be UP or OUT_OF_SERVICE, not %q", body.Status)})
+		return
+	}
+	if body.Status == registry.StatusUp && i.draining.Load() {
+		writeJSON(w, http.StatusConflict, map[string]string{"error": "instance is shutting down"})
+		return
+	}
+	idx, err := i.SetStatus(r.Context(), body.Status)
+	if err != nil {
+		i.log.WithError(err).Warn("instruction not applied; the controller will retry")
+		writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})
+		return
+	}
+	i.log.WithFields(logrus.Fields{"status": body.Status, "index": idx}).Info("status applied on the controller's instruction")
+	writeJSON(w, http.StatusOK, map[string]any{"status": body.Status, "index": idx})
+}
+
+// Shutdown takes the instance out of traffic before it stops: it goes
+// OUT_OF_SERVICE, waits until every gateway has applied that, lets srv
+// finish the requests in flight, then deletes its node and deregisters.
+func (i *Instance) Shutdown(ctx context.Context, srv *http.Server) error {
+	if !i.draining.CompareAndSwap(false, true) {
+		return errors.New("sdk: already shutting down")
+	}
+	i.log.Info("shutting down: going OUT_OF_SERVICE and draining")
+	var errs []error
+	idx, err := i.SetStatus(ctx, registry.StatusOutOfService)
+	if err != nil {
+		errs = append(errs, err)
+	} else if err := i.waitGateways(ctx, idx); err != nil {
+		i.log.WithError(err).Warn("gateways did not confirm the drain in time; stopping anyway")
+	}
+	if srv != nil {
+		if err := srv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("finish requests in flight: %w", err))
+		}
+	}
+	i.inflight.Wait()
+	if i.stop != nil {
+		i.stop()
+	}
+	if i.zk != nil {
+		if err := i.zk.Delete(i.paths.Instance(i.cfg.Color, i.cfg.ID), -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
+			errs = append(errs, fmt.Errorf("delete node: %w", err))
+		}
+		i.zk.Close()
+	}
+	if err := i.cfg.Registry.Deregister(ctx, i.cfg.ID); err != nil && !errors.Is(err, registry.ErrNotFound) {
+		errs = append(errs, fmt.Errorf("deregister: %w", err))
+	}
+	i.log.Info("instance stopped")
+	return errors.Join(errs...)
+}
+
+// waitGateways waits until every live gateway has applied index for the
+// service, so no new request is on its way here.
+func (i *Instance) waitGateways(ctx context.Context, index uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, i.cfg.DrainTimeout)
+	defer cancel()
+	for {
+		reports, err := i.cfg.Registry.Gateways(ctx)
+		if err == nil && applied(reports, i.cfg.Service, index) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for gateways to apply index %d: %w", index, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func applied(reports []registry.GatewayReport, service string, index uint64) bool {
+	for _, r := range reports {
+		if r.Applied[service] < index {
+			return false
+		}
+	}
+	return true
+}
+
+// Serve runs srv on ln with the instance started, until ctx ends, then
+// shuts down gracefully. It is the whole life of a typical instance.
+func (i *Instance) Serve(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	if err := i.Start(ctx); err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		_ = i.Shutdown(context.Background(), nil)
+		return fmt.Errorf("sdk: serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), i.cfg.DrainTimeout+30*time.Second)
+	defer cancel()
+	err := i.Shutdown(sctx, srv)
+	<-errc
+	return err
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+type zkLogger struct{ log logrus.FieldLogger }
+
+func (l zkLogger) Printf(format string, a ...any) { l.log.Debugf("zk: "+format, a...) }

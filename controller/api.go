@@ -1,0 +1,34 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+// serveAPI serves the read-only HTTP API: GET /v1/status and /healthz.
+// Switches go through /active_color, never through this API.
+func (c *Controller) serveAPI(ctx context.Context, ln net.Listener) {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.GET("/v1/status", func(ec echo.Context) error {
+		rctx, cancel := context.WithTimeout(ec.Request().Context(), 5*time.Second)
+		defer cancel()
+		return ec.JSONPretty(http.StatusOK, ReadView(rctx, c.conn, c.paths, c.cfg.Registry), "  ")
+	})
+	e.GET("/healthz", func(ec echo.Context) error {
+		return ec.JSON(http.StatusOK, map[string]string{"status": "ok", "id": c.cfg.ID})
+	})
+	srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		c.log.WithError(err).Error("controller API stopped")
+	}
+}

@@ -1,0 +1,251 @@
+// Package controller runs switchyard's leader-elected controller. The leader
+// watches /active_color and the color nodes in ZooKeeper and reconciles the
+// registry toward them: every instance of the active color UP, every other
+// one OUT_OF_SERVICE, switching make-before-break, one instance at a time,
+// so that the service never has zero instances UP.
+package controller
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard/switchyard/controller/layout"
+	"github.com/switchyard/switchyard/registry"
+)
+
+// Registry is what the controller reads from a registry backend. Status
+// changes go through the instances themselves.
+type Registry interface {
+	Instances(ctx context.Context, service string, waitIndex uint64, wait time.Duration) (registry.Snapshot, error)
+	Gateways(ctx context.Context) ([]registry.GatewayReport, error)
+}
+
+// Config configures a controller.
+type Config struct {
+	ID             string // default hostname-random
+	ZK             []string
+	ZKRoot         string
+	SessionTimeout time.Duration // default 10s
+	Registry       Registry
+	Token          string // signs instructions to instances
+	Listen         string // HTTP API address; "" for none
+	// HealthTimeout bounds the health gate of one instance before it is
+	// skipped; default 5s.
+	HealthTimeout time.Duration
+	// GatewayTimeout bounds the wait for gateways to apply a change; default 5s.
+	GatewayTimeout time.Duration
+	// Resync is how often the leader reconciles without an event; default 2s.
+	Resync time.Duration
+	Log    logrus.FieldLogger
+}
+
+// Controller is one candidate; the elected one acts.
+type Controller struct {
+	cfg   Config
+	paths layout.Paths
+	log   logrus.FieldLogger
+	http  *http.Client
+	conn  *zk.Conn
+	sess  *session
+}
+
+// New checks cfg.
+func New(cfg Config) (*Controller, error) {
+	if len(cfg.ZK) == 0 || cfg.Registry == nil {
+		return nil, errors.New("controller: ZooKeeper servers and a registry are required")
+	}
+	if cfg.Token == "" {
+		return nil, errors.New("controller: a token is required (SWITCHYARD_TOKEN or --token)")
+	}
+	paths, err := layout.NewPaths(cfg.ZKRoot)
+	if err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	if cfg.ID == "" {
+		host, _ := os.Hostname()
+		b := make([]byte, 3)
+		_, _ = rand.Read(b)
+		cfg.ID = host + "-" + hex.EncodeToString(b)
+	}
+	if cfg.SessionTimeout <= 0 {
+		cfg.SessionTimeout = 10 * time.Second
+	}
+	if cfg.HealthTimeout <= 0 {
+		cfg.HealthTimeout = 5 * time.Second
+	}
+	if cfg.GatewayTimeout <= 0 {
+		cfg.GatewayTimeout = 5 * time.Second
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 2 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = logrus.StandardLogger()
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{Timeout: time.Second}).DialContext
+	return &Controller{
+		cfg: cfg, paths: paths,
+		log:  cfg.Log.WithField("controller", cfg.ID),
+		http: &http.Client{Transport: tr, Timeout: 2 * time.Second},
+		sess: newSession(),
+	}, nil
+}
+
+// Run campaigns for leadership and, while leading, reconciles, until ctx
+// ends. It also serves the HTTP API when cfg.Listen is set.
+func (c *Controller) Run(ctx context.Context) error {
+	conn, _, err := zk.Connect(c.cfg.ZK, c.cfg.SessionTimeout,
+		zk.WithLogInfo(false), zk.WithLogger(zkLogger{c.log}), zk.WithEventCallback(c.sess.onEvent))
+	if err != nil {
+		return fmt.Errorf("controller: connect to zookeeper: %w", err)
+	}
+	defer conn.Close()
+	c.conn = conn
+
+	var api string
+	if c.cfg.Listen != "" {
+		ln, err := net.Listen("tcp", c.cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("controller: listen: %w", err)
+		}
+		api = "http://" + ln.Addr().String()
+		go c.serveAPI(ctx, ln)
+	}
+	el := &election{conn: conn, sess: c.sess, dir: c.paths.Leader(), me: Candidate{ID: c.cfg.ID, API: api}}
+	defer el.Resign()
+
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		if err := c.sess.Wait(ctx); err != nil {
+			break
+		}
+		if err := c.ensureLayout(); err != nil {
+			c.log.WithError(err).Warn("could not prepare the ZooKeeper layout; retrying")
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		c.log.Info("campaigning for leadership")
+		err := el.Campaign(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				c.log.WithError(err).Warn("campaign interrupted; campaigning again once the session is back")
+				sleep(ctx, backoff)
+				backoff = min(backoff*2, 5*time.Second)
+			}
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		c.lead(ctx)
+	}
+	return nil
+}
+
+// ensureLayout creates the persistent nodes and a default /active_color.
+func (c *Controller) ensureLayout() error {
+	for _, p := range append(c.paths.Persistent(), c.paths.Switch()) {
+		if err := layout.EnsurePath(c.conn, p); err != nil {
+			return err
+		}
+	}
+	_, err := c.conn.Create(c.paths.ActiveColor(), []byte(layout.Blue), 0, zk.WorldACL(zk.PermAll))
+	if err != nil && !errors.Is(err, zk.ErrNodeExists) {
+		return fmt.Errorf("create %s: %w", c.paths.ActiveColor(), err)
+	}
+	return nil
+}
+
+// lead acts as leader until the session is lost or ctx ends. Losing the
+// session stops every action at once: another controller may lead now.
+func (c *Controller) lead(parent context.Context) {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	lost := c.sess.Lost()
+	go func() {
+		select {
+		case <-lost:
+			c.log.Warn("ZooKeeper session lost; stopping all leader actions")
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	c.log.Info("elected leader; reconciling")
+
+	trigger := make(chan struct{}, 1)
+	kick := func() {
+		select {
+		case trigger <- struct{}{}:
+		default:
+		}
+	}
+	go c.watchZK(ctx, kick, func() ([]byte, <-chan zk.Event, error) {
+		_, _, ch, err := c.conn.ExistsW(c.paths.ActiveColor())
+		return nil, ch, err
+	})
+	for _, color := range []string{layout.Blue, layout.Green} {
+		go c.watchZK(ctx, kick, func() ([]byte, <-chan zk.Event, error) {
+			_, _, ch, err := c.conn.ChildrenW(c.paths.Color(color))
+			return nil, ch, err
+		})
+	}
+	go func() {
+		for range registry.Watch(ctx, c.cfg.Registry, "", registry.WatchOptions{Log: c.log}) {
+			kick()
+		}
+	}()
+	tick := time.NewTicker(c.cfg.Resync)
+	defer tick.Stop()
+	kick()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-trigger:
+		}
+		if err := c.reconcile(ctx); err != nil && ctx.Err() == nil {
+			c.log.WithError(err).Warn("reconcile failed; retrying")
+		}
+	}
+}
+
+// watchZK re-arms a one-shot ZooKeeper watch and kicks on every event.
+func (c *Controller) watchZK(ctx context.Context, kick func(), arm func() ([]byte, <-chan zk.Event, error)) {
+	for ctx.Err() == nil {
+		_, ch, err := arm()
+		if err != nil {
+			sleep(ctx, 200*time.Millisecond)
+			continue
+		}
+		select {
+		case <-ch:
+			kick()
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+type zkLogger struct{ log logrus.FieldLogger }
+
+func (l zkLogger) Printf(format string, a ...any) { l.log.Debugf("zk: "+format, a...) }

@@ -1,0 +1,138 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Client talks to the built-in registry server over HTTP.
+type Client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// NewClient returns a client for the server at base, e.g.
+// http://127.0.0.1:8761, that signs writes with token.
+func NewClient(base, token string) *Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 16
+	return &Client{base: base, token: token, http: &http.Client{Transport: tr}}
+}
+
+var _ Backend = (*Client)(nil)
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) (http.Header, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if method != http.MethodGet {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e)
+		switch resp.StatusCode {
+		case http.StatusNotFound:
+			return nil, fmt.Errorf("%w: %s", ErrNotFound, e.Error)
+		case http.StatusUnauthorized:
+			return nil, fmt.Errorf("%w: %s", ErrUnauthorized, e.Error)
+		case http.StatusBadRequest:
+			return nil, fmt.Errorf("%w: %s", ErrInvalid, e.Error)
+		}
+		return nil, fmt.Errorf("registry: %s %s: %s: %s", method, path, resp.Status, e.Error)
+	}
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			return nil, fmt.Errorf("registry: decode %s: %w", path, err)
+		}
+	} else {
+		_, _ = io.Copy(io.Discard, resp.Body)
+	}
+	return resp.Header, nil
+}
+
+// Register implements Backend.
+func (c *Client) Register(ctx context.Context, inst Instance) error {
+	_, err := c.do(ctx, http.MethodPut, "/v1/instances/"+url.PathEscape(inst.ID), inst, nil)
+	return err
+}
+
+// Heartbeat implements Backend.
+func (c *Client) Heartbeat(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodPut, "/v1/instances/"+url.PathEscape(id)+"/heartbeat", nil, nil)
+	return err
+}
+
+// SetStatus implements Backend.
+func (c *Client) SetStatus(ctx context.Context, id string, st Status) (uint64, error) {
+	var out struct {
+		Index uint64 `json:"index"`
+	}
+	_, err := c.do(ctx, http.MethodPut, "/v1/instances/"+url.PathEscape(id)+"/status", map[string]Status{"status": st}, &out)
+	return out.Index, err
+}
+
+// Deregister implements Backend.
+func (c *Client) Deregister(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/instances/"+url.PathEscape(id), nil, nil)
+	return err
+}
+
+// Instances implements Backend.
+func (c *Client) Instances(ctx context.Context, service string, waitIndex uint64, wait time.Duration) (Snapshot, error) {
+	q := url.Values{}
+	if service != "" {
+		q.Set("service", service)
+	}
+	if waitIndex > 0 {
+		q.Set("index", strconv.FormatUint(waitIndex, 10))
+		q.Set("wait", wait.String())
+		// Let the server answer first: give up only well after its wait.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wait+wait/16+5*time.Second)
+		defer cancel()
+	}
+	var snap Snapshot
+	_, err := c.do(ctx, http.MethodGet, "/v1/instances?"+q.Encode(), nil, &snap)
+	return snap, err
+}
+
+// ReportGateway implements Backend.
+func (c *Client) ReportGateway(ctx context.Context, r GatewayReport) error {
+	_, err := c.do(ctx, http.MethodPut, "/v1/gateways/"+url.PathEscape(r.ID), r, nil)
+	return err
+}
+
+// Gateways implements Backend.
+func (c *Client) Gateways(ctx context.Context) ([]GatewayReport, error) {
+	var out []GatewayReport
+	_, err := c.do(ctx, http.MethodGet, "/v1/gateways", nil, &out)
+	return out, err
+}

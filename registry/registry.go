@@ -1,0 +1,115 @@
+// Package registry keeps the status of every service instance that the
+// gateway routes on: the types, the Backend interface the other parts use,
+// the built-in server with leases and blocking queries, its HTTP client, and
+// the Consul backend.
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+)
+
+// Status is an instance's registry status, with Eureka's meanings.
+type Status string
+
+const (
+	// StatusUp receives traffic.
+	StatusUp Status = "UP"
+	// StatusDown failed its health check.
+	StatusDown Status = "DOWN"
+	// StatusStarting is not ready yet.
+	StatusStarting Status = "STARTING"
+	// StatusOutOfService is healthy and kept out of traffic on purpose.
+	StatusOutOfService Status = "OUT_OF_SERVICE"
+)
+
+// ParseStatus accepts exactly one of the four statuses.
+func ParseStatus(s string) (Status, error) {
+	switch st := Status(s); st {
+	case StatusUp, StatusDown, StatusStarting, StatusOutOfService:
+		return st, nil
+	}
+	return "", fmt.Errorf("%w: unknown status %q (want UP, DOWN, STARTING or OUT_OF_SERVICE)", ErrInvalid, s)
+}
+
+var (
+	// ErrNotFound means the registry does not know the instance, for example
+	// after a registry restart; the instance should register again.
+	ErrNotFound = errors.New("registry: instance not found")
+	// ErrUnauthorized means a write came without the right token.
+	ErrUnauthorized = errors.New("registry: unauthorized")
+	// ErrInvalid means the request itself was malformed.
+	ErrInvalid = errors.New("registry: invalid request")
+)
+
+// Instance is one running copy of a service.
+type Instance struct {
+	ID      string `json:"id"`
+	Service string `json:"service"`
+	Color   string `json:"color"`
+	Version string `json:"version,omitempty"`
+	Address string `json:"address"`
+	Port    int    `json:"port"`
+	Status  Status `json:"status"`
+}
+
+// HostPort is the instance's dialable address.
+func (i Instance) HostPort() string { return net.JoinHostPort(i.Address, strconv.Itoa(i.Port)) }
+
+// Validate reports what is wrong with a registration.
+func (i Instance) Validate() error {
+	switch {
+	case i.ID == "" || len(i.ID) > 256:
+		return fmt.Errorf("%w: instance id must be 1 to 256 characters", ErrInvalid)
+	case i.Service == "" || len(i.Service) > 256:
+		return fmt.Errorf("%w: service must be 1 to 256 characters", ErrInvalid)
+	case i.Address == "":
+		return fmt.Errorf("%w: address is required", ErrInvalid)
+	case i.Port <= 0 || i.Port > 65535:
+		return fmt.Errorf("%w: port %d out of range", ErrInvalid, i.Port)
+	}
+	_, err := ParseStatus(string(i.Status))
+	return err
+}
+
+// Snapshot is the registry's view of a service (or of all services) at Index.
+type Snapshot struct {
+	Index uint64 `json:"index"`
+	// Ready is false while a freshly restarted registry waits for its
+	// instances to register again; its partial view must not replace a
+	// gateway's last good table.
+	Ready     bool       `json:"ready"`
+	Instances []Instance `json:"instances"`
+}
+
+// GatewayReport is what a gateway has applied: for each service it routes,
+// the registry index of the snapshot behind its current routing table.
+type GatewayReport struct {
+	ID      string            `json:"id"`
+	Applied map[string]uint64 `json:"applied"`
+}
+
+// Backend is a registry as switchyard uses it: the built-in server through
+// Client, or Consul. Consumers declare the subset they call.
+type Backend interface {
+	// Register adds or replaces an instance and starts its lease.
+	Register(ctx context.Context, inst Instance) error
+	// Heartbeat renews the lease; ErrNotFound asks for a new Register.
+	Heartbeat(ctx context.Context, id string) error
+	// SetStatus changes the status and returns the index at which the
+	// change is visible to Instances.
+	SetStatus(ctx context.Context, id string, status Status) (uint64, error)
+	// Deregister removes an instance.
+	Deregister(ctx context.Context, id string) error
+	// Instances lists a service's instances ("" for all services). With
+	// waitIndex > 0 it blocks until the index passes waitIndex or wait ends.
+	Instances(ctx context.Context, service string, waitIndex uint64, wait time.Duration) (Snapshot, error)
+	// ReportGateway records what a gateway has applied, under a lease.
+	ReportGateway(ctx context.Context, report GatewayReport) error
+	// Gateways lists the reports of the live gateways.
+	Gateways(ctx context.Context) ([]GatewayReport, error)
+}

@@ -1,0 +1,249 @@
+package registry
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/sirupsen/logrus"
+)
+
+// MaxWait caps how long one blocking query may hold a connection.
+const MaxWait = 5 * time.Minute
+
+// ServerConfig configures the built-in registry server.
+type ServerConfig struct {
+	Listen   string        // host:port
+	Token    string        // shared secret every write must carry
+	LeaseTTL time.Duration // an instance silent this long is evicted
+	Warmup   time.Duration // after a start, how long views are not Ready
+	Log      logrus.FieldLogger
+}
+
+// Server is the built-in registry over HTTP.
+type Server struct {
+	cfg   ServerConfig
+	store *Store
+	echo  *echo.Echo
+}
+
+// NewServer builds a server around a fresh Store.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.Token == "" {
+		return nil, errors.New("registry: a token is required (SWITCHYARD_TOKEN or --token)")
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 10 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = logrus.StandardLogger()
+	}
+	s := &Server{cfg: cfg, store: NewStore(cfg.LeaseTTL, cfg.Warmup, nil)}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = jsonError
+	e.Use(middleware.BodyLimit("1M"))
+	v1 := e.Group("/v1")
+	write := v1.Group("", s.auth)
+	write.PUT("/instances/:id", s.register)
+	write.PUT("/instances/:id/heartbeat", s.heartbeat)
+	write.PUT("/instances/:id/status", s.setStatus)
+	write.DELETE("/instances/:id", s.deregister)
+	write.PUT("/gateways/:id", s.reportGateway)
+	v1.GET("/instances", s.list)
+	v1.GET("/gateways", s.listGateways)
+	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	s.echo = e
+	return s, nil
+}
+
+// Handler is the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Store exposes the state, for tests and benchmarks.
+func (s *Server) Store() *Store { return s.store }
+
+// Serve listens on cfg.Listen until ctx ends.
+func (s *Server) Serve(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("registry: listen: %w", err)
+	}
+	return s.ServeListener(ctx, ln)
+}
+
+// ServeListener serves on ln until ctx ends.
+func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
+	go s.expireLoop(ctx)
+	srv := &http.Server{Handler: s.echo, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	s.cfg.Log.WithFields(logrus.Fields{"listen": ln.Addr().String(), "lease_ttl": s.cfg.LeaseTTL, "warmup": s.cfg.Warmup}).Info("registry serving")
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("registry: serve: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) expireLoop(ctx context.Context) {
+	t := time.NewTicker(max(s.cfg.LeaseTTL/10, 50*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for _, inst := range s.store.Expire() {
+				s.cfg.Log.WithFields(logrus.Fields{"instance": inst.ID, "service": inst.Service, "color": inst.Color}).
+					Warn("lease expired without a heartbeat; instance evicted")
+			}
+		}
+	}
+}
+
+func (s *Server) auth(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if !TokenOK(c.Request(), s.cfg.Token) {
+			return echo.NewHTTPError(http.StatusUnauthorized, "missing or wrong token")
+		}
+		return next(c)
+	}
+}
+
+// TokenOK checks a request's bearer token against want in constant time.
+func TokenOK(r *http.Request, want string) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+func (s *Server) register(c echo.Context) error {
+	var inst Instance
+	if err := decode(c, &inst); err != nil {
+		return err
+	}
+	if inst.ID == "" {
+		inst.ID = c.Param("id")
+	}
+	if inst.ID != c.Param("id") {
+		return echo.NewHTTPError(http.StatusBadRequest, "instance id in the body differs from the path")
+	}
+	idx, err := s.store.Register(inst)
+	if err != nil {
+		return err
+	}
+	s.cfg.Log.WithFields(logrus.Fields{"instance": inst.ID, "service": inst.Service, "color": inst.Color, "status": inst.Status}).Info("instance registered")
+	return c.JSON(http.StatusOK, map[string]uint64{"index": idx})
+}
+
+func (s *Server) heartbeat(c echo.Context) error {
+	if err := s.store.Heartbeat(c.Param("id")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) setStatus(c echo.Context) error {
+	var body struct {
+		Status Status `json:"status"`
+	}
+	if err := decode(c, &body); err != nil {
+		return err
+	}
+	idx, err := s.store.SetStatus(c.Param("id"), body.Status)
+	if err != nil {
+		return err
+	}
+	s.cfg.Log.WithFields(logrus.Fields{"instance": c.Param("id"), "status": body.Status, "index": idx}).Info("status changed")
+	return c.JSON(http.StatusOK, map[string]uint64{"index": idx})
+}
+
+func (s *Server) deregister(c echo.Context) error {
+	idx, err := s.store.Deregister(c.Param("id"))
+	if err != nil {
+		return err
+	}
+	s.cfg.Log.WithField("instance", c.Param("id")).Info("instance deregistered")
+	return c.JSON(http.StatusOK, map[string]uint64{"index": idx})
+}
+
+func (s *Server) reportGateway(c echo.Context) error {
+	var r GatewayReport
+	if err := decode(c, &r); err != nil {
+		return err
+	}
+	r.ID = c.Param("id")
+	if err := s.store.ReportGateway(r); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) listGateways(c echo.Context) error {
+	return c.JSON(http.StatusOK, s.store.Gateways())
+}
+
+func (s *Server) list(c echo.Context) error {
+	q := c.QueryParams()
+	var index uint64
+	if v := q.Get("index"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, "index must be an unsigned integer")
+		}
+		index = n
+	}
+	wait := 30 * time.Second
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return echo.NewHTTPError(http.StatusBadRequest, "wait must be a duration such as 30s")
+		}
+		wait = min(d, MaxWait)
+	}
+	snap := s.store.Instances(c.Request().Context(), q.Get("service"), index, wait)
+	c.Response().Header().Set(IndexHeader, strconv.FormatUint(snap.Index, 10))
+	return c.JSON(http.StatusOK, snap)
+}
+
+// IndexHeader carries a list's index, as X-Consul-Index does.
+const IndexHeader = "X-Switchyard-Index"
+
+func decode(c echo.Context, v any) error {
+	dec := json.NewDecoder(c.Request().Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, "malformed JSON body: "+err.Error())
+	}
+	return nil
+}
+
+// jsonError answers every error as {"error": "..."} with a fitting code.
+func jsonError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	code, msg := http.StatusInternalServerError, err.Error()
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &he):
+		code, msg = he.Code, fmt.Sprint(he.Message)
+	case errors.Is(err, ErrNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, ErrInvalid):
+		code = http.StatusBadRequest
+	}
+	_ = c.JSON(code, map[string]string{"error": msg})
+}

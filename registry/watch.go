@@ -1,0 +1,82 @@
+package registry
+
+import (
+	"context"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Lister is the part of a Backend a watch needs.
+type Lister interface {
+	Instances(ctx context.Context, service string, waitIndex uint64, wait time.Duration) (Snapshot, error)
+}
+
+// WatchOptions tune Watch; the zero value is sensible.
+type WatchOptions struct {
+	Wait       time.Duration // blocking-query wait; default 30s
+	MinBackoff time.Duration // first retry delay after an error; default 50ms
+	MaxBackoff time.Duration // retry delay cap; default 5s
+	Log        logrus.FieldLogger
+}
+
+// Watch streams service's snapshots ("" for all services) by blocking
+// queries. It sends the first snapshot at once and then one per change,
+// skipping answers whose index did not move, starting over when the index
+// goes backwards, and backing off with a cap while the registry fails. A
+// slow reader only ever gets the newest snapshot. The channel closes when
+// ctx ends.
+func Watch(ctx context.Context, l Lister, service string, o WatchOptions) <-chan Snapshot {
+	if o.Wait <= 0 {
+		o.Wait = 30 * time.Second
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 50 * time.Millisecond
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 5 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = logrus.StandardLogger()
+	}
+	out := make(chan Snapshot, 1)
+	go func() {
+		defer close(out)
+		var index uint64
+		var ready bool
+		backoff := o.MinBackoff
+		for ctx.Err() == nil {
+			snap, err := l.Instances(ctx, service, index, o.Wait)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				o.Log.WithError(err).WithFields(logrus.Fields{"service": service, "retry_in": backoff}).
+					Warn("registry watch failed; keeping the last view and retrying")
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+					return
+				}
+				backoff = min(backoff*2, o.MaxBackoff)
+				continue
+			}
+			backoff = o.MinBackoff
+			if snap.Index == index && snap.Ready == ready {
+				continue
+			}
+			if snap.Index < index {
+				o.Log.WithFields(logrus.Fields{"service": service, "was": index, "now": snap.Index}).
+					Info("registry index went backwards; starting the watch over")
+			}
+			index, ready = snap.Index, snap.Ready
+			// Keep only the newest snapshot for a slow reader.
+			select {
+			case <-out:
+			default:
+			}
+			out <- snap
+		}
+	}()
+	return out
+}
