@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,18 +46,35 @@ func main() {
 		heartbeat = flag.Duration("heartbeat", time.Second, "registry heartbeat interval")
 		session   = flag.Duration("zk-session-timeout", 10*time.Second, "ZooKeeper session timeout")
 		drain     = flag.Duration("drain-timeout", 10*time.Second, "longest wait for gateways to stop sending at shutdown")
+		healthy   = flag.Bool("healthy", true, "start healthy; SIGUSR1 toggles health, to rehearse a failing instance")
 	)
 	flag.Parse()
 	log := logrus.New()
 	log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000"})
-	if err := run(*color, *listen, *advertise, *service, *version, *id, *zkAddr, *regURL, *token, *zkRoot, *heartbeat, *session, *drain, log); err != nil {
+	var health atomic.Bool
+	health.Store(*healthy)
+	toggle := make(chan os.Signal, 1)
+	signal.Notify(toggle, syscall.SIGUSR1)
+	go func() {
+		for range toggle {
+			log.WithField("healthy", !health.Load()).Warn("health toggled by SIGUSR1")
+			health.Store(!health.Load())
+		}
+	}()
+	check := func(context.Context) error {
+		if !health.Load() {
+			return errors.New("unhealthy (toggled with SIGUSR1)")
+		}
+		return nil
+	}
+	if err := run(*color, *listen, *advertise, *service, *version, *id, *zkAddr, *regURL, *token, *zkRoot, *heartbeat, *session, *drain, check, log); err != nil {
 		fmt.Fprintln(os.Stderr, "hello:", err)
 		os.Exit(1)
 	}
 }
 
 func run(color, listen, advertise, service, version, id, zkAddr, regURL, token, zkRoot string,
-	heartbeat, session, drain time.Duration, log *logrus.Logger) error {
+	heartbeat, session, drain time.Duration, health func(context.Context) error, log *logrus.Logger) error {
 	reg, err := registry.Open(regURL, token)
 	if err != nil {
 		return err
@@ -75,7 +94,7 @@ func run(color, listen, advertise, service, version, id, zkAddr, regURL, token, 
 	inst, err := sdk.New(sdk.Config{
 		Service: service, Color: color, ID: id, Version: version, Address: host, Port: addr.Port,
 		ZK: strings.Split(zkAddr, ","), ZKRoot: zkRoot, ZKSessionTimeout: session,
-		Registry: reg, Token: token, HeartbeatInterval: heartbeat, DrainTimeout: drain, Log: log,
+		Registry: reg, Token: token, HeartbeatInterval: heartbeat, DrainTimeout: drain, Health: health, Log: log,
 	})
 	if err != nil {
 		return err

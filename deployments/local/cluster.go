@@ -1,0 +1,456 @@
+package local
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/switchyard/switchyard/controller/layout"
+	"github.com/switchyard/switchyard/registry"
+)
+
+// Build compiles switchyard and hello into dir.
+func Build(ctx context.Context, dir string) error {
+	root, err := RepoRoot()
+	if err != nil {
+		return err
+	}
+	for name, pkg := range map[string]string{"switchyard": "./cmd/switchyard", "hello": "./examples/hello"} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, name), pkg)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s: %w: %s", pkg, err, out)
+		}
+	}
+	return nil
+}
+
+// Proc is a process the harness started; only these are ever signalled.
+type Proc struct {
+	Name string
+	Args []string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// Alive reports whether the process still runs.
+func (p *Proc) Alive() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Kill sends SIGKILL and waits.
+func (p *Proc) Kill() { p.signal(syscall.SIGKILL, 0) }
+
+// Stop sends SIGTERM and waits up to grace before SIGKILL.
+func (p *Proc) Stop(grace time.Duration) { p.signal(syscall.SIGTERM, grace) }
+
+// Signal sends sig without waiting.
+func (p *Proc) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Wait waits for the process to exit and returns its error.
+func (p *Proc) Wait() error { <-p.done; return p.err }
+
+func (p *Proc) signal(sig syscall.Signal, grace time.Duration) {
+	if !p.Alive() {
+		return
+	}
+	_ = p.cmd.Process.Signal(sig)
+	if grace > 0 {
+		select {
+		case <-p.done:
+			return
+		case <-time.After(grace):
+			_ = p.cmd.Process.Kill()
+		}
+	}
+	<-p.done
+}
+
+// Instance is a running hello.
+type Instance struct {
+	*Proc
+	Color string
+	ID    string
+	Addr  string
+}
+
+// Options shape a local cluster.
+type Options struct {
+	Bin         string // holds switchyard and hello
+	Dir         string // logs and data
+	Token       string
+	Controllers int
+	Blue, Green int
+	// RegistryURL, when set, names an external registry (Consul) to use
+	// instead of starting the built-in server.
+	RegistryURL string
+	// Fast timings for tests: short sessions, leases and heartbeats.
+	Fast bool
+	// Env is added to every process's environment.
+	Env []string
+}
+
+// Cluster is ZooKeeper, a registry, controllers, a gateway and instances.
+type Cluster struct {
+	opts        Options
+	ZK          *ZooKeeper
+	Registry    *Proc // nil with an external registry
+	RegistryURL string
+	registryArg []string
+	Controllers []*Proc
+	Gateway     *Proc
+	GatewayURL  string
+	mu          sync.Mutex
+	Instances   []*Instance
+	zk          *zk.Conn
+	Paths       layout.Paths
+}
+
+// Start brings the whole topology up and waits until the active color (blue)
+// serves through the gateway.
+func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
+	if opts.Controllers == 0 {
+		opts.Controllers = 2
+	}
+	c := &Cluster{opts: opts}
+	defer func() {
+		if err != nil {
+			c.Stop()
+		}
+	}()
+	if c.ZK, err = StartZooKeeper(ctx, filepath.Join(opts.Dir, "zookeeper"), 250*time.Millisecond); err != nil {
+		return nil, err
+	}
+	c.Paths, _ = layout.NewPaths("/")
+	conn, events, err := zk.Connect([]string{c.ZK.Addr}, 5*time.Second, zk.WithLogInfo(false), zk.WithLogger(quiet{}))
+	if err != nil {
+		return nil, err
+	}
+	c.zk = conn
+	for ev := range events {
+		if ev.State == zk.StateHasSession {
+			break
+		}
+	}
+	go func() {
+		for range events {
+		}
+	}()
+	if opts.RegistryURL != "" {
+		c.RegistryURL = opts.RegistryURL
+	} else {
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		c.RegistryURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+		c.registryArg = []string{"registry", "--listen", fmt.Sprintf("127.0.0.1:%d", port)}
+		if opts.Fast {
+			c.registryArg = append(c.registryArg, "--lease-ttl", "3s", "--warmup", "1500ms")
+		}
+		if err := c.StartRegistry(ctx); err != nil {
+			return nil, err
+		}
+	}
+	for i := range opts.Controllers {
+		if _, err := c.StartController(ctx, fmt.Sprintf("controller-%d", i+1)); err != nil {
+			return nil, err
+		}
+	}
+	gport, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	c.GatewayURL = fmt.Sprintf("http://127.0.0.1:%d", gport)
+	if c.Gateway, err = c.start("gateway", c.sy("gateway", "--listen", fmt.Sprintf("127.0.0.1:%d", gport), "--route", "/=hello", "--id", "gateway-1")...); err != nil {
+		return nil, err
+	}
+	if err := waitHTTP(ctx, c.GatewayURL+"/", 10*time.Second, 0); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	for range opts.Blue {
+		if _, err := c.StartInstance(ctx, layout.Blue); err != nil {
+			return nil, err
+		}
+	}
+	for range opts.Green {
+		if _, err := c.StartInstance(ctx, layout.Green); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Blue > 0 {
+		if err := c.WaitServing(ctx, layout.Blue, 30*time.Second); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// ZKConn is the harness's own ZooKeeper session.
+func (c *Cluster) ZKConn() *zk.Conn { return c.zk }
+
+// sy prefixes the flags every switchyard process takes.
+func (c *Cluster) sy(args ...string) []string {
+	return append([]string{filepath.Join(c.opts.Bin, "switchyard")}, append(args, "--zk", c.ZK.Addr, "--registry", c.RegistryURL)...)
+}
+
+func (c *Cluster) env() []string {
+	return append(append(os.Environ(), "SWITCHYARD_TOKEN="+c.opts.Token, "SWITCHYARD_ZK_ROOT=/"), c.opts.Env...)
+}
+
+func (c *Cluster) start(name string, argv ...string) (*Proc, error) {
+	logf, err := os.OpenFile(filepath.Join(c.opts.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = c.env()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &Proc{Name: name, Args: argv, cmd: cmd, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); logf.Close(); close(p.done) }()
+	return p, nil
+}
+
+// StartRegistry starts (or restarts) the built-in registry on its port.
+func (c *Cluster) StartRegistry(ctx context.Context) error {
+	var err error
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// The old process's port may take a moment to be free again.
+		c.Registry, err = c.start("registry", append([]string{filepath.Join(c.opts.Bin, "switchyard")}, c.registryArg...)...)
+		if err != nil {
+			return err
+		}
+		if err = waitHTTP(ctx, c.RegistryURL+"/healthz", 5*time.Second, http.StatusOK); err == nil {
+			return nil
+		}
+		c.Registry.Kill()
+		if time.Now().After(deadline) {
+			return fmt.Errorf("registry: %w", err)
+		}
+	}
+}
+
+// StartController starts a controller with id.
+func (c *Cluster) StartController(ctx context.Context, id string) (*Proc, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	args := c.sy("controller", "--id", id, "--listen", fmt.Sprintf("127.0.0.1:%d", port))
+	if c.opts.Fast {
+		args = append(args, "--session-timeout", "2s", "--health-timeout", "2s", "--resync", "500ms")
+	}
+	p, err := c.start(id, args...)
+	if err != nil {
+		return nil, err
+	}
+	c.Controllers = append(c.Controllers, p)
+	return p, waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/healthz", port), 10*time.Second, http.StatusOK)
+}
+
+// StartInstance starts a hello of color and waits until it listens.
+func (c *Cluster) StartInstance(ctx context.Context, color string, extra ...string) (*Instance, error) {
+	c.mu.Lock()
+	n := len(c.Instances) + 1
+	c.mu.Unlock()
+	name := fmt.Sprintf("hello-%s-%d", color, n)
+	args := []string{filepath.Join(c.opts.Bin, "hello"), "--color", color, "--id", name, "--zk", c.ZK.Addr, "--registry", c.RegistryURL,
+		"--version", map[string]string{layout.Blue: "v1", layout.Green: "v2"}[color]}
+	if c.opts.Fast {
+		args = append(args, "--heartbeat", "300ms", "--zk-session-timeout", "2s", "--drain-timeout", "3s")
+	}
+	args = append(args, extra...)
+	logPath := filepath.Join(c.opts.Dir, name+".log")
+	p, err := c.start(name, args...)
+	if err != nil {
+		return nil, err
+	}
+	addr, err := waitListen(ctx, logPath, p, 15*time.Second)
+	if err != nil {
+		p.Kill()
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	inst := &Instance{Proc: p, Color: color, ID: name, Addr: addr}
+	c.mu.Lock()
+	c.Instances = append(c.Instances, inst)
+	c.mu.Unlock()
+	return inst, nil
+}
+
+// waitListen reads the LISTEN line hello prints once bound.
+func waitListen(ctx context.Context, logPath string, p *Proc, within time.Duration) (string, error) {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if f, err := os.Open(logPath); err == nil {
+			sc := bufio.NewScanner(f)
+			for sc.Scan() {
+				if rest, ok := strings.CutPrefix(sc.Text(), "LISTEN "); ok {
+					f.Close()
+					return strings.Fields(rest)[0], nil
+				}
+			}
+			f.Close()
+		}
+		if !p.Alive() {
+			b, _ := os.ReadFile(logPath)
+			return "", fmt.Errorf("exited before listening: %s", tail(b, 1500))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return "", errors.New("no LISTEN line in time")
+}
+
+// waitHTTP polls url until it answers (with want, when want is not 0).
+func waitHTTP(ctx context.Context, url string, within time.Duration, want int) error {
+	deadline := time.Now().Add(within)
+	var last error
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if want == 0 || resp.StatusCode == want {
+				return nil
+			}
+			err = fmt.Errorf("%s answered %s", url, resp.Status)
+		}
+		last = err
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not ready in %s: %v", url, within, last)
+}
+
+// WaitServing waits until every response through the gateway is color.
+func (c *Cluster) WaitServing(ctx context.Context, color string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	streak := 0
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if got, err := GetColor(ctx, http.DefaultClient, c.GatewayURL+"/"); err == nil && got == color {
+			if streak++; streak >= 20 {
+				return nil
+			}
+			continue
+		}
+		streak = 0
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("gateway did not serve only %s within %s", color, within)
+}
+
+// GetColor fetches url and returns the X-Switchyard-Color of a 200.
+func GetColor(ctx context.Context, hc *http.Client, url string) (string, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	return resp.Header.Get("X-Switchyard-Color"), nil
+}
+
+// Flip writes /active_color with the real zkCli.sh, as CI does, and
+// returns the write's zxid and server time.
+func (c *Cluster) Flip(ctx context.Context, value string) (int64, time.Time, error) {
+	if _, err := ZkCli(ctx, c.ZK.Addr, "set", "/active_color", value); err != nil {
+		return 0, time.Time{}, err
+	}
+	_, stat, err := c.zk.Get("/active_color")
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	return stat.Mzxid, time.UnixMilli(stat.Mtime), nil
+}
+
+// Record reads /switchyard/switch.
+func (c *Cluster) Record() (layout.Switch, error) {
+	rec, _, err := layout.ReadSwitch(c.zk, c.Paths)
+	return rec, err
+}
+
+// WaitRecord polls the switch record until ok accepts it.
+func (c *Cluster) WaitRecord(ctx context.Context, within time.Duration, ok func(layout.Switch) bool) (layout.Switch, error) {
+	deadline := time.Now().Add(within)
+	var rec layout.Switch
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		r, err := c.Record()
+		if err == nil {
+			rec = r
+			if ok(r) {
+				return r, nil
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return rec, fmt.Errorf("switch record not as expected within %s; last: %+v", within, rec)
+}
+
+// CLI runs the switchyard command with the cluster's settings.
+func (c *Cluster) CLI(ctx context.Context, args ...string) (string, error) {
+	argv := c.sy(args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = c.env()
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// Backend opens the cluster's registry as a client would.
+func (c *Cluster) Backend() (registry.Backend, error) { return registry.Open(c.RegistryURL, c.opts.Token) }
+
+// Stop ends every process the harness started, instances first so they
+// can deregister.
+func (c *Cluster) Stop() {
+	var wg sync.WaitGroup
+	c.mu.Lock()
+	for _, in := range c.Instances {
+		wg.Add(1)
+		go func() { defer wg.Done(); in.Stop(5 * time.Second) }()
+	}
+	c.mu.Unlock()
+	wg.Wait()
+	for _, p := range append([]*Proc{c.Gateway, c.Registry}, c.Controllers...) {
+		if p != nil {
+			p.Stop(3 * time.Second)
+		}
+	}
+	if c.zk != nil {
+		c.zk.Close()
+	}
+	if c.ZK != nil {
+		c.ZK.Stop()
+	}
+}
+
+type quiet struct{}
+
+func (quiet) Printf(string, ...any) {}
