@@ -205,7 +205,8 @@ func (c *Controller) runSwitch(ctx context.Context, target string, id int64, pre
 	indexes := map[string]uint64{}
 	for _, m := range ups {
 		step := layout.Step{Instance: m.ID, Service: m.Service, Color: m.Color, Action: string(registry.StatusUp), State: "pending"}
-		if !healthy[m.ID] {
+		// Checked again right before: health may have changed since the pre-flight.
+		if !healthy[m.ID] || !c.healthy(ctx, m) {
 			step.State, step.Error, step.At = "skipped", "failed its health check", time.Now().UTC()
 			rec.Steps = append(rec.Steps, step)
 			log.WithField("instance", m.ID).Warn("instance failed its health check; it stays OUT_OF_SERVICE")

@@ -106,6 +106,17 @@ type Options struct {
 	Fast bool
 	// Env is added to every process's environment.
 	Env []string
+	// Fixed listen addresses; empty means a free loopback port.
+	GatewayAddr, RegistryAddr string
+	ControllerAddrs             []string
+}
+
+func addrOr(fixed string) (string, error) {
+	if fixed != "" {
+		return fixed, nil
+	}
+	port, err := FreePort()
+	return fmt.Sprintf("127.0.0.1:%d", port), err
 }
 
 // Cluster is ZooKeeper, a registry, controllers, a gateway and instances.
@@ -157,12 +168,12 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.RegistryURL != "" {
 		c.RegistryURL = opts.RegistryURL
 	} else {
-		port, err := FreePort()
+		addr, err := addrOr(opts.RegistryAddr)
 		if err != nil {
 			return nil, err
 		}
-		c.RegistryURL = fmt.Sprintf("http://127.0.0.1:%d", port)
-		c.registryArg = []string{"registry", "--listen", fmt.Sprintf("127.0.0.1:%d", port)}
+		c.RegistryURL = "http://" + addr
+		c.registryArg = []string{"registry", "--listen", addr}
 		if opts.Fast {
 			c.registryArg = append(c.registryArg, "--lease-ttl", "3s", "--warmup", "1500ms")
 		}
@@ -171,16 +182,20 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		}
 	}
 	for i := range opts.Controllers {
-		if _, err := c.StartController(ctx, fmt.Sprintf("controller-%d", i+1)); err != nil {
+		fixed := ""
+		if i < len(opts.ControllerAddrs) {
+			fixed = opts.ControllerAddrs[i]
+		}
+		if _, err := c.StartController(ctx, fmt.Sprintf("controller-%d", i+1), fixed); err != nil {
 			return nil, err
 		}
 	}
-	gport, err := FreePort()
+	gaddr, err := addrOr(opts.GatewayAddr)
 	if err != nil {
 		return nil, err
 	}
-	c.GatewayURL = fmt.Sprintf("http://127.0.0.1:%d", gport)
-	if c.Gateway, err = c.start("gateway", c.sy("gateway", "--listen", fmt.Sprintf("127.0.0.1:%d", gport), "--route", "/=hello", "--id", "gateway-1")...); err != nil {
+	c.GatewayURL = "http://" + gaddr
+	if c.Gateway, err = c.start("gateway", c.sy("gateway", "--listen", gaddr, "--route", "/=hello", "--id", "gateway-1")...); err != nil {
 		return nil, err
 	}
 	if err := waitHTTP(ctx, c.GatewayURL+"/", 10*time.Second, 0); err != nil {
@@ -224,6 +239,8 @@ func (c *Cluster) start(name string, argv ...string) (*Proc, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = c.env()
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// Nothing the harness starts may outlive it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -253,13 +270,13 @@ func (c *Cluster) StartRegistry(ctx context.Context) error {
 	}
 }
 
-// StartController starts a controller with id.
-func (c *Cluster) StartController(ctx context.Context, id string) (*Proc, error) {
-	port, err := FreePort()
+// StartController starts a controller with id, on addr or a free port.
+func (c *Cluster) StartController(ctx context.Context, id, addr string) (*Proc, error) {
+	addr, err := addrOr(addr)
 	if err != nil {
 		return nil, err
 	}
-	args := c.sy("controller", "--id", id, "--listen", fmt.Sprintf("127.0.0.1:%d", port))
+	args := c.sy("controller", "--id", id, "--listen", addr)
 	if c.opts.Fast {
 		args = append(args, "--session-timeout", "2s", "--health-timeout", "2s", "--resync", "500ms")
 	}
@@ -268,7 +285,7 @@ func (c *Cluster) StartController(ctx context.Context, id string) (*Proc, error)
 		return nil, err
 	}
 	c.Controllers = append(c.Controllers, p)
-	return p, waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/healthz", port), 10*time.Second, http.StatusOK)
+	return p, waitHTTP(ctx, "http://"+addr+"/healthz", 10*time.Second, http.StatusOK)
 }
 
 // StartInstance starts a hello of color and waits until it listens.

@@ -304,9 +304,9 @@ func TestLeaderKilledMidSwitch(t *testing.T) {
 		c := startCluster(t, b, 2, 0)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		// Four green instances make the switch long enough to interrupt.
+		// Slow health checks make the switch long enough to interrupt.
 		for range 4 {
-			if _, err := c.StartInstance(ctx, layout.Green); err != nil {
+			if _, err := c.StartInstance(ctx, layout.Green, "--health-delay", "400ms"); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -112,6 +113,7 @@ admin.enableServer=false
 		"-cp", dir+":"+"/etc/zookeeper/conf:/usr/share/java/zookeeper.jar",
 		"org.apache.zookeeper.server.ZooKeeperServerMain", cfgPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start zookeeper: %w", err)
 	}

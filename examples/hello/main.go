@@ -47,6 +47,7 @@ func main() {
 		session   = flag.Duration("zk-session-timeout", 10*time.Second, "ZooKeeper session timeout")
 		drain     = flag.Duration("drain-timeout", 10*time.Second, "longest wait for gateways to stop sending at shutdown")
 		healthy   = flag.Bool("healthy", true, "start healthy; SIGUSR1 toggles health, to rehearse a failing instance")
+		slowCheck = flag.Duration("health-delay", 0, "answer health checks this much later, to rehearse a slow switch")
 	)
 	flag.Parse()
 	log := logrus.New()
@@ -61,7 +62,12 @@ func main() {
 			health.Store(!health.Load())
 		}
 	}()
-	check := func(context.Context) error {
+	check := func(ctx context.Context) error {
+		select {
+		case <-time.After(*slowCheck):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		if !health.Load() {
 			return errors.New("unhealthy (toggled with SIGUSR1)")
 		}

@@ -1,0 +1,34 @@
+# switchyard: `make demo` shows a switch, `make test` runs every test.
+SHELL := /bin/bash
+GO    ?= go
+export PATH := $(PATH):/usr/local/go/bin
+
+.PHONY: all build deps test unit e2e demo vet clean
+
+all: build
+
+build:
+	$(GO) build -o bin/switchyard ./cmd/switchyard
+	$(GO) build -o bin/hello ./examples/hello
+	$(GO) build -o bin/demo ./cmd/demo
+
+# ZooKeeper (Debian's package) and a cached Consul built from its module.
+deps:
+	bash deployments/install/deps.sh
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+# Unit and package tests with the race detector, then the end-to-end suite
+# against real ZooKeeper, Consul and processes.
+test: deps vet
+	$(GO) test -race -count=1 -timeout 15m ./registry/... ./gateway/... ./controller/... ./client-sdk/... ./deployments/
+	$(GO) test -count=1 -timeout 40m -v ./deployments/local/ 2>&1 | grep -E '^(=== RUN|--- |\s+[a-z_0-9]+_test.go|PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
+
+demo: build
+	bash deployments/install/deps.sh zookeeper
+	./bin/demo
+
+clean:
+	rm -rf bin

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what switchyard's demo and tests need and a fresh Debian machine
+# lacks: ZooKeeper from the distribution, Consul built from its Go module,
+# and the Go modules. Safe to run again: each step is skipped when done.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+what="${1:-all}"
+
+bash "$here/zookeeper.sh"
+if [ "$what" = all ]; then
+  bash "$here/consul.sh" >/dev/null
+fi
+(cd "$here/../.." && go mod download)

@@ -1,0 +1,179 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Consul is a `consul agent -dev` private to its directory and bound to
+// free loopback ports. A -dev agent keeps its state in memory only, so a
+// Restart comes back empty, as a Consul that lost its data would.
+type Consul struct {
+	bin   string
+	dir   string
+	ports consulPorts
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+type consulPorts struct{ http, serfLAN, serfWAN, server int }
+
+// EnsureConsul builds Consul through the project's script unless it is
+// cached already, and returns the binary's path.
+func EnsureConsul(ctx context.Context) (string, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "deployments", "install", "consul.sh"))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("install consul: %w: %s", err, tail([]byte(stderr.String()), 2000))
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	bin := strings.TrimSpace(lines[len(lines)-1])
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("install consul: the script printed %q, which is not a file: %w", bin, err)
+	}
+	return bin, nil
+}
+
+// StartConsul runs a Consul dev agent in dir and waits until it has a
+// leader. Ports are picked free; should one be taken in the meantime, the
+// start is tried again on other ports.
+func StartConsul(ctx context.Context, dir string) (*Consul, error) {
+	bin, err := EnsureConsul(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for range 3 {
+		c := &Consul{bin: bin, dir: dir}
+		for _, p := range []*int{&c.ports.http, &c.ports.serfLAN, &c.ports.serfWAN, &c.ports.server} {
+			if *p, err = FreePort(); err != nil {
+				return nil, err
+			}
+		}
+		err := c.start(ctx)
+		if err == nil {
+			return c, nil
+		}
+		errs = append(errs, err)
+		if !errors.Is(err, errPortTaken) {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+var errPortTaken = errors.New("a port was taken")
+
+// Addr is the HTTP API's host:port.
+func (c *Consul) Addr() string { return "127.0.0.1:" + strconv.Itoa(c.ports.http) }
+
+// URL names the agent as a switchyard registry.
+func (c *Consul) URL() string { return "consul://" + c.Addr() }
+
+// Stop kills the agent and waits for it. Stopping twice is harmless.
+func (c *Consul) Stop() {
+	c.mu.Lock()
+	cmd, done := c.cmd, c.done
+	c.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-done
+}
+
+// Restart kills the agent and starts a fresh one on the same ports and
+// directory, then waits for its leader.
+func (c *Consul) Restart(ctx context.Context) error {
+	c.Stop()
+	return c.start(ctx)
+}
+
+func (c *Consul) start(ctx context.Context) error {
+	logPath := filepath.Join(c.dir, "consul.log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	offset, _ := logf.Seek(0, io.SeekEnd)
+	cmd := exec.Command(c.bin, "agent", "-dev",
+		"-node=switchyard-dev",
+		"-bind=127.0.0.1", "-client=127.0.0.1", "-advertise=127.0.0.1",
+		"-http-port="+strconv.Itoa(c.ports.http),
+		"-serf-lan-port="+strconv.Itoa(c.ports.serfLAN),
+		"-serf-wan-port="+strconv.Itoa(c.ports.serfWAN),
+		"-server-port="+strconv.Itoa(c.ports.server),
+		"-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
+		"-hcl=disable_update_check = true",
+	)
+	cmd.Dir = c.dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start consul: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	c.mu.Lock()
+	c.cmd, c.done = cmd, done
+	c.mu.Unlock()
+
+	deadline := time.Now().Add(60 * time.Second)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		if hasLeader(client, c.Addr()) {
+			return nil
+		}
+		select {
+		case <-done:
+			b, _ := os.ReadFile(logPath)
+			if int64(len(b)) > offset {
+				b = b[offset:]
+			}
+			err := fmt.Errorf("consul exited at start: %s", tail(b, 2000))
+			if strings.Contains(string(b), "address already in use") {
+				err = fmt.Errorf("%w: %w", errPortTaken, err)
+			}
+			return err
+		case <-ctx.Done():
+			c.Stop()
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			c.Stop()
+			return errors.New("consul elected no leader within 60s; see " + logPath)
+		}
+	}
+}
+
+// hasLeader reports whether the agent at addr answers with a leader; a
+// dev agent elects itself within a second or two.
+func hasLeader(client *http.Client, addr string) bool {
+	resp, err := client.Get("http://" + addr + "/v1/status/leader")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	leader := strings.Trim(strings.TrimSpace(string(b)), `"`)
+	return resp.StatusCode == http.StatusOK && leader != ""
+}
