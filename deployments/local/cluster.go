@@ -108,7 +108,7 @@ type Options struct {
 	Env []string
 	// Fixed listen addresses; empty means a free loopback port.
 	GatewayAddr, RegistryAddr string
-	ControllerAddrs             []string
+	ControllerAddrs           []string
 }
 
 func addrOr(fixed string) (string, error) {
@@ -442,7 +442,9 @@ func (c *Cluster) CLI(ctx context.Context, args ...string) (string, error) {
 }
 
 // Backend opens the cluster's registry as a client would.
-func (c *Cluster) Backend() (registry.Backend, error) { return registry.Open(c.RegistryURL, c.opts.Token) }
+func (c *Cluster) Backend() (registry.Backend, error) {
+	return registry.Open(c.RegistryURL, c.opts.Token)
+}
 
 // Stop ends every process the harness started, instances first so they
 // can deregister.
