@@ -149,6 +149,10 @@ func (i *Instance) Start(ctx context.Context) error {
 		return fmt.Errorf("sdk: connect to zookeeper: %w", err)
 	}
 	i.zk = conn
+	if err := waitSession(ctx, events, i.cfg.ZKSessionTimeout); err != nil {
+		conn.Close()
+		return fmt.Errorf("sdk: %w", err)
+	}
 	if err := i.ensureNode(); err != nil {
 		conn.Close()
 		return err
@@ -189,6 +193,23 @@ func (i *Instance) ensureNode() error {
 		return fmt.Errorf("sdk: create %s: %w", p, err)
 	}
 	return nil
+}
+
+// waitSession waits for the first session of a new connection.
+func waitSession(ctx context.Context, events <-chan zk.Event, within time.Duration) error {
+	timeout := time.After(within)
+	for {
+		select {
+		case ev := <-events:
+			if ev.State == zk.StateHasSession {
+				return nil
+			}
+		case <-timeout:
+			return fmt.Errorf("no ZooKeeper session within %s", within)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // watchSession recreates the node after the session expired: the library

@@ -38,6 +38,12 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) (ht
 		}
 		rd = bytes.NewReader(b)
 	}
+	if _, ok := ctx.Deadline(); !ok {
+		// A registry that accepts but never answers must not hang a caller.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
 		return nil, err

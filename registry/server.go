@@ -84,17 +84,24 @@ func (s *Server) Serve(ctx context.Context) error {
 // ServeListener serves on ln until ctx ends.
 func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	go s.expireLoop(ctx)
-	srv := &http.Server{Handler: s.echo, ReadHeaderTimeout: 10 * time.Second}
+	// Blocking queries end with ctx, so a shutdown never waits out their wait.
+	srv := &http.Server{Handler: s.echo, ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return ctx }}
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(sctx)
+		if srv.Shutdown(sctx) != nil {
+			_ = srv.Close()
+		}
 	}()
 	s.cfg.Log.WithFields(logrus.Fields{"listen": ln.Addr().String(), "lease_ttl": s.cfg.LeaseTTL, "warmup": s.cfg.Warmup}).Info("registry serving")
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("registry: serve: %w", err)
 	}
+	<-stopped
 	return nil
 }
 

@@ -1,0 +1,139 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/registry"
+)
+
+func serve(t *testing.T, token string) string {
+	t.Helper()
+	srv, err := registry.NewServer(registry.ServerConfig{Token: token, LeaseTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.ServeListener(ctx, ln); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return "http://" + ln.Addr().String()
+}
+
+func TestServerRefusesWritesWithoutTheToken(t *testing.T) {
+	url := serve(t, "secret")
+	ctx := context.Background()
+	good := registry.NewClient(url, "secret")
+	inst := registry.Instance{ID: "a", Service: "hello", Address: "127.0.0.1", Port: 9, Status: registry.StatusOutOfService}
+	if err := good.Register(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		desc  string
+		token string
+	}{
+		{desc: "a wrong token", token: "guess"},
+		{desc: "no token", token: ""},
+		{desc: "the token with a suffix", token: "secretX"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			bad := registry.NewClient(url, tc.token)
+			if _, err := bad.SetStatus(ctx, "a", registry.StatusUp); !errors.Is(err, registry.ErrUnauthorized) {
+				t.Errorf("SetStatus err = %v, want ErrUnauthorized", err)
+			}
+			if err := bad.Deregister(ctx, "a"); !errors.Is(err, registry.ErrUnauthorized) {
+				t.Errorf("Deregister err = %v, want ErrUnauthorized", err)
+			}
+			if err := bad.ReportGateway(ctx, registry.GatewayReport{ID: "g", Applied: map[string]uint64{"hello": 1 << 62}}); !errors.Is(err, registry.ErrUnauthorized) {
+				t.Errorf("ReportGateway err = %v, want ErrUnauthorized", err)
+			}
+		})
+	}
+	snap, err := good.Instances(ctx, "hello", 0, 0)
+	if err != nil || len(snap.Instances) != 1 || snap.Instances[0].Status != registry.StatusOutOfService {
+		t.Fatalf("after refused writes: %+v, %v", snap, err)
+	}
+	if gws, _ := good.Gateways(ctx); len(gws) != 0 {
+		t.Fatalf("a refused gateway report was stored: %+v", gws)
+	}
+}
+
+func TestServerAnswersBadRequestsClearly(t *testing.T) {
+	url := serve(t, "secret")
+	for _, tc := range []struct {
+		desc, method, path, body string
+		want                     int
+		wantText                 string
+	}{
+		{desc: "malformed JSON", method: "PUT", path: "/v1/instances/a", body: "{", want: 400, wantText: "malformed JSON"},
+		{desc: "unknown field", method: "PUT", path: "/v1/instances/a", body: `{"id":"a","colour":"blue"}`, want: 400, wantText: "unknown field"},
+		{desc: "id differs from the path", method: "PUT", path: "/v1/instances/a", body: `{"id":"b","service":"s","address":"h","port":1,"status":"UP"}`, want: 400, wantText: "differs"},
+		{desc: "unknown status", method: "PUT", path: "/v1/instances/a", body: `{"service":"s","address":"h","port":1,"status":"HAPPY"}`, want: 400, wantText: "unknown status"},
+		{desc: "status of an unknown instance", method: "PUT", path: "/v1/instances/zz/status", body: `{"status":"UP"}`, want: 404, wantText: "not found"},
+		{desc: "bad index", method: "GET", path: "/v1/instances?index=x", want: 400, wantText: "index"},
+		{desc: "bad wait", method: "GET", path: "/v1/instances?index=1&wait=forever", want: 400, wantText: "wait"},
+		{desc: "oversized body", method: "PUT", path: "/v1/instances/a", body: `{"id":"` + strings.Repeat("a", 2<<20) + `"}`, want: 413},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, url+tc.path, strings.NewReader(tc.body))
+			req.Header.Set("Authorization", "Bearer secret")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			buf := new(strings.Builder)
+			_, _ = io.Copy(buf, resp.Body)
+			if resp.StatusCode != tc.want || !strings.Contains(buf.String(), tc.wantText) {
+				t.Fatalf("%s %s: %d %s; want %d with %q", tc.method, tc.path, resp.StatusCode, buf, tc.want, tc.wantText)
+			}
+		})
+	}
+	snap, err := registry.NewClient(url, "").Instances(context.Background(), "", 0, 0)
+	if err != nil || len(snap.Instances) != 0 {
+		t.Fatalf("bad requests changed the registry: %+v %v", snap, err)
+	}
+}
+
+func TestWatchSeesChangesAndSkipsUnchanged(t *testing.T) {
+	url := serve(t, "secret")
+	c := registry.NewClient(url, "secret")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	inst := registry.Instance{ID: "a", Service: "hello", Address: "127.0.0.1", Port: 9, Status: registry.StatusOutOfService}
+	if err := c.Register(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	ch := registry.Watch(ctx, c, "hello", registry.WatchOptions{Wait: 200 * time.Millisecond})
+	first := <-ch
+	if len(first.Instances) != 1 || first.Instances[0].Status != registry.StatusOutOfService {
+		t.Fatalf("first snapshot %+v", first)
+	}
+	if _, err := c.SetStatus(ctx, "a", registry.StatusUp); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case snap := <-ch:
+		if snap.Instances[0].Status != registry.StatusUp || snap.Index <= first.Index {
+			t.Fatalf("second snapshot %+v", snap)
+		}
+	case <-ctx.Done():
+		t.Fatal("the watch missed a change")
+	}
+	// Blocking queries time out every 200ms with nothing new: none may be sent.
+	select {
+	case snap := <-ch:
+		t.Fatalf("the watch sent an unchanged snapshot %+v", snap)
+	case <-time.After(time.Second):
+	}
+}
