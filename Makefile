@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build deps test unit e2e demo vet clean
+.PHONY: all build deps test demo bench vet clean
 
 all: build
 
@@ -25,6 +25,13 @@ vet:
 test: deps vet
 	$(GO) test -race -count=1 -timeout 15m ./registry/... ./gateway/... ./controller/... ./client-sdk/... ./deployments/
 	$(GO) test -count=1 -timeout 40m -v ./deployments/local/ 2>&1 | grep -E '^(=== RUN|--- |\s+[a-z_0-9]+_test.go|PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
+
+# Side-by-side figures (gateway vs nginx and Caddy, propagation, scale,
+# memory); see BENCHMARKS.md.
+bench: build
+	bash deployments/install/bench-deps.sh
+	$(GO) test -run '^$$' -bench . -benchmem ./gateway/ ./registry/ ./controller/
+	$(GO) run ./cmd/bench
 
 demo: build
 	bash deployments/install/deps.sh zookeeper
