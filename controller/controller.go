@@ -57,6 +57,7 @@ type Controller struct {
 	http  *http.Client
 	conn  *zk.Conn
 	sess  *session
+	rec   *recorder
 }
 
 // New checks cfg.
@@ -112,6 +113,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	defer conn.Close()
 	c.conn = conn
+	c.rec = newRecorder(conn, c.paths.Switch(), c.log)
 
 	var api string
 	if c.cfg.Listen != "" {
@@ -181,6 +183,7 @@ func (c *Controller) lead(parent context.Context) {
 		}
 	}()
 	c.log.Info("elected leader; reconciling")
+	go c.rec.Run(ctx)
 
 	trigger := make(chan struct{}, 1)
 	kick := func() {

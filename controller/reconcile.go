@@ -48,7 +48,7 @@ func (c *Controller) reconcile(ctx context.Context) error {
 	if perr == nil {
 		goal = color
 	} else if !hasRec || rec.ID < stat.Mzxid {
-		c.refuseValue(raw, stat.Mzxid, rec, hasRec, perr)
+		c.refuseValue(ctx, raw, stat.Mzxid, rec, hasRec, perr)
 		rec, hasRec, _ = layout.ReadSwitch(c.conn, c.paths)
 	}
 	if goal == "" {
@@ -73,7 +73,7 @@ func (c *Controller) reconcile(ctx context.Context) error {
 			now := time.Now().UTC()
 			rec = layout.Switch{ID: stat.Mzxid, Target: goal, Goal: goal, Active: goal, Phase: layout.PhaseDone,
 				Reason: goal + " was already active", Leader: c.cfg.ID, Steps: []layout.Step{}, StartedAt: now, FinishedAt: &now}
-			c.writeRecord(rec)
+			c.rec.Flush(ctx, c.writeRecord(rec))
 		}
 		c.maintain(ctx, goal, members)
 		return nil
@@ -106,7 +106,7 @@ func recordGoal(rec layout.Switch) string {
 
 // refuseValue records that /active_color holds something other than blue
 // or green. Routing is untouched: the controller keeps its last goal.
-func (c *Controller) refuseValue(raw []byte, id int64, prev layout.Switch, hasPrev bool, perr error) {
+func (c *Controller) refuseValue(ctx context.Context, raw []byte, id int64, prev layout.Switch, hasPrev bool, perr error) {
 	now := time.Now().UTC()
 	rec := layout.Switch{
 		ID: id, Target: layout.Describe(raw), Phase: layout.PhaseRefused, Leader: c.cfg.ID,
@@ -118,8 +118,7 @@ func (c *Controller) refuseValue(raw []byte, id int64, prev layout.Switch, hasPr
 	}
 	c.log.WithFields(logrus.Fields{"value": layout.Describe(raw), "serving": rec.Active, "goal": rec.Goal}).
 		Warn("refused /active_color: not blue or green; keeping the current routing")
-	c.writeRecord(rec)
-	c.appendHistory(rec)
+	c.finishRecord(ctx, rec)
 }
 
 // members joins the instances announced in ZooKeeper with the registry.
@@ -197,7 +196,7 @@ func (c *Controller) runSwitch(ctx context.Context, target string, id int64, pre
 		}
 	}
 	if svcs := unservedServices(outs, targetUp); len(svcs) > 0 {
-		return c.refuse(rec, log, fmt.Sprintf("no healthy %s instance of %s (%d %s instance(s) announced); %s stays UP",
+		return c.refuse(ctx, rec, log, fmt.Sprintf("no healthy %s instance of %s (%d %s instance(s) announced); %s stays UP",
 			target, strings.Join(svcs, ", "), countColor(members, target), target, layout.Other(target)))
 	}
 	targetUp = upCount(members, target)
@@ -230,7 +229,7 @@ func (c *Controller) runSwitch(ctx context.Context, target string, id int64, pre
 		c.writeRecord(rec)
 	}
 	if svcs := unservedServices(outs, targetUp); len(svcs) > 0 {
-		return c.refuse(rec, log, fmt.Sprintf("no %s instance of %s could be brought UP; %s stays UP",
+		return c.refuse(ctx, rec, log, fmt.Sprintf("no %s instance of %s could be brought UP; %s stays UP",
 			target, strings.Join(svcs, ", "), layout.Other(target)))
 	}
 	// Make before break: the old color goes only once every gateway routes
@@ -268,8 +267,7 @@ func (c *Controller) runSwitch(ctx context.Context, target string, id int64, pre
 	}
 	done := time.Now().UTC()
 	rec.Phase, rec.Active, rec.FinishedAt = layout.PhaseDone, target, &done
-	c.writeRecord(rec)
-	c.appendHistory(rec)
+	c.finishRecord(ctx, rec)
 	log.WithField("took", done.Sub(rec.StartedAt).Round(time.Millisecond)).Info("switch done; gateways route to the target")
 	return nil
 }
@@ -284,11 +282,10 @@ func countColor(members []Member, color string) int {
 	return n
 }
 
-func (c *Controller) refuse(rec layout.Switch, log logrus.FieldLogger, reason string) error {
+func (c *Controller) refuse(ctx context.Context, rec layout.Switch, log logrus.FieldLogger, reason string) error {
 	now := time.Now().UTC()
 	rec.Phase, rec.Reason, rec.FinishedAt = layout.PhaseRefused, reason, &now
-	c.writeRecord(rec)
-	c.appendHistory(rec)
+	c.finishRecord(ctx, rec)
 	log.WithField("reason", reason).Warn("switch refused; routing is unchanged")
 	return nil
 }
@@ -480,16 +477,19 @@ func (c *Controller) waitGateways(ctx context.Context, indexes map[string]uint64
 			note := fmt.Sprintf("gateways %s did not confirm within %s", strings.Join(lagging, ", "), c.cfg.GatewayTimeout)
 			c.log.Warn(note)
 			return note
-		case <-time.After(5 * time.Millisecond):
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
 }
 
-func (c *Controller) writeRecord(rec layout.Switch) {
-	b, _ := json.Marshal(rec)
-	if _, err := c.conn.Set(c.paths.Switch(), b, -1); err != nil {
-		c.log.WithError(err).Warn("could not write the switch record")
-	}
+// writeRecord queues rec for the background writer.
+func (c *Controller) writeRecord(rec layout.Switch) uint64 { return c.rec.Queue(rec) }
+
+// finishRecord writes an outcome and waits until it is in ZooKeeper, so a
+// `switch --wait` learns it as soon as it is true.
+func (c *Controller) finishRecord(ctx context.Context, rec layout.Switch) {
+	c.rec.Flush(ctx, c.rec.Queue(rec))
+	c.appendHistory(rec)
 }
 
 func (c *Controller) appendHistory(rec layout.Switch) {
