@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -491,4 +492,77 @@ func TestCLI(t *testing.T) {
 	if err != nil || !strings.Contains(out, `"active_color": "blue"`) || !strings.Contains(out, `"leader"`) {
 		t.Errorf("status --json: %v\n%s", err, out)
 	}
+}
+
+func TestRapidFlipsConvergeOnTheLastValue(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		c := startCluster(t, b, 2, 2)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		load := StartLoad(ctx, c.GatewayURL+"/", 4, 2*time.Millisecond)
+		var last int64
+		// blue -> green -> blue -> green within milliseconds.
+		for _, color := range []string{layout.Green, layout.Blue, layout.Green} {
+			stat, err := c.ZKConn().Set("/active_color", []byte(color), -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = stat.Mzxid
+		}
+		rec, err := c.WaitRecord(ctx, 30*time.Second, func(r layout.Switch) bool {
+			return r.ID >= last && r.Phase.Finished()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.Phase != layout.PhaseDone || rec.Active != layout.Green {
+			t.Fatalf("after rapid flips: phase %s, active %s; want done on green", rec.Phase, rec.Active)
+		}
+		if err := c.WaitServing(ctx, layout.Green, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		assertStatuses(t, ctx, c, layout.Green)
+		if fs := Failures(load.Stop()); len(fs) > 0 {
+			t.Errorf("%d requests failed:\n%s", len(fs), failuresText(fs))
+		}
+	})
+}
+
+func TestInstanceThatStopsAnsweringDoesNotAbortTheSwitch(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		c := startCluster(t, b, 2, 2)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		var frozen *Instance
+		for _, in := range c.Instances {
+			if in.Color == layout.Green {
+				frozen = in
+				break
+			}
+		}
+		// A frozen process neither answers health checks nor instructions.
+		if err := frozen.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		id, _, err := c.Flip(ctx, layout.Green)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		if err := frozen.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		rec, err := c.WaitRecord(ctx, 30*time.Second, func(r layout.Switch) bool { return r.ID == id && r.Phase.Finished() })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.Phase != layout.PhaseDone {
+			t.Fatalf("switch ended %s: %s", rec.Phase, rec.Reason)
+		}
+		// Once it answers again it is brought UP like any active instance.
+		assertStatuses(t, ctx, c, layout.Green)
+		if err := c.WaitServing(ctx, layout.Green, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
