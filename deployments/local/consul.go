@@ -30,9 +30,21 @@ type Consul struct {
 
 type consulPorts struct{ http, serfLAN, serfWAN, server int }
 
+// consulBin remembers EnsureConsul's answer for the life of the process.
+var consulBin struct {
+	sync.Mutex
+	path string
+}
+
 // EnsureConsul builds Consul through the project's script unless it is
-// cached already, and returns the binary's path.
+// cached already, and returns the binary's path. The script runs once per
+// process.
 func EnsureConsul(ctx context.Context) (string, error) {
+	consulBin.Lock()
+	defer consulBin.Unlock()
+	if consulBin.path != "" {
+		return consulBin.path, nil
+	}
 	root, err := RepoRoot()
 	if err != nil {
 		return "", err
@@ -49,6 +61,7 @@ func EnsureConsul(ctx context.Context) (string, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return "", fmt.Errorf("install consul: the script printed %q, which is not a file: %w", bin, err)
 	}
+	consulBin.path = bin
 	return bin, nil
 }
 
