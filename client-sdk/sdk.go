@@ -72,6 +72,7 @@ type Instance struct {
 	log   logrus.FieldLogger
 
 	status   atomic.Value // registry.Status the registry last confirmed
+	desired  atomic.Value // registry.Status the controller last asked for
 	draining atomic.Bool
 	inflight sync.WaitGroup
 
@@ -122,6 +123,7 @@ func New(cfg Config) (*Instance, error) {
 	i := &Instance{cfg: cfg, paths: paths, done: make(chan struct{})}
 	i.log = cfg.Log.WithFields(logrus.Fields{"instance": cfg.ID, "service": cfg.Service, "color": cfg.Color})
 	i.status.Store(registry.StatusOutOfService)
+	i.desired.Store(registry.StatusOutOfService)
 	return i, nil
 }
 
@@ -264,6 +266,9 @@ func (i *Instance) heartbeat(ctx context.Context) {
 				i.log.WithField("status", i.Status()).Info("registered again after the registry forgot the instance")
 			}
 		}
+		if err == nil {
+			i.reportHealth(hctx)
+		}
 		cancel()
 		if err != nil && ctx.Err() == nil {
 			i.log.WithError(err).Warn("heartbeat failed; retrying")
@@ -271,11 +276,53 @@ func (i *Instance) heartbeat(ctx context.Context) {
 	}
 }
 
-// SetStatus applies status in the registry and returns the index at which
-// it is visible. The status is only remembered once the registry confirmed it.
+// healthChecker is implemented by registries that check instance health
+// themselves (Consul's agent does), where the SDK must not report it.
+type healthChecker interface{ ChecksHealth() bool }
+
+// reportHealth keeps the registry status honest, as Eureka's health-check
+// handler does: DOWN while the service's health function fails although
+// the controller wants it UP, and UP again once it recovers.
+func (i *Instance) reportHealth(ctx context.Context) {
+	if i.cfg.Health == nil || i.draining.Load() {
+		return
+	}
+	if hc, ok := i.cfg.Registry.(healthChecker); ok && hc.ChecksHealth() {
+		return
+	}
+	herr := i.cfg.Health(ctx)
+	i.regMu.Lock()
+	defer i.regMu.Unlock()
+	want := i.desired.Load().(registry.Status)
+	if herr != nil && want == registry.StatusUp {
+		want = registry.StatusDown
+	}
+	if want == i.Status() {
+		return
+	}
+	if _, err := i.apply(ctx, want); err != nil {
+		i.log.WithError(err).Warn("could not report health to the registry; retrying")
+		return
+	}
+	if herr != nil {
+		i.log.WithError(herr).Warn("health check failing; reported DOWN, out of routing until it recovers")
+	} else {
+		i.log.Info("health check passing again; reported UP")
+	}
+}
+
+// SetStatus makes st the wanted status and applies it in the registry,
+// returning the index at which it is visible. The registry's status is only
+// remembered once the registry confirmed it.
 func (i *Instance) SetStatus(ctx context.Context, st registry.Status) (uint64, error) {
 	i.regMu.Lock()
 	defer i.regMu.Unlock()
+	i.desired.Store(st)
+	return i.apply(ctx, st)
+}
+
+// apply writes st to the registry; callers hold regMu.
+func (i *Instance) apply(ctx context.Context, st registry.Status) (uint64, error) {
 	idx, err := i.cfg.Registry.SetStatus(ctx, i.cfg.ID, st)
 	if errors.Is(err, registry.ErrNotFound) {
 		inst := i.record()

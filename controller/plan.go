@@ -21,15 +21,18 @@ type Member struct {
 
 // Plan lists what moves the service set to target: the target color's
 // registered instances that are not UP yet, to bring UP first, then the
-// other instances that are UP, to take OUT_OF_SERVICE after. Both lists
-// are ordered by service and id so every leader walks them the same way.
+// other instances that are not OUT_OF_SERVICE, to take out after. A DOWN
+// or STARTING standby instance is taken out too: with a registry that runs
+// health checks (Consul), it would otherwise turn UP on recovery, in the
+// wrong color. Both lists are ordered by service and id so every leader
+// walks them the same way.
 func Plan(target string, members []Member) (ups, outs []Member) {
 	for _, m := range members {
 		switch {
 		case !m.Registered:
 		case m.Color == target && m.Status != registry.StatusUp:
 			ups = append(ups, m)
-		case m.Color != target && m.Status == registry.StatusUp:
+		case m.Color != target && m.Status != registry.StatusOutOfService:
 			outs = append(outs, m)
 		}
 	}
@@ -64,7 +67,7 @@ func unservedServices(outs []Member, targetUp map[string]int) []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, m := range outs {
-		if targetUp[m.Service] == 0 && !seen[m.Service] {
+		if m.Status == registry.StatusUp && targetUp[m.Service] == 0 && !seen[m.Service] {
 			seen[m.Service] = true
 			out = append(out, m.Service)
 		}

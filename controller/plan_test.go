@@ -73,6 +73,21 @@ func TestPlan(t *testing.T) {
 			ups: []string{"y"}, outs: []string{"a", "x"},
 		},
 		{
+			desc:   "DOWN and STARTING standby instances are taken out, so they cannot recover into UP",
+			target: "green",
+			members: []Member{
+				m("b1", "hello", "blue", registry.StatusDown), m("b2", "hello", "blue", registry.StatusStarting),
+				m("g1", "hello", "green", up),
+			},
+			outs: []string{"b1", "b2"},
+		},
+		{
+			desc:    "a DOWN standby instance does not make an unserved service",
+			target:  "green",
+			members: []Member{m("b1", "hello", "blue", registry.StatusDown)},
+			outs:    []string{"b1"},
+		},
+		{
 			desc:    "a stray UP instance of the standby color is taken out",
 			target:  "blue",
 			members: []Member{m("b1", "hello", "blue", up), m("g1", "hello", "green", up)},

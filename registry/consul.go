@@ -124,6 +124,9 @@ var _ Backend = (*Consul)(nil)
 
 // NewConsul returns a backend that talks to the Consul agent cfg names.
 // It does not contact the agent yet.
+// ChecksHealth tells the SDK that the agent's HTTP check decides DOWN.
+func (c *Consul) ChecksHealth() bool { return true }
+
 func NewConsul(cfg ConsulConfig) (*Consul, error) {
 	if cfg.CheckInterval <= 0 {
 		cfg.CheckInterval = time.Second

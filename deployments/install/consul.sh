@@ -8,7 +8,8 @@ version="${CONSUL_VERSION:-v1.20.6}"
 cache="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
 bin="$cache/consul-$version/consul"
 
-if [ -x "$bin" ] && "$bin" version 2>/dev/null | grep -q "Consul ${version}"; then
+# Not a pipe: under pipefail, grep -q closing early would fail the check.
+if [ -x "$bin" ] && grep -q "Consul ${version}" <<<"$("$bin" version 2>/dev/null)"; then
   echo "$bin"
   exit 0
 fi

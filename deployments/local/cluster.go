@@ -3,6 +3,7 @@ package local
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -383,17 +384,27 @@ func (c *Cluster) WaitServing(ctx context.Context, color string, within time.Dur
 
 // GetColor fetches url and returns the X-Switchyard-Color of a 200.
 func GetColor(ctx context.Context, hc *http.Client, url string) (string, error) {
+	color, _, err := Get(ctx, hc, url)
+	return color, err
+}
+
+// Get fetches a hello page through url and returns who answered.
+func Get(ctx context.Context, hc *http.Client, url string) (color, instance string, err error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	resp, err := hc.Do(req)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+		return "", "", fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
 	}
-	return resp.Header.Get("X-Switchyard-Color"), nil
+	var who struct {
+		Instance string `json:"instance"`
+	}
+	_ = json.Unmarshal(body, &who)
+	return resp.Header.Get("X-Switchyard-Color"), who.Instance, nil
 }
 
 // Flip writes /active_color with the real zkCli.sh, as CI does, and

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -563,6 +565,48 @@ func TestInstanceThatStopsAnsweringDoesNotAbortTheSwitch(t *testing.T) {
 		assertStatuses(t, ctx, c, layout.Green)
 		if err := c.WaitServing(ctx, layout.Green, 10*time.Second); err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+func TestFailingHealthCheckTakesAnInstanceOutOfRouting(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		c := startCluster(t, b, 2, 0)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		sick, well := c.Instances[0], c.Instances[1]
+		load := StartLoad(ctx, c.GatewayURL+"/", 4, 2*time.Millisecond)
+		// Only the gateway's view decides: wait until just one instance answers.
+		answers := func(want map[string]bool) error {
+			deadline := time.Now().Add(30 * time.Second)
+			for time.Now().Before(deadline) {
+				seen := map[string]bool{}
+				for range 40 {
+					if _, inst, err := Get(ctx, http.DefaultClient, c.GatewayURL+"/"); err == nil {
+						seen[inst] = true
+					}
+				}
+				if maps.Equal(seen, want) {
+					return nil
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			return fmt.Errorf("the gateway never routed to exactly %v", want)
+		}
+		if err := sick.Signal(sigUSR1); err != nil { // health now fails
+			t.Fatal(err)
+		}
+		if err := answers(map[string]bool{well.ID: true}); err != nil {
+			t.Fatal(err)
+		}
+		if err := sick.Signal(sigUSR1); err != nil { // and recovers
+			t.Fatal(err)
+		}
+		if err := answers(map[string]bool{well.ID: true, sick.ID: true}); err != nil {
+			t.Fatal(err)
+		}
+		if fs := Failures(load.Stop()); len(fs) > 0 {
+			t.Errorf("%d requests failed:\n%s", len(fs), failuresText(fs))
 		}
 	})
 }

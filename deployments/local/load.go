@@ -16,6 +16,7 @@ import (
 type Result struct {
 	Start, End time.Time
 	Color      string
+	Instance   string
 	Err        string // "" for a 200
 }
 
@@ -50,11 +51,11 @@ func StartLoad(ctx context.Context, url string, workers int, pause time.Duration
 			}()
 			for ctx.Err() == nil {
 				start := time.Now()
-				color, err := GetColor(ctx, hc, url)
+				color, instance, err := Get(ctx, hc, url)
 				if ctx.Err() != nil {
 					return // the run ended, not the request
 				}
-				r := Result{Start: start, End: time.Now(), Color: color}
+				r := Result{Start: start, End: time.Now(), Color: color, Instance: instance}
 				if err != nil {
 					r.Err = err.Error()
 				}
