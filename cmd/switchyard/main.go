@@ -46,7 +46,9 @@ type exitError struct {
 func (e *exitError) Error() string { return e.err.Error() }
 
 func main() {
-	c := &common{log: logrus.New()}
+	// The standard logger, so that libraries logging through it (the
+	// Consul backend) print the same way.
+	c := &common{log: logrus.StandardLogger()}
 	root := &cobra.Command{
 		Use:           "switchyard",
 		Short:         "Zero-downtime blue/green switching on ZooKeeper",

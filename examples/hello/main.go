@@ -50,7 +50,7 @@ func main() {
 		slowCheck = flag.Duration("health-delay", 0, "answer health checks this much later, to rehearse a slow switch")
 	)
 	flag.Parse()
-	log := logrus.New()
+	log := logrus.StandardLogger()
 	log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000"})
 	var health atomic.Bool
 	health.Store(*healthy)
