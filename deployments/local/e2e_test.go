@@ -67,12 +67,14 @@ func token() string {
 	return hex.EncodeToString(b)
 }
 
-func startCluster(t *testing.T, b backend, blue, green int, extra ...string) *Cluster {
+// startCluster starts a cluster on b and returns it with a function that
+// restarts its registry.
+func startCluster(t *testing.T, b backend, blue, green int) (*Cluster, func() error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	url, _ := b.start(t)
+	url, restart := b.start(t)
 	c, err := Start(ctx, Options{Bin: binDir, Dir: dir, Token: token(), Blue: blue, Green: green, Fast: true, RegistryURL: url})
 	if err != nil {
 		dumpLogs(t, dir)
@@ -84,7 +86,15 @@ func startCluster(t *testing.T, b backend, blue, green int, extra ...string) *Cl
 			dumpLogs(t, dir)
 		}
 	})
-	return c
+	if restart == nil {
+		restart = func() error {
+			c.Registry.Kill()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			return c.StartRegistry(ctx)
+		}
+	}
+	return c, restart
 }
 
 func dumpLogs(t *testing.T, dir string) {
@@ -141,7 +151,7 @@ func flipAndMeasure(t *testing.T, ctx context.Context, c *Cluster, color string)
 
 func TestSwitchUnderLoad(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		c := startCluster(t, b, 2, 2)
+		c, _ := startCluster(t, b, 2, 2)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		reg, _ := c.Backend()
@@ -192,7 +202,7 @@ func TestSwitchUnderLoad(t *testing.T) {
 
 func TestRefusedSwitch(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		c := startCluster(t, b, 2, 0)
+		c, _ := startCluster(t, b, 2, 0)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		for range 2 {
@@ -235,7 +245,7 @@ func TestRefusedSwitch(t *testing.T) {
 
 func TestBadActiveColorValues(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		c := startCluster(t, b, 2, 2)
+		c, _ := startCluster(t, b, 2, 2)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		load := StartLoad(ctx, c.GatewayURL+"/", 4, 2*time.Millisecond)
@@ -304,7 +314,7 @@ func TestBadActiveColorValues(t *testing.T) {
 
 func TestLeaderKilledMidSwitch(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		c := startCluster(t, b, 2, 0)
+		c, _ := startCluster(t, b, 2, 0)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		// Slow health checks make the switch long enough to interrupt.
@@ -405,7 +415,7 @@ func (c *Cluster) alive(id string) bool {
 
 func TestInstanceKilledUnderLoad(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		c := startCluster(t, b, 3, 0)
+		c, _ := startCluster(t, b, 3, 0)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		load := StartLoad(ctx, c.GatewayURL+"/?sleep=5ms", 8, 0)
@@ -426,27 +436,9 @@ func TestInstanceKilledUnderLoad(t *testing.T) {
 
 func TestRegistryRestartUnderLoad(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
+		c, restart := startCluster(t, b, 2, 2)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		dir := t.TempDir()
-		url, restart := b.start(t)
-		c, err := Start(ctx, Options{Bin: binDir, Dir: dir, Token: token(), Blue: 2, Green: 2, Fast: true, RegistryURL: url})
-		if err != nil {
-			dumpLogs(t, dir)
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			c.Stop()
-			if t.Failed() {
-				dumpLogs(t, dir)
-			}
-		})
-		if restart == nil {
-			restart = func() error {
-				c.Registry.Kill()
-				return c.StartRegistry(ctx)
-			}
-		}
 		load := StartLoad(ctx, c.GatewayURL+"/", 4, 2*time.Millisecond)
 		time.Sleep(300 * time.Millisecond)
 		if err := restart(); err != nil {
@@ -464,7 +456,7 @@ func TestRegistryRestartUnderLoad(t *testing.T) {
 }
 
 func TestCLI(t *testing.T) {
-	c := startCluster(t, builtin(), 1, 1)
+	c, _ := startCluster(t, builtin(), 1, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for _, tc := range []struct {
@@ -498,7 +490,7 @@ func TestCLI(t *testing.T) {
 
 func TestRapidFlipsConvergeOnTheLastValue(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		c := startCluster(t, b, 2, 2)
+		c, _ := startCluster(t, b, 2, 2)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		load := StartLoad(ctx, c.GatewayURL+"/", 4, 2*time.Millisecond)
@@ -532,7 +524,7 @@ func TestRapidFlipsConvergeOnTheLastValue(t *testing.T) {
 
 func TestInstanceThatStopsAnsweringDoesNotAbortTheSwitch(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		c := startCluster(t, b, 2, 2)
+		c, _ := startCluster(t, b, 2, 2)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		var frozen *Instance
@@ -571,7 +563,7 @@ func TestInstanceThatStopsAnsweringDoesNotAbortTheSwitch(t *testing.T) {
 
 func TestFailingHealthCheckTakesAnInstanceOutOfRouting(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		c := startCluster(t, b, 2, 0)
+		c, _ := startCluster(t, b, 2, 0)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		sick, well := c.Instances[0], c.Instances[1]
