@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -58,6 +59,12 @@ type Controller struct {
 	conn  *zk.Conn
 	sess  *session
 	rec   *recorder
+	// asked is the last valid color the leader's watch read in
+	// /active_color; each step checks it to give way to a newer target.
+	asked atomic.Pointer[string]
+	// nodes caches instance node data by path; it is written once per
+	// node, so only the leader's reconcile loop reads and prunes it.
+	nodes map[string]layout.InstanceNode
 }
 
 // New checks cfg.
@@ -97,9 +104,10 @@ func New(cfg Config) (*Controller, error) {
 	tr.DialContext = (&net.Dialer{Timeout: time.Second}).DialContext
 	return &Controller{
 		cfg: cfg, paths: paths,
-		log:  cfg.Log.WithField("controller", cfg.ID),
-		http: &http.Client{Transport: tr, Timeout: 2 * time.Second},
-		sess: newSession(),
+		log:   cfg.Log.WithField("controller", cfg.ID),
+		http:  &http.Client{Transport: tr, Timeout: 2 * time.Second},
+		sess:  newSession(),
+		nodes: map[string]layout.InstanceNode{},
 	}, nil
 }
 
@@ -192,8 +200,12 @@ func (c *Controller) lead(parent context.Context) {
 		default:
 		}
 	}
+	c.asked.Store(nil)
 	go c.watchZK(ctx, kick, func() ([]byte, <-chan zk.Event, error) {
-		_, _, ch, err := c.conn.ExistsW(c.paths.ActiveColor())
+		b, _, ch, err := c.conn.GetW(c.paths.ActiveColor())
+		if color, perr := layout.ParseColor(b); err == nil && perr == nil {
+			c.asked.Store(&color)
+		}
 		return nil, ch, err
 	})
 	for _, color := range []string{layout.Blue, layout.Green} {

@@ -128,29 +128,43 @@ func (c *Controller) members(snap registry.Snapshot) ([]Member, error) {
 		byID[in.ID] = in
 	}
 	var out []Member
+	seen := map[string]bool{}
 	for _, color := range []string{layout.Blue, layout.Green} {
 		ids, _, err := c.conn.Children(c.paths.Color(color))
 		if err != nil {
 			return nil, fmt.Errorf("list %s: %w", c.paths.Color(color), err)
 		}
 		for _, id := range ids {
-			b, _, err := c.conn.Get(c.paths.Instance(color, id))
-			if errors.Is(err, zk.ErrNoNode) {
-				continue
+			p := c.paths.Instance(color, id)
+			seen[p] = true
+			n, ok := c.nodes[p]
+			if in, reg := byID[id]; ok && reg && (in.Address != n.Address || in.Port != n.Port) {
+				ok = false // the instance came back elsewhere under the same id
 			}
-			if err != nil {
-				return nil, fmt.Errorf("read %s: %w", c.paths.Instance(color, id), err)
-			}
-			n, err := layout.ParseInstanceNode(b)
-			if err != nil {
-				c.log.WithError(err).WithField("node", c.paths.Instance(color, id)).Warn("ignoring malformed instance node")
-				continue
+			if !ok {
+				b, _, err := c.conn.Get(p)
+				if errors.Is(err, zk.ErrNoNode) {
+					continue
+				}
+				if err != nil {
+					return nil, fmt.Errorf("read %s: %w", p, err)
+				}
+				if n, err = layout.ParseInstanceNode(b); err != nil {
+					c.log.WithError(err).WithField("node", p).Warn("ignoring malformed instance node")
+					continue
+				}
+				c.nodes[p] = n
 			}
 			m := Member{ID: id, Service: n.Service, Color: color, Address: n.Address, Port: n.Port, Version: n.Version}
 			if in, ok := byID[id]; ok {
 				m.Registered, m.Status = true, in.Status
 			}
 			out = append(out, m)
+		}
+	}
+	for p := range c.nodes {
+		if !seen[p] {
+			delete(c.nodes, p)
 		}
 	}
 	return out, nil
@@ -427,18 +441,15 @@ func (c *Controller) sendInstruction(ctx context.Context, m Member, body []byte)
 	return out.Index, nil
 }
 
-// checkTarget tells whether /active_color still asks for target. A value
-// that is not a color does not interrupt a switch.
+// checkTarget tells whether /active_color still asks for target, as the
+// leader's watch last read it. A value that is not a color does not
+// interrupt a switch.
 func (c *Controller) checkTarget(ctx context.Context, target string) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	raw, _, err := c.conn.Get(c.paths.ActiveColor())
-	if err != nil {
-		return nil // judged again on the next step
-	}
-	if color, err := layout.ParseColor(raw); err == nil && color != target {
-		c.log.WithFields(logrus.Fields{"target": target, "new_target": color}).Info("switch superseded; converging on the newest target")
+	if asked := c.asked.Load(); asked != nil && *asked != target {
+		c.log.WithFields(logrus.Fields{"target": target, "new_target": *asked}).Info("switch superseded; converging on the newest target")
 		return errPreempted
 	}
 	return nil
