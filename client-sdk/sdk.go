@@ -55,6 +55,7 @@ type Config struct {
 	ZK               []string
 	ZKRoot           string
 	ZKSessionTimeout time.Duration // default 10s
+	ZKAuth           layout.Auth   // digest credentials, when the ensemble is locked
 
 	Registry          Registry
 	Token             string        // authenticates the controller's instructions
@@ -155,6 +156,10 @@ func (i *Instance) Start(ctx context.Context) error {
 		conn.Close()
 		return fmt.Errorf("sdk: %w", err)
 	}
+	if err := i.cfg.ZKAuth.Login(conn); err != nil {
+		conn.Close()
+		return fmt.Errorf("sdk: %w", err)
+	}
 	if err := i.ensureNode(); err != nil {
 		conn.Close()
 		return err
@@ -178,12 +183,12 @@ func (i *Instance) nodeData() []byte {
 // ensureNode creates the ephemeral node unless this session has it.
 func (i *Instance) ensureNode() error {
 	for _, p := range i.paths.Persistent() {
-		if err := layout.EnsurePath(i.zk, p); err != nil {
+		if err := layout.EnsurePath(i.zk, p, i.cfg.ZKAuth.ACL()); err != nil {
 			return fmt.Errorf("sdk: %w", err)
 		}
 	}
 	p := i.paths.Instance(i.cfg.Color, i.cfg.ID)
-	_, err := i.zk.Create(p, i.nodeData(), zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
+	_, err := i.zk.Create(p, i.nodeData(), zk.FlagEphemeral, i.cfg.ZKAuth.ACL())
 	if errors.Is(err, zk.ErrNodeExists) {
 		_, stat, gerr := i.zk.Get(p)
 		if gerr == nil && stat.EphemeralOwner == i.zk.SessionID() {

@@ -36,6 +36,7 @@ type Config struct {
 	ID             string // default hostname-random
 	ZK             []string
 	ZKRoot         string
+	ZKAuth         layout.Auth   // digest credentials; set, they lock the nodes to this identity
 	SessionTimeout time.Duration // default 10s
 	Registry       Registry
 	Token          string // signs instructions to instances
@@ -132,7 +133,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		api = "http://" + ln.Addr().String()
 		go c.serveAPI(ctx, ln)
 	}
-	el := &election{conn: conn, sess: c.sess, dir: c.paths.Leader(), me: Candidate{ID: c.cfg.ID, API: api}}
+	el := &election{conn: conn, sess: c.sess, dir: c.paths.Leader(), acl: c.cfg.ZKAuth.ACL(), me: Candidate{ID: c.cfg.ID, API: api}}
 	defer el.Resign()
 
 	backoff := 100 * time.Millisecond
@@ -162,16 +163,29 @@ func (c *Controller) Run(ctx context.Context) error {
 	return nil
 }
 
-// ensureLayout creates the persistent nodes and a default /active_color.
+// ensureLayout logs in, creates the persistent nodes and a default
+// /active_color, and in digest mode locks them to the switchyard identity.
 func (c *Controller) ensureLayout() error {
+	if err := c.cfg.ZKAuth.Login(c.conn); err != nil {
+		return err
+	}
+	acl := c.cfg.ZKAuth.ACL()
 	for _, p := range append(c.paths.Persistent(), c.paths.Switch()) {
-		if err := layout.EnsurePath(c.conn, p); err != nil {
+		if err := layout.EnsurePath(c.conn, p, acl); err != nil {
 			return err
 		}
 	}
-	_, err := c.conn.Create(c.paths.ActiveColor(), []byte(layout.Blue), 0, zk.WorldACL(zk.PermAll))
+	_, err := c.conn.Create(c.paths.ActiveColor(), []byte(layout.Blue), 0, acl)
 	if err != nil && !errors.Is(err, zk.ErrNodeExists) {
 		return fmt.Errorf("create %s: %w", c.paths.ActiveColor(), err)
+	}
+	if c.cfg.ZKAuth == "" {
+		return nil
+	}
+	for _, p := range c.paths.Locked() {
+		if _, err := c.conn.SetACL(p, acl, -1); err != nil {
+			return fmt.Errorf("lock %s to the switchyard identity: %w", p, err)
+		}
 	}
 	return nil
 }

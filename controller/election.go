@@ -28,6 +28,7 @@ type election struct {
 	conn *zk.Conn
 	sess *session
 	dir  string
+	acl  []zk.ACL
 	me   Candidate
 	node string // our current node, "" when none
 }
@@ -47,7 +48,7 @@ func (e *election) Campaign(ctx context.Context) error {
 	// clean so we never hold two places in the queue.
 	e.Resign()
 	data, _ := json.Marshal(e.me)
-	node, err := e.conn.CreateProtectedEphemeralSequential(e.dir+"/n_", data, zk.WorldACL(zk.PermAll))
+	node, err := e.conn.CreateProtectedEphemeralSequential(e.dir+"/n_", data, e.acl)
 	if err != nil {
 		return fmt.Errorf("election: create candidate node: %w", err)
 	}

@@ -116,16 +116,19 @@ var ErrSuperseded = errors.New("switch superseded by a later write to /active_co
 // RequestSwitch writes color to /active_color, as zkCli.sh set would, and
 // returns the write's zxid to wait on. A bad color is refused before
 // anything is written.
-func RequestSwitch(conn *zk.Conn, paths layout.Paths, color string) (int64, error) {
+func RequestSwitch(conn *zk.Conn, paths layout.Paths, auth layout.Auth, color string) (int64, error) {
 	if _, err := layout.ParseColor([]byte(color)); err != nil {
 		return 0, err
 	}
 	stat, err := conn.Set(paths.ActiveColor(), []byte(color), -1)
+	if errors.Is(err, zk.ErrNoAuth) {
+		return 0, fmt.Errorf("write %s: %w (set SWITCHYARD_ZK_AUTH to the switchyard identity)", paths.ActiveColor(), err)
+	}
 	if errors.Is(err, zk.ErrNoNode) {
-		if err := layout.EnsurePath(conn, paths.Root()); err != nil {
+		if err := layout.EnsurePath(conn, paths.Root(), auth.ACL()); err != nil {
 			return 0, err
 		}
-		if _, err := conn.Create(paths.ActiveColor(), []byte(color), 0, zk.WorldACL(zk.PermAll)); err != nil {
+		if _, err := conn.Create(paths.ActiveColor(), []byte(color), 0, auth.ACL()); err != nil {
 			return 0, fmt.Errorf("create %s: %w", paths.ActiveColor(), err)
 		}
 		_, stat, err = conn.Get(paths.ActiveColor())

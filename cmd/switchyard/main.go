@@ -26,8 +26,9 @@ import (
 
 // common holds what every command reads from SWITCHYARD_* or its flags.
 type common struct {
-	zk, registry, token, zkRoot, logLevel string
-	log                                   *logrus.Logger
+	zk, registry, token, zkRoot, zkAuth, logLevel string
+	log                                           *logrus.Logger
+	auth                                          layout.Auth
 }
 
 func env(name, def string) string {
@@ -59,6 +60,9 @@ func main() {
 			if err != nil {
 				return &exitError{2, err}
 			}
+			if c.auth, err = layout.ParseAuth(c.zkAuth); err != nil {
+				return &exitError{2, err}
+			}
 			c.log.SetLevel(lvl)
 			c.log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000"})
 			return nil
@@ -69,6 +73,7 @@ func main() {
 	pf.StringVar(&c.registry, "registry", env("SWITCHYARD_REGISTRY", "http://127.0.0.1:8761"), "registry URL (SWITCHYARD_REGISTRY)")
 	pf.StringVar(&c.token, "token", env("SWITCHYARD_TOKEN", ""), "shared secret for state-changing calls (SWITCHYARD_TOKEN)")
 	pf.StringVar(&c.zkRoot, "zk-root", env("SWITCHYARD_ZK_ROOT", "/"), "ZooKeeper root of this deployment (SWITCHYARD_ZK_ROOT)")
+	pf.StringVar(&c.zkAuth, "zk-auth", env("SWITCHYARD_ZK_AUTH", ""), "ZooKeeper digest user:password; locks switchyard's nodes to it (SWITCHYARD_ZK_AUTH)")
 	pf.StringVar(&c.logLevel, "log-level", env("SWITCHYARD_LOG_LEVEL", "info"), "debug, info, warn or error")
 	root.AddCommand(registryCmd(c), controllerCmd(c), gatewayCmd(c), statusCmd(c), switchCmd(c), rollbackCmd(c))
 
@@ -110,6 +115,10 @@ func (c *common) connectZK(ctx context.Context) (*zk.Conn, layout.Paths, error) 
 		select {
 		case ev := <-events:
 			if ev.State == zk.StateHasSession {
+				if err := c.auth.Login(conn); err != nil {
+					conn.Close()
+					return nil, paths, err
+				}
 				return conn, paths, nil
 			}
 		case <-deadline:
@@ -158,7 +167,7 @@ func controllerCmd(c *common) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cfg.ZK, cfg.ZKRoot, cfg.Registry, cfg.Token, cfg.Log = c.zkServers(), c.zkRoot, b, c.token, c.log
+			cfg.ZK, cfg.ZKRoot, cfg.ZKAuth, cfg.Registry, cfg.Token, cfg.Log = c.zkServers(), c.zkRoot, c.auth, b, c.token, c.log
 			ctl, err := controller.New(cfg)
 			if err != nil {
 				return &exitError{2, err}
@@ -292,11 +301,11 @@ func switchTo(ctx context.Context, c *common, color string, wait bool, timeout t
 		return err
 	}
 	defer conn.Close()
-	return writeAndWait(ctx, conn, paths, color, wait, timeout)
+	return writeAndWait(ctx, conn, paths, c.auth, color, wait, timeout)
 }
 
-func writeAndWait(ctx context.Context, conn *zk.Conn, paths layout.Paths, color string, wait bool, timeout time.Duration) error {
-	id, err := controller.RequestSwitch(conn, paths, color)
+func writeAndWait(ctx context.Context, conn *zk.Conn, paths layout.Paths, auth layout.Auth, color string, wait bool, timeout time.Duration) error {
+	id, err := controller.RequestSwitch(conn, paths, auth, color)
 	if errors.Is(err, layout.ErrBadColor) {
 		return &exitError{2, err}
 	}
@@ -354,7 +363,7 @@ func rollbackCmd(c *common) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("cannot roll back from %s: %w", paths.ActiveColor(), err)
 			}
-			return writeAndWait(cmd.Context(), conn, paths, layout.Other(current), wait, timeout)
+			return writeAndWait(cmd.Context(), conn, paths, c.auth, layout.Other(current), wait, timeout)
 		},
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the switch is done")

@@ -107,6 +107,8 @@ type Options struct {
 	Fast bool
 	// Env is added to every process's environment.
 	Env []string
+	// ZKAuth, when set, runs in digest mode: every process logs in with it.
+	ZKAuth string
 	// Fixed listen addresses; empty means a free loopback port.
 	GatewayAddr, RegistryAddr string
 	ControllerAddrs           []string
@@ -152,6 +154,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	c.Paths, _ = layout.NewPaths("/")
+	if opts.ZKAuth != "" {
+		c.opts.Env = append(c.opts.Env, "SWITCHYARD_ZK_AUTH="+opts.ZKAuth)
+	}
 	conn, events, err := zk.Connect([]string{c.ZK.Addr}, 5*time.Second, zk.WithLogInfo(false), zk.WithLogger(quiet{}))
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/go-zookeeper/zk"
 
 	"github.com/switchyard/switchyard/controller/layout"
 	"github.com/switchyard/switchyard/registry"
@@ -601,4 +604,58 @@ func TestFailingHealthCheckTakesAnInstanceOutOfRouting(t *testing.T) {
 			t.Errorf("%d requests failed:\n%s", len(fs), failuresText(fs))
 		}
 	})
+}
+
+func TestDigestModeLocksSwitchyardNodes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	auth := "switchyard:" + token()
+	c, err := Start(ctx, Options{Bin: binDir, Dir: dir, Token: token(), Blue: 2, Green: 2, Fast: true, ZKAuth: auth})
+	if err != nil {
+		dumpLogs(t, dir)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Stop()
+		if t.Failed() {
+			dumpLogs(t, dir)
+		}
+	})
+	load := StartLoad(ctx, c.GatewayURL+"/", 4, 2*time.Millisecond)
+
+	out, err := ZkCli(ctx, c.ZK.Addr, "set", "/active_color", "green")
+	if err == nil || !strings.Contains(out, "Insufficient permission") {
+		t.Errorf("an unauthenticated zkCli write was not refused: %v\n%s", err, out)
+	}
+	anon := c.ZKConn() // the harness's own session has no credentials
+	if _, err := anon.Create("/green/intruder", []byte(`{"service":"hello","id":"intruder","address":"127.0.0.1","port":1}`), zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); !errors.Is(err, zk.ErrNoAuth) {
+		t.Errorf("an unauthenticated session announced an instance: %v", err)
+	}
+	if err := anon.Delete("/blue/hello-blue-1", -1); !errors.Is(err, zk.ErrNoAuth) {
+		t.Errorf("an unauthenticated session deleted an instance node: %v", err)
+	}
+	if out, err := c.CLI(ctx, "switch", "green", "--zk-auth", "switchyard:wrong"); err == nil || !strings.Contains(out, "SWITCHYARD_ZK_AUTH") {
+		t.Errorf("a wrong password switched: %v\n%s", err, out)
+	}
+	if raw, _, err := anon.Get("/active_color"); err != nil || string(raw) != layout.Blue {
+		t.Fatalf("/active_color = %q, %v after refused writes; everyone may still read it", raw, err)
+	}
+
+	// CI's way: log in, then write, in one zkCli session.
+	if out, err := ZkCliScript(ctx, c.ZK.Addr, "addauth digest "+auth, "set /active_color green"); err != nil {
+		t.Fatalf("authenticated zkCli: %v\n%s", err, out)
+	}
+	if err := c.WaitServing(ctx, layout.Green, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.CLI(ctx, "switch", "blue", "--wait"); err != nil {
+		t.Fatalf("switchyard switch with SWITCHYARD_ZK_AUTH: %v\n%s", err, out)
+	}
+	if err := c.WaitServing(ctx, layout.Blue, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if fs := Failures(load.Stop()); len(fs) > 0 {
+		t.Errorf("%d requests failed:\n%s", len(fs), failuresText(fs))
+	}
 }

@@ -181,3 +181,16 @@ func tail(b []byte, n int) string {
 	}
 	return string(b)
 }
+
+// ZkCliScript feeds commands to one zkCli.sh session on its standard input,
+// as CI does to log in before a write: "addauth digest user:pass", "set ...".
+func ZkCliScript(ctx context.Context, addr string, commands ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(zkHome, "bin", "zkCli.sh"), "-server", addr)
+	cmd.Env = append(os.Environ(), "ZOO_LOG_DIR="+os.TempDir(), "CLIENT_JVMFLAGS=-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+	cmd.Stdin = strings.NewReader(strings.Join(append(commands, "quit"), "\n") + "\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("zkCli.sh script: %w: %s", err, tail(out, 500))
+	}
+	return string(out), nil
+}

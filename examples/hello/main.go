@@ -21,6 +21,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	sdk "github.com/switchyard/switchyard/client-sdk"
+	"github.com/switchyard/switchyard/controller/layout"
 	"github.com/switchyard/switchyard/registry"
 )
 
@@ -43,6 +44,7 @@ func main() {
 		regURL    = flag.String("registry", env("SWITCHYARD_REGISTRY", "http://127.0.0.1:8761"), "registry URL (SWITCHYARD_REGISTRY)")
 		token     = flag.String("token", env("SWITCHYARD_TOKEN", ""), "shared secret (SWITCHYARD_TOKEN)")
 		zkRoot    = flag.String("zk-root", env("SWITCHYARD_ZK_ROOT", "/"), "ZooKeeper root (SWITCHYARD_ZK_ROOT)")
+		zkAuth    = flag.String("zk-auth", env("SWITCHYARD_ZK_AUTH", ""), "ZooKeeper digest user:password (SWITCHYARD_ZK_AUTH)")
 		heartbeat = flag.Duration("heartbeat", time.Second, "registry heartbeat interval")
 		session   = flag.Duration("zk-session-timeout", 10*time.Second, "ZooKeeper session timeout")
 		drain     = flag.Duration("drain-timeout", 10*time.Second, "longest wait for gateways to stop sending at shutdown")
@@ -73,13 +75,18 @@ func main() {
 		}
 		return nil
 	}
-	if err := run(*color, *listen, *advertise, *service, *version, *id, *zkAddr, *regURL, *token, *zkRoot, *heartbeat, *session, *drain, check, log); err != nil {
+	auth, err := layout.ParseAuth(*zkAuth)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hello:", err)
+		os.Exit(2)
+	}
+	if err := run(*color, *listen, *advertise, *service, *version, *id, *zkAddr, *regURL, *token, *zkRoot, auth, *heartbeat, *session, *drain, check, log); err != nil {
 		fmt.Fprintln(os.Stderr, "hello:", err)
 		os.Exit(1)
 	}
 }
 
-func run(color, listen, advertise, service, version, id, zkAddr, regURL, token, zkRoot string,
+func run(color, listen, advertise, service, version, id, zkAddr, regURL, token, zkRoot string, auth layout.Auth,
 	heartbeat, session, drain time.Duration, health func(context.Context) error, log *logrus.Logger) error {
 	reg, err := registry.Open(regURL, token)
 	if err != nil {
@@ -99,7 +106,7 @@ func run(color, listen, advertise, service, version, id, zkAddr, regURL, token, 
 	}
 	inst, err := sdk.New(sdk.Config{
 		Service: service, Color: color, ID: id, Version: version, Address: host, Port: addr.Port,
-		ZK: strings.Split(zkAddr, ","), ZKRoot: zkRoot, ZKSessionTimeout: session,
+		ZK: strings.Split(zkAddr, ","), ZKRoot: zkRoot, ZKAuth: auth, ZKSessionTimeout: session,
 		Registry: reg, Token: token, HeartbeatInterval: heartbeat, DrainTimeout: drain, Health: health, Log: log,
 	})
 	if err != nil {

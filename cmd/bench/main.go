@@ -1,0 +1,53 @@
+// Command bench runs switchyard's side-by-side benchmarks (`make bench`)
+// and writes the tables into BENCHMARKS.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/switchyard/switchyard/deployments/bench"
+)
+
+func main() {
+	var (
+		o     bench.Options
+		only  = flag.String("only", "", "comma-separated sections to run (default all): "+strings.Join(bench.AllSections, ","))
+		sizes = flag.String("scale", "10,100,1000", "total instances (half blue, half green) of the scale switches")
+	)
+	flag.StringVar(&o.Out, "out", "BENCHMARKS.md", "file to write the results into, between its markers; empty for none")
+	flag.StringVar(&o.Command, "command", "make bench", "command recorded with the results")
+	flag.IntVar(&o.Conns, "conns", 32, "keep-alive connections of every load")
+	flag.DurationVar(&o.WrkTime, "wrk-time", 5*time.Second, "length of one wrk run (at least 5s)")
+	flag.IntVar(&o.Rounds, "rounds", 2, "interleaved wrk rounds")
+	flag.DurationVar(&o.LoadPause, "pause", 2*time.Millisecond, "think time per connection in the switch loads")
+	flag.IntVar(&o.Flips, "flips", 30, "ZooKeeper flips per registry backend")
+	flag.IntVar(&o.Switches, "seed-switches", 20, "switches of the seed's nginx method")
+	flag.IntVar(&o.Leases, "leases", 10000, "heartbeating leases held by the registry")
+	flag.DurationVar(&o.LeaseRun, "lease-run", 15*time.Second, "how long the leases heartbeat while measured")
+	flag.Parse()
+	if *only != "" {
+		o.Only = strings.Split(*only, ",")
+	}
+	for _, s := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 2 {
+			fmt.Fprintf(os.Stderr, "bench: -scale wants instance counts of at least 2, not %q\n", s)
+			os.Exit(2)
+		}
+		o.ScaleSizes = append(o.ScaleSizes, n)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := bench.Run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
