@@ -21,7 +21,7 @@ func (c *Controller) serveAPI(ctx context.Context, ln net.Listener) {
 		return ec.JSONPretty(http.StatusOK, ReadView(rctx, c.conn, c.paths, c.cfg.Registry), "  ")
 	})
 	e.GET("/healthz", func(ec echo.Context) error {
-		return ec.JSON(http.StatusOK, map[string]string{"status": "ok", "id": c.cfg.ID})
+		return ec.JSON(http.StatusOK, map[string]any{"status": "ok", "id": c.cfg.ID, "leading": c.Leading()})
 	})
 	srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
 	go func() {

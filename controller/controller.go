@@ -63,6 +63,8 @@ type Controller struct {
 	// asked is the last valid color the leader's watch read in
 	// /active_color; each step checks it to give way to a newer target.
 	asked atomic.Pointer[string]
+	// leading is true while this controller acts as leader.
+	leading atomic.Bool
 	// nodes caches instance node data by path; it is written once per
 	// node, so only the leader's reconcile loop reads and prunes it.
 	nodes map[string]layout.InstanceNode
@@ -163,6 +165,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	return nil
 }
 
+// Leading reports whether this controller is acting as leader now.
+func (c *Controller) Leading() bool { return c.leading.Load() }
+
 // ensureLayout logs in, creates the persistent nodes and a default
 // /active_color, and in digest mode locks them to the switchyard identity.
 func (c *Controller) ensureLayout() error {
@@ -195,10 +200,13 @@ func (c *Controller) ensureLayout() error {
 func (c *Controller) lead(parent context.Context) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
+	c.leading.Store(true)
+	defer c.leading.Store(false)
 	lost := c.sess.Lost()
 	go func() {
 		select {
 		case <-lost:
+			c.leading.Store(false)
 			c.log.Warn("ZooKeeper session lost; stopping all leader actions")
 			cancel()
 		case <-ctx.Done():
