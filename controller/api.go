@@ -10,7 +10,8 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-// serveAPI serves the read-only HTTP API: GET /v1/status and /healthz.
+// serveAPI serves the read-only HTTP API: GET /v1/status, /metrics and
+// /healthz.
 // Switches go through /active_color, never through this API.
 func (c *Controller) serveAPI(ctx context.Context, ln net.Listener) {
 	e := echo.New()
@@ -20,6 +21,7 @@ func (c *Controller) serveAPI(ctx context.Context, ln net.Listener) {
 		defer cancel()
 		return ec.JSONPretty(http.StatusOK, ReadView(rctx, c.conn, c.paths, c.cfg.Registry), "  ")
 	})
+	e.GET("/metrics", echo.WrapHandler(c.metrics.handler()))
 	e.GET("/healthz", func(ec echo.Context) error {
 		return ec.JSON(http.StatusOK, map[string]any{"status": "ok", "id": c.cfg.ID, "leading": c.Leading()})
 	})

@@ -67,7 +67,8 @@ type Controller struct {
 	leading atomic.Bool
 	// nodes caches instance node data by path; it is written once per
 	// node, so only the leader's reconcile loop reads and prunes it.
-	nodes map[string]layout.InstanceNode
+	nodes   map[string]layout.InstanceNode
+	metrics *metrics
 }
 
 // New checks cfg.
@@ -107,10 +108,11 @@ func New(cfg Config) (*Controller, error) {
 	tr.DialContext = (&net.Dialer{Timeout: time.Second}).DialContext
 	return &Controller{
 		cfg: cfg, paths: paths,
-		log:   cfg.Log.WithField("controller", cfg.ID),
-		http:  &http.Client{Transport: tr, Timeout: 2 * time.Second},
-		sess:  newSession(),
-		nodes: map[string]layout.InstanceNode{},
+		log:     cfg.Log.WithField("controller", cfg.ID),
+		http:    &http.Client{Transport: tr, Timeout: 2 * time.Second},
+		sess:    newSession(),
+		nodes:   map[string]layout.InstanceNode{},
+		metrics: newMetrics(),
 	}, nil
 }
 
@@ -201,7 +203,8 @@ func (c *Controller) lead(parent context.Context) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	c.leading.Store(true)
-	defer c.leading.Store(false)
+	c.metrics.leading.Set(1)
+	defer func() { c.leading.Store(false); c.metrics.leading.Set(0) }()
 	lost := c.sess.Lost()
 	go func() {
 		select {

@@ -186,6 +186,7 @@ func (c *Controller) runSwitch(ctx context.Context, target string, id int64, pre
 			old := prev
 			old.Phase, old.Reason, old.FinishedAt = layout.PhaseFailed, "superseded by /active_color="+target, &now
 			c.appendHistory(old)
+			c.metrics.switches.WithLabelValues(string(layout.PhaseFailed)).Inc()
 		}
 	}
 	if rec.From == target {
@@ -400,8 +401,10 @@ func (c *Controller) instruct(ctx context.Context, target string, m Member, st r
 		}
 		idx, err := c.sendInstruction(ctx, m, body)
 		if err == nil {
+			c.metrics.instructions.WithLabelValues(string(st), "ok").Inc()
 			return idx, attempt, nil
 		}
+		c.metrics.instructions.WithLabelValues(string(st), "error").Inc()
 		if ctx.Err() != nil {
 			return 0, attempt, ctx.Err()
 		}
@@ -501,6 +504,10 @@ func (c *Controller) writeRecord(rec layout.Switch) uint64 { return c.rec.Queue(
 func (c *Controller) finishRecord(ctx context.Context, rec layout.Switch) {
 	c.rec.Flush(ctx, c.rec.Queue(rec))
 	c.appendHistory(rec)
+	c.metrics.switches.WithLabelValues(string(rec.Phase)).Inc()
+	if rec.Phase == layout.PhaseDone {
+		c.metrics.duration.Observe(rec.Duration().Seconds())
+	}
 }
 
 func (c *Controller) appendHistory(rec layout.Switch) {

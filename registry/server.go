@@ -14,6 +14,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 )
 
@@ -31,9 +33,10 @@ type ServerConfig struct {
 
 // Server is the built-in registry over HTTP.
 type Server struct {
-	cfg   ServerConfig
-	store *Store
-	echo  *echo.Echo
+	cfg       ServerConfig
+	store     *Store
+	echo      *echo.Echo
+	evictions prometheus.Counter
 }
 
 // NewServer builds a server around a fresh Store.
@@ -48,6 +51,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.Log = logrus.StandardLogger()
 	}
 	s := &Server{cfg: cfg, store: NewStore(cfg.LeaseTTL, cfg.Warmup, nil)}
+	metrics, evictions := newServerMetrics(s.store)
+	s.evictions = evictions
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = jsonError
@@ -61,6 +66,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	write.PUT("/gateways/:id", s.reportGateway)
 	v1.GET("/instances", s.list)
 	v1.GET("/gateways", s.listGateways)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(metrics, promhttp.HandlerOpts{})))
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	s.echo = e
 	return s, nil
@@ -114,6 +120,7 @@ func (s *Server) expireLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			for _, inst := range s.store.Expire() {
+				s.evictions.Inc()
 				s.cfg.Log.WithFields(logrus.Fields{"instance": inst.ID, "service": inst.Service, "color": inst.Color}).
 					Warn("lease expired without a heartbeat; instance evicted")
 			}

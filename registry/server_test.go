@@ -137,3 +137,32 @@ func TestWatchSeesChangesAndSkipsUnchanged(t *testing.T) {
 	case <-time.After(time.Second):
 	}
 }
+
+func TestMetricsShowInstancesByStatus(t *testing.T) {
+	url := serve(t, "secret")
+	c := registry.NewClient(url, "secret")
+	ctx := context.Background()
+	for _, id := range []string{"a", "b"} {
+		if err := c.Register(ctx, registry.Instance{ID: id, Service: "hello", Color: "blue", Address: "127.0.0.1", Port: 9, Status: registry.StatusOutOfService}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.SetStatus(ctx, "a", registry.StatusUp); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`switchyard_registry_instances{color="blue",service="hello",status="UP"} 1`,
+		`switchyard_registry_instances{color="blue",service="hello",status="OUT_OF_SERVICE"} 1`,
+		`switchyard_registry_evictions_total 0`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}

@@ -124,18 +124,19 @@ func addrOr(fixed string) (string, error) {
 
 // Cluster is ZooKeeper, a registry, controllers, a gateway and instances.
 type Cluster struct {
-	opts        Options
-	ZK          *ZooKeeper
-	Registry    *Proc // nil with an external registry
-	RegistryURL string
-	registryArg []string
-	Controllers []*Proc
-	Gateway     *Proc
-	GatewayURL  string
-	mu          sync.Mutex
-	Instances   []*Instance
-	zk          *zk.Conn
-	Paths       layout.Paths
+	opts           Options
+	ZK             *ZooKeeper
+	Registry       *Proc // nil with an external registry
+	RegistryURL    string
+	registryArg    []string
+	Controllers    []*Proc
+	ControllerAPIs []string // http://host:port of each controller's API
+	Gateway        *Proc
+	GatewayURL     string
+	mu             sync.Mutex
+	Instances      []*Instance
+	zk             *zk.Conn
+	Paths          layout.Paths
 }
 
 // Start brings the whole topology up and waits until the active color (blue)
@@ -291,6 +292,7 @@ func (c *Cluster) StartController(ctx context.Context, id, addr string) (*Proc, 
 		return nil, err
 	}
 	c.Controllers = append(c.Controllers, p)
+	c.ControllerAPIs = append(c.ControllerAPIs, "http://"+addr)
 	return p, waitHTTP(ctx, "http://"+addr+"/healthz", 10*time.Second, http.StatusOK)
 }
 

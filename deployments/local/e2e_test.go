@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"os"
@@ -484,6 +485,24 @@ func TestCLI(t *testing.T) {
 	raw, _, err := c.ZKConn().Get("/active_color")
 	if err != nil || string(raw) != layout.Blue {
 		t.Errorf("/active_color = %q, %v after the bad switch and rollback", raw, err)
+	}
+	leaders := 0
+	for _, api := range c.ControllerAPIs {
+		resp, err := http.Get(api + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if slices.Contains(strings.Split(string(b), "\n"), "switchyard_controller_leading 1") {
+			leaders++
+			if !strings.Contains(string(b), `switchyard_switches_total{phase="done"}`) {
+				t.Errorf("the leader's metrics count no done switch:\n%s", b)
+			}
+		}
+	}
+	if leaders != 1 {
+		t.Errorf("%d controllers report leading in /metrics, want 1", leaders)
 	}
 	out, err := c.CLI(ctx, "status", "--json")
 	if err != nil || !strings.Contains(out, `"active_color": "blue"`) || !strings.Contains(out, `"leader"`) {
