@@ -112,7 +112,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite: g.rewrite,
 		Transport: &retryTransport{
-			base:   newTransport(),
+			base:   newH1Transport(newTransport()),
 			lookup: func(path string) (*Pool, bool) { return g.table.Load().Lookup(path) },
 		},
 		BufferPool:   newBufferPool(),
