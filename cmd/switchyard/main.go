@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -287,7 +288,12 @@ func printView(v controller.View) {
 	}
 	_ = w.Flush()
 	for _, g := range v.Gateways {
-		fmt.Printf("gateway %s applied %v\n", g.ID, g.Applied)
+		var applied []string
+		for svc, idx := range g.Applied {
+			applied = append(applied, fmt.Sprintf("%s at index %d", svc, idx))
+		}
+		sort.Strings(applied)
+		fmt.Printf("gateway %s has applied %s\n", g.ID, strings.Join(applied, ", "))
 	}
 	for _, e := range v.Errors {
 		fmt.Println("error:", e)
