@@ -1,0 +1,211 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countingServer is a backend that counts the connections it accepted.
+func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv, &conns
+}
+
+// outgoing is a request as the gateway's Rewrite leaves it.
+func outgoing(t *testing.T, ctx context.Context, method, url string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = ""
+	return req
+}
+
+func roundTrip(t *testing.T, tr http.RoundTripper, req *http.Request) (int, string) {
+	t.Helper()
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+func TestH1TransportFastPath(t *testing.T) {
+	get := func(mut func(r *http.Request)) *http.Request {
+		r := outgoing(t, context.Background(), http.MethodGet, "http://127.0.0.1:1/x?y=1")
+		if mut != nil {
+			mut(r)
+		}
+		return r
+	}
+	for _, tc := range []struct {
+		desc string
+		req  *http.Request
+		want bool
+	}{
+		{desc: "GET without a body takes the fast path", req: get(nil), want: true},
+		{desc: "HEAD takes the fast path", req: get(func(r *http.Request) { r.Method = http.MethodHead }), want: true},
+		{desc: "POST goes to http.Transport", req: get(func(r *http.Request) { r.Method = http.MethodPost }), want: false},
+		{desc: "a body goes to http.Transport", req: get(func(r *http.Request) { r.Body = io.NopCloser(strings.NewReader("x")); r.ContentLength = 1 }), want: false},
+		{desc: "an upgrade goes to http.Transport", req: get(func(r *http.Request) { r.Header.Set("Upgrade", "websocket") }), want: false},
+		{desc: "Expect goes to http.Transport", req: get(func(r *http.Request) { r.Header.Set("Expect", "100-continue") }), want: false},
+		{desc: "a header value with a line break goes to http.Transport", req: get(func(r *http.Request) { r.Header["X-A"] = []string{"a\r\nX-B: b"} }), want: false},
+		{desc: "a malformed header name goes to http.Transport", req: get(func(r *http.Request) { r.Header["X A"] = []string{"a"} }), want: false},
+		{desc: "an explicit Host goes to http.Transport", req: get(func(r *http.Request) { r.Host = "example" }), want: false},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			if got := fastPath(tc.req); got != tc.want {
+				t.Errorf("fastPath = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestH1Transport(t *testing.T) {
+	t.Run("keep-alive connections are reused", func(t *testing.T) {
+		srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, r.URL.RequestURI()) })
+		tr := newH1Transport(newTransport())
+		for range 20 {
+			if code, body := roundTrip(t, tr, outgoing(t, context.Background(), http.MethodGet, srv.URL+"/a?b=c")); code != 200 || body != "/a?b=c" {
+				t.Fatalf("got %d %q", code, body)
+			}
+		}
+		if n := conns.Load(); n != 1 {
+			t.Errorf("backend saw %d connections for 20 sequential requests, want 1", n)
+		}
+	})
+	t.Run("a kept-alive connection the backend closed is replaced without an error", func(t *testing.T) {
+		srv, conns := countingServer(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+		tr := newH1Transport(newTransport())
+		roundTrip(t, tr, outgoing(t, context.Background(), http.MethodGet, srv.URL+"/"))
+		srv.CloseClientConnections()
+		time.Sleep(50 * time.Millisecond)
+		if code, body := roundTrip(t, tr, outgoing(t, context.Background(), http.MethodGet, srv.URL+"/")); code != 200 || body != "ok" {
+			t.Fatalf("got %d %q", code, body)
+		}
+		if n := conns.Load(); n != 2 {
+			t.Errorf("backend saw %d connections, want 2", n)
+		}
+	})
+	t.Run("a response with Connection: close is not reused", func(t *testing.T) {
+		srv, conns := countingServer(t, func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Connection", "close")
+			_, _ = io.WriteString(w, "bye")
+		})
+		tr := newH1Transport(newTransport())
+		for range 3 {
+			roundTrip(t, tr, outgoing(t, context.Background(), http.MethodGet, srv.URL+"/"))
+		}
+		if n := conns.Load(); n != 3 {
+			t.Errorf("backend saw %d connections, want 3", n)
+		}
+	})
+	t.Run("a body closed before its end takes the connection with it", func(t *testing.T) {
+		srv, conns := countingServer(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, strings.Repeat("x", 64<<10)) })
+		tr := newH1Transport(newTransport())
+		for range 2 {
+			resp, err := tr.RoundTrip(outgoing(t, context.Background(), http.MethodGet, srv.URL+"/"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = resp.Body.Read(make([]byte, 10))
+			resp.Body.Close()
+		}
+		if n := conns.Load(); n != 2 {
+			t.Errorf("backend saw %d connections, want 2", n)
+		}
+	})
+	t.Run("informational responses before the answer are passed over", func(t *testing.T) {
+		srv, _ := countingServer(t, func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			_, _ = io.WriteString(w, "final")
+		})
+		tr := newH1Transport(newTransport())
+		if code, body := roundTrip(t, tr, outgoing(t, context.Background(), http.MethodGet, srv.URL+"/")); code != 200 || body != "final" {
+			t.Fatalf("got %d %q", code, body)
+		}
+	})
+	t.Run("HEAD reads no body", func(t *testing.T) {
+		srv, conns := countingServer(t, func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Length", "5")
+		})
+		tr := newH1Transport(newTransport())
+		for range 2 {
+			if code, body := roundTrip(t, tr, outgoing(t, context.Background(), http.MethodHead, srv.URL+"/")); code != 200 || body != "" {
+				t.Fatalf("got %d %q", code, body)
+			}
+		}
+		if n := conns.Load(); n != 1 {
+			t.Errorf("backend saw %d connections, want 1", n)
+		}
+	})
+	t.Run("a client that goes away aborts the backend exchange", func(t *testing.T) {
+		release := make(chan struct{})
+		defer close(release)
+		srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		})
+		tr := newH1Transport(newTransport())
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := tr.RoundTrip(outgoing(t, ctx, http.MethodGet, srv.URL+"/"))
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want the context's", err)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("the round trip returned %s after its context ended", took)
+		}
+	})
+	t.Run("a refused connection is a dial error, so the gateway retries elsewhere", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		_, err = newH1Transport(newTransport()).RoundTrip(outgoing(t, context.Background(), http.MethodGet, "http://"+addr+"/"))
+		if !isDialError(err) {
+			t.Fatalf("err = %v, want a dial error", err)
+		}
+	})
+	t.Run("idle connections past the idle timeout are closed, not used", func(t *testing.T) {
+		srv, conns := countingServer(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+		base := newTransport()
+		base.IdleConnTimeout = 30 * time.Millisecond
+		tr := newH1Transport(base)
+		roundTrip(t, tr, outgoing(t, context.Background(), http.MethodGet, srv.URL+"/"))
+		time.Sleep(60 * time.Millisecond)
+		roundTrip(t, tr, outgoing(t, context.Background(), http.MethodGet, srv.URL+"/"))
+		if n := conns.Load(); n != 2 {
+			t.Errorf("backend saw %d connections, want 2", n)
+		}
+	})
+}
