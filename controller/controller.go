@@ -239,11 +239,10 @@ func (c *Controller) lead(parent context.Context) {
 			return nil, ch, err
 		})
 	}
-	go func() {
-		for range registry.Watch(ctx, c.cfg.Registry, "", registry.WatchOptions{Log: c.log}) {
-			kick()
-		}
-	}()
+	// The registry is not watched: during a switch every step changes it,
+	// and decoding the whole view each time would cost more than the step.
+	// Instances keep their registry status themselves; ZooKeeper events and
+	// the resync cover the rest.
 	tick := time.NewTicker(c.cfg.Resync)
 	defer tick.Stop()
 	kick()

@@ -511,7 +511,7 @@ func (c *Controller) finishRecord(ctx context.Context, rec layout.Switch) {
 }
 
 func (c *Controller) appendHistory(rec layout.Switch) {
-	b, _ := json.Marshal(rec)
+	b := encode(rec)
 	if _, err := c.conn.Create(c.paths.History()+"/s_", b, zk.FlagSequence, c.cfg.ZKAuth.ACL()); err != nil {
 		c.log.WithError(err).Warn("could not append to the switch history")
 		return

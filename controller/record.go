@@ -22,7 +22,7 @@ type recorder struct {
 	log  logrus.FieldLogger
 
 	mu      sync.Mutex
-	pending []byte
+	pending *layout.Switch
 	queued  uint64
 	written uint64
 	wrote   chan struct{} // closed and replaced after each write
@@ -33,11 +33,11 @@ func newRecorder(conn *zk.Conn, path string, log logrus.FieldLogger) *recorder {
 	return &recorder{conn: conn, path: path, log: log, wrote: make(chan struct{}), kick: make(chan struct{}, 1)}
 }
 
-// Queue makes rec the next record to write and returns its sequence.
+// Queue makes rec the next record to write and returns its sequence. Its
+// steps are only ever appended to, so the writer may encode it later.
 func (r *recorder) Queue(rec layout.Switch) uint64 {
-	b, _ := json.Marshal(rec)
 	r.mu.Lock()
-	r.pending = b
+	r.pending = &rec
 	r.queued++
 	seq := r.queued
 	r.mu.Unlock()
@@ -75,12 +75,12 @@ func (r *recorder) Run(ctx context.Context) {
 		case <-r.kick:
 		}
 		r.mu.Lock()
-		b, seq := r.pending, r.queued
+		rec, seq := r.pending, r.queued
 		r.mu.Unlock()
-		if b == nil || ctx.Err() != nil {
+		if rec == nil || ctx.Err() != nil {
 			continue
 		}
-		if _, err := r.conn.Set(r.path, b, -1); err != nil {
+		if _, err := r.conn.Set(r.path, encode(*rec), -1); err != nil {
 			r.log.WithError(err).Warn("could not write the switch record; the next step writes it again")
 			continue
 		}
@@ -90,4 +90,19 @@ func (r *recorder) Run(ctx context.Context) {
 		r.wrote = make(chan struct{})
 		r.mu.Unlock()
 	}
+}
+
+// maxRecordSteps bounds the steps kept in a record: ZooKeeper refuses nodes
+// over 1 MB, and a switch of thousands of instances would pass that.
+const maxRecordSteps = 256
+
+// encode renders rec with at most its newest maxRecordSteps steps; the
+// record keeps the full count.
+func encode(rec layout.Switch) []byte {
+	rec.StepsTotal = len(rec.Steps)
+	if n := len(rec.Steps); n > maxRecordSteps {
+		rec.Steps = rec.Steps[n-maxRecordSteps:]
+	}
+	b, _ := json.Marshal(rec)
+	return b
 }

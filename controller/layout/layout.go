@@ -160,12 +160,15 @@ type Switch struct {
 	Goal string `json:"goal,omitempty"`
 	// Active is the color that serves: the target once done, the previous
 	// color while switching or after a refusal.
-	Active     string     `json:"active,omitempty"`
-	From       string     `json:"from,omitempty"`
-	Phase      Phase      `json:"phase"`
-	Reason     string     `json:"reason,omitempty"`
-	Leader     string     `json:"leader,omitempty"`
+	Active string `json:"active,omitempty"`
+	From   string `json:"from,omitempty"`
+	Phase  Phase  `json:"phase"`
+	Reason string `json:"reason,omitempty"`
+	Leader string `json:"leader,omitempty"`
+	// Steps are the newest steps, at most a few hundred; StepsTotal counts
+	// them all.
 	Steps      []Step     `json:"steps"`
+	StepsTotal int        `json:"steps_total,omitempty"`
 	StartedAt  time.Time  `json:"started_at"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
 }
