@@ -247,11 +247,10 @@ func (c *Controller) runSwitch(ctx context.Context, target string, id int64, pre
 		return c.refuse(ctx, rec, log, fmt.Sprintf("no %s instance of %s could be brought UP; %s stays UP",
 			target, strings.Join(svcs, ", "), layout.Other(target)))
 	}
-	// Make before break: the old color goes only once every gateway routes
-	// to the new one.
-	if note := c.waitGateways(ctx, indexes); note != "" {
-		rec.Reason = note
-	}
+	// Break only after make: every OUT below has a higher registry index
+	// than every UP above. Gateways apply whole snapshots in index order, so
+	// none can see the old color gone before the new one is UP, and no wait
+	// for them is needed here; "done" below waits for them.
 	for _, m := range outs {
 		if targetUp[m.Service] == 0 {
 			continue // never take out the last UP instance
