@@ -162,6 +162,7 @@ func TestComposeCommands(t *testing.T) {
 		sub     string            // subcommand ("" for hello)
 		flags   map[string]string // flag -> exact value
 		health  string            // healthcheck URL path ("" = none required)
+		probes  string            // flag whose port the healthcheck probes; default --listen
 	}{
 		{
 			desc: "registry listens on 8761", service: "registry",
@@ -184,7 +185,8 @@ func TestComposeCommands(t *testing.T) {
 		{
 			desc: "gateway routes / to hello", service: "gateway",
 			bin: switchyardBin, sub: "gateway",
-			flags: map[string]string{"--listen": "0.0.0.0:8088", "--registry": registryURL, "--route": "/=hello"},
+			flags:  map[string]string{"--listen": "0.0.0.0:8088", "--admin": "127.0.0.1:8089", "--registry": registryURL, "--route": "/=hello"},
+			health: "/healthz", probes: "--admin",
 		},
 		{
 			desc: "hello-blue-1", service: "hello-blue-1", bin: helloBin,
@@ -235,7 +237,10 @@ func TestComposeCommands(t *testing.T) {
 			if hc == nil || hc.Disable || len(hc.Test) < 2 {
 				t.Fatalf("want a healthcheck on %s, got %+v", tc.health, hc)
 			}
-			listen, _ := flagValue(cmd, "--listen")
+			if tc.probes == "" {
+				tc.probes = "--listen"
+			}
+			listen, _ := flagValue(cmd, tc.probes)
 			_, port, _ := strings.Cut(listen, ":")
 			probe := strings.Join(hc.Test[1:], " ")
 			if !strings.Contains(probe, ":"+port+tc.health) {

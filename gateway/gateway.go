@@ -37,7 +37,10 @@ type Config struct {
 	Routes         []Route
 	Source         Source
 	ReportInterval time.Duration // heartbeat of the report, well below the registry lease; default 1s
-	Log            logrus.FieldLogger
+	// Admin, when set, is where /metrics, /healthz and /v1/routes are
+	// served, apart from the traffic.
+	Admin string
+	Log   logrus.FieldLogger
 }
 
 const (
@@ -58,6 +61,7 @@ type Gateway struct {
 	applyMu sync.Mutex            // serializes rebuilds, never taken per request
 	changed chan struct{}         // buffered(1): a pending report after a change
 	running atomic.Bool
+	metrics *metrics
 }
 
 // New checks cfg and builds a gateway whose table has no endpoints yet.
@@ -109,11 +113,23 @@ func New(cfg Config) (*Gateway, error) {
 		changed:  make(chan struct{}, 1),
 	}
 	g.table.Store(NewTable(routes, nil))
+	g.metrics = newMetrics(g)
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite: g.rewrite,
 		Transport: &retryTransport{
 			base:   newH1Transport(newTransport()),
 			lookup: func(path string) (*Pool, bool) { return g.table.Load().Lookup(path) },
+			retried: func(service string) {
+				if sm := g.metrics.svc[service]; sm != nil {
+					sm.retries.Inc()
+				}
+			},
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			if pool, ok := g.table.Load().Lookup(resp.Request.URL.Path); ok {
+				g.metrics.count(pool.service, resp.StatusCode)
+			}
+			return nil
 		},
 		BufferPool:   newBufferPool(),
 		ErrorHandler: g.proxyError,
@@ -130,14 +146,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	pool, ok := g.table.Load().Lookup(r.URL.Path)
 	if !ok {
+		g.metrics.noRoute.Inc()
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route for path %q", r.URL.Path))
 		return
 	}
 	if pool.Len() == 0 {
+		g.metrics.count(pool.service, http.StatusServiceUnavailable)
 		writeError(w, http.StatusServiceUnavailable, (&noUpError{service: pool.service}).Error())
 		return
 	}
+	start := time.Now()
 	g.proxy.ServeHTTP(w, r)
+	if sm := g.metrics.svc[pool.service]; sm != nil {
+		sm.duration.Observe(time.Since(start).Seconds())
+	}
 }
 
 // rewrite aims the outgoing request at the next endpoint. The path is kept
@@ -190,6 +212,14 @@ func (g *Gateway) RunListener(ctx context.Context, ln net.Listener) error {
 		wg.Go(func() { g.watch(ctx, svc) })
 	}
 	wg.Go(func() { g.reportLoop(ctx) })
+	if g.cfg.Admin != "" {
+		aln, err := net.Listen("tcp", g.cfg.Admin)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("gateway: admin listen on %s: %w", g.cfg.Admin, err)
+		}
+		wg.Go(func() { g.serveAdmin(ctx, aln) })
+	}
 
 	srv := &http.Server{
 		Handler:           g,

@@ -47,8 +47,9 @@ func newTransport() *http.Transport {
 // sent again, to the next endpoint of the same pool that this request has
 // not tried yet.
 type retryTransport struct {
-	base   http.RoundTripper
-	lookup func(path string) (*Pool, bool)
+	base    http.RoundTripper
+	lookup  func(path string) (*Pool, bool)
+	retried func(service string) // counts a retry; may be nil
 }
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -86,6 +87,9 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		e := pool.pick(tried)
 		if e == nil {
 			return nil, err
+		}
+		if t.retried != nil {
+			t.retried(pool.service)
 		}
 		req = retarget(req, e, &body)
 	}
@@ -191,14 +195,16 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 
 // proxyError answers a request that no endpoint served.
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	if nu := (*noUpError)(nil); errors.As(err, &nu) {
-		writeError(w, http.StatusServiceUnavailable, nu.Error())
-		return
-	}
 	service := ""
 	if pool, ok := g.table.Load().Lookup(r.URL.Path); ok {
 		service = pool.service
 	}
+	if nu := (*noUpError)(nil); errors.As(err, &nu) {
+		g.metrics.count(service, http.StatusServiceUnavailable)
+		writeError(w, http.StatusServiceUnavailable, nu.Error())
+		return
+	}
+	g.metrics.count(service, http.StatusBadGateway)
 	fields := logrus.Fields{"service": service, "method": r.Method, "path": r.URL.Path}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		g.log.WithError(err).WithFields(fields).Debug("client went away before the backend answered")

@@ -216,6 +216,7 @@ func gatewayCmd(c *common) *cobra.Command {
 	cmd.Flags().StringVar(&cfg.Listen, "listen", "127.0.0.1:8088", "address to serve traffic on")
 	cmd.Flags().StringArrayVar(&routes, "route", nil, "PREFIX=SERVICE, repeatable; the longest prefix wins")
 	cmd.Flags().StringVar(&cfg.ID, "id", "", "gateway id in reports (default hostname and listen address)")
+	cmd.Flags().StringVar(&cfg.Admin, "admin", "127.0.0.1:8089", "address of /metrics, /healthz and /v1/routes; empty for none")
 	return cmd
 }
 

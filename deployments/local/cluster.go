@@ -133,10 +133,12 @@ type Cluster struct {
 	ControllerAPIs []string // http://host:port of each controller's API
 	Gateway        *Proc
 	GatewayURL     string
-	mu             sync.Mutex
-	Instances      []*Instance
-	zk             *zk.Conn
-	Paths          layout.Paths
+	// GatewayAdminURL serves the gateway's /metrics, /healthz and /v1/routes.
+	GatewayAdminURL string
+	mu              sync.Mutex
+	Instances       []*Instance
+	zk              *zk.Conn
+	Paths           layout.Paths
 }
 
 // Start brings the whole topology up and waits until the active color (blue)
@@ -202,7 +204,12 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	c.GatewayURL = "http://" + gaddr
-	if c.Gateway, err = c.start("gateway", c.sy("gateway", "--listen", gaddr, "--route", "/=hello", "--id", "gateway-1")...); err != nil {
+	admin, err := addrOr("")
+	if err != nil {
+		return nil, err
+	}
+	c.GatewayAdminURL = "http://" + admin
+	if c.Gateway, err = c.start("gateway", c.sy("gateway", "--listen", gaddr, "--admin", admin, "--route", "/=hello", "--id", "gateway-1")...); err != nil {
 		return nil, err
 	}
 	if err := waitHTTP(ctx, c.GatewayURL+"/", 10*time.Second, 0); err != nil {

@@ -504,6 +504,15 @@ func TestCLI(t *testing.T) {
 	if leaders != 1 {
 		t.Errorf("%d controllers report leading in /metrics, want 1", leaders)
 	}
+	resp, err := http.Get(c.GatewayAdminURL + "/v1/routes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(routes), `"id":"hello-blue-1"`) || strings.Contains(string(routes), "hello-green") {
+		t.Errorf("gateway /v1/routes with blue active = %d %s", resp.StatusCode, routes)
+	}
 	out, err := c.CLI(ctx, "status", "--json")
 	if err != nil || !strings.Contains(out, `"active_color": "blue"`) || !strings.Contains(out, `"leader"`) {
 		t.Errorf("status --json: %v\n%s", err, out)

@@ -1,0 +1,139 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the gateway's Prometheus series. Per-request updates go to
+// children made once per routed service, so the hot path never formats
+// labels.
+type metrics struct {
+	reg     *prometheus.Registry
+	svc     map[string]*serviceMetrics // fixed at New; read without a lock
+	noRoute prometheus.Counter
+}
+
+type serviceMetrics struct {
+	byClass  [6]prometheus.Counter // by status code / 100
+	duration prometheus.Observer
+	retries  prometheus.Counter
+}
+
+func newMetrics(g *Gateway) *metrics {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchyard_gateway_requests_total", Help: "Requests answered, by service and status class.",
+	}, []string{"service", "code"})
+	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "switchyard_gateway_request_duration_seconds", Help: "Time to answer a request, by service.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+	}, []string{"service"})
+	retries := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchyard_gateway_retries_total", Help: "Requests sent again to another instance, by service.",
+	}, []string{"service"})
+	m := &metrics{reg: prometheus.NewRegistry(), svc: map[string]*serviceMetrics{}, noRoute: requests.WithLabelValues("", "4xx")}
+	for _, s := range g.services {
+		sm := &serviceMetrics{duration: duration.WithLabelValues(s), retries: retries.WithLabelValues(s)}
+		for c := 1; c <= 5; c++ {
+			sm.byClass[c] = requests.WithLabelValues(s, string(rune('0'+c))+"xx")
+		}
+		m.svc[s] = sm
+	}
+	m.reg.MustRegister(requests, duration, retries, tableCollector{g},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// count records an answer with status code for service.
+func (m *metrics) count(service string, code int) {
+	if sm := m.svc[service]; sm != nil && code >= 100 && code < 600 {
+		sm.byClass[code/100].Inc()
+	}
+}
+
+var (
+	upDesc      = prometheus.NewDesc("switchyard_gateway_instances_up", "UP instances in the routing table, by service.", []string{"service"}, nil)
+	appliedDesc = prometheus.NewDesc("switchyard_gateway_applied_index", "Registry index of the routing table, by service.", []string{"service"}, nil)
+)
+
+// tableCollector reads the routing table at scrape time.
+type tableCollector struct{ g *Gateway }
+
+func (c tableCollector) Describe(ch chan<- *prometheus.Desc) { ch <- upDesc; ch <- appliedDesc }
+
+func (c tableCollector) Collect(ch chan<- prometheus.Metric) {
+	t := c.g.table.Load()
+	for s, p := range t.pools {
+		ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, float64(p.Len()), s)
+		ch <- prometheus.MustNewConstMetric(appliedDesc, prometheus.GaugeValue, float64(p.index), s)
+	}
+}
+
+// RouteView is one route of GET /v1/routes.
+type RouteView struct {
+	Prefix    string         `json:"prefix"`
+	Service   string         `json:"service"`
+	Index     uint64         `json:"index"`
+	Ready     bool           `json:"ready"`
+	Instances []InstanceView `json:"instances"`
+}
+
+// InstanceView is an UP instance the gateway routes to.
+type InstanceView struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Color   string `json:"color"`
+	Version string `json:"version,omitempty"`
+}
+
+// Routes describes the routing table now, longest prefix first.
+func (g *Gateway) Routes() []RouteView {
+	t := g.table.Load()
+	out := make([]RouteView, 0, len(t.routes))
+	for _, r := range t.routes {
+		v := RouteView{Prefix: r.prefix, Service: r.pool.service, Index: r.pool.index, Ready: r.pool.ready, Instances: []InstanceView{}}
+		for _, e := range r.pool.eps {
+			v.Instances = append(v.Instances, InstanceView{ID: e.inst.ID, Address: e.hostPort, Color: e.inst.Color, Version: e.inst.Version})
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// serveAdmin serves /metrics, /healthz and /v1/routes on ln until ctx ends.
+// Health is 200 once every service's table came from a ready registry view.
+func (g *Gateway) serveAdmin(ctx context.Context, ln net.Listener) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /v1/routes", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(g.Routes())
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		code, status := http.StatusOK, "ok"
+		for _, p := range g.table.Load().pools {
+			if !p.applied || !p.ready {
+				code, status = http.StatusServiceUnavailable, "waiting for the registry"
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(map[string]any{"status": status, "id": g.cfg.ID, "applied": g.Applied()})
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		g.log.WithError(err).Error("admin listener stopped")
+	}
+}

@@ -1,0 +1,86 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/switchyard/switchyard/registry"
+)
+
+func TestAdminServesMetricsRoutesAndHealth(t *testing.T) {
+	c := startRegistry(t)
+	a := newBackend(t, "a", nil)
+	register(t, c, "a", "hello", a.addr(), registry.StatusUp)
+	register(t, c, "b", "hello", newBackend(t, "b", nil).addr(), registry.StatusOutOfService)
+
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := free.Addr().String()
+	free.Close()
+	log, _ := quietLog()
+	route, _ := ParseRoute("/=hello")
+	g, err := New(Config{ID: "gw", Routes: []Route{route}, Source: c, Admin: admin, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.RunListener(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+	waitApplied(t, g, "hello", currentIndex(t, c, "hello"))
+	base := "http://" + ln.Addr().String()
+	for range 5 {
+		if r := get(t, base+"/"); r.code != 200 {
+			t.Fatalf("GET = %d", r.code)
+		}
+	}
+	get(t, base+"/_switchyard/status") // refused at the edge, not counted against hello
+
+	read := func(path string) (int, string) {
+		resp, err := http.Get("http://" + admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := read("/healthz")
+	if code != 200 || !strings.Contains(body, `"status":"ok"`) {
+		t.Errorf("/healthz = %d %s", code, body)
+	}
+	_, body = read("/metrics")
+	lines := strings.Split(body, "\n")
+	for _, want := range []string{
+		`switchyard_gateway_requests_total{code="2xx",service="hello"} 5`,
+		`switchyard_gateway_instances_up{service="hello"} 1`,
+		`switchyard_gateway_request_duration_seconds_count{service="hello"} 5`,
+	} {
+		found := false
+		for _, l := range lines {
+			found = found || l == want
+		}
+		if !found {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	_, body = read("/v1/routes")
+	var routes []RouteView
+	if err := json.Unmarshal([]byte(body), &routes); err != nil {
+		t.Fatal(err)
+	}
+	if len(routes) != 1 || routes[0].Service != "hello" || len(routes[0].Instances) != 1 || routes[0].Instances[0].ID != "a" {
+		t.Errorf("/v1/routes = %s; want hello routed to a only", body)
+	}
+}
