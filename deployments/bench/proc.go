@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/switchyard/switchyard/deployments/local"
 )
 
 // proc is a process the bench started itself (nginx, Caddy, the seed's
@@ -96,10 +98,6 @@ func waitTCP(ctx context.Context, p *proc, addr string, within time.Duration) er
 }
 
 func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	port, err := local.FreePort()
+	return fmt.Sprintf("127.0.0.1:%d", port), err
 }

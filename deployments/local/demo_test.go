@@ -33,3 +33,17 @@ func TestDemoShowsSwitchAndRollbackWithoutFailures(t *testing.T) {
 		t.Errorf("demo left its temp dir behind: %v", after)
 	}
 }
+
+func TestFreePortNeverRepeats(t *testing.T) {
+	seen := map[int]bool{}
+	for range 500 {
+		p, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[p] {
+			t.Fatalf("port %d handed out twice", p)
+		}
+		seen[p] = true
+	}
+}

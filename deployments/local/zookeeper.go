@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -64,14 +65,31 @@ func EnsureZooKeeper(ctx context.Context) error {
 	return nil
 }
 
-// FreePort returns a loopback port nobody listens on right now.
+var (
+	portsMu sync.Mutex
+	given   = map[int]bool{}
+)
+
+// FreePort returns a loopback port nobody listens on right now. It never
+// returns the same port twice in a process: the kernel may offer a port
+// again as soon as the probe closes, and two parts started from two picks
+// would then collide.
 func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if !given[port] {
+			given[port] = true
+			return port, nil
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("local: no fresh loopback port after 100 tries")
 }
 
 // StartZooKeeper runs a ZooKeeper in dir on a free loopback port and waits
