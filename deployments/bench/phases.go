@@ -15,11 +15,14 @@ type Phases struct {
 	Prepare  time.Duration // record start until the first UP step: health checks, first instruction
 	Up       time.Duration // first to last UP step
 	UpSteps  int
-	Gateways time.Duration // last UP step until the first OUT_OF_SERVICE step: the gateway wait
+	Gateways time.Duration // last UP step until the first OUT_OF_SERVICE step: the turn from make to break
 	Out      time.Duration // first to last OUT_OF_SERVICE step
 	OutSteps int
 	Finish   time.Duration // last step until the record's end: the final gateway wait
 	Total    time.Duration // the write until the record's end
+	// Partial is set when the record kept only its newest steps (a large
+	// switch): the step phases cannot be told apart, only the totals.
+	Partial bool
 }
 
 // phasesOf reads rec; at is the ZooKeeper write it answers (zero if
@@ -27,6 +30,15 @@ type Phases struct {
 func phasesOf(rec layout.Switch, at time.Time) Phases {
 	var p Phases
 	if rec.FinishedAt == nil {
+		return p
+	}
+	if rec.StepsTotal > len(rec.Steps) {
+		p.Partial = true
+		p.Total = rec.FinishedAt.Sub(rec.StartedAt)
+		if !at.IsZero() {
+			p.React = max(rec.StartedAt.Sub(at), 0)
+			p.Total = rec.FinishedAt.Sub(at)
+		}
 		return p
 	}
 	var firstUp, lastUp, firstOut, lastOut time.Time
