@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -197,65 +196,14 @@ func TestInstructionFailsWhenTheRegistryCannotConfirm(t *testing.T) {
 	}
 }
 
-// cutProxy forwards TCP to target until cut, then refuses connections.
-type cutProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	cut    bool
-	conns  []net.Conn
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func TestNodeIsRecreatedAfterSessionExpiry(t *testing.T) {
+	e := setup(t)
+	proxy, err := local.NewPartition(e.zk.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &cutProxy{ln: ln, target: target}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			if p.cut {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(u, c); u.Close() }()
-			go func() { _, _ = io.Copy(c, u); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); p.setCut(true) })
-	return p
-}
-
-func (p *cutProxy) setCut(cut bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = cut
-	if cut {
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.conns = nil
-	}
-}
-
-func TestNodeIsRecreatedAfterSessionExpiry(t *testing.T) {
-	e := setup(t)
-	proxy := newCutProxy(t, e.zk.Addr)
-	inst, _ := e.startInstance(t, proxy.ln.Addr().String())
+	t.Cleanup(proxy.Close)
+	inst, _ := e.startInstance(t, proxy.Addr())
 	conn, _, err := zk.Connect([]string{e.zk.Addr}, 5*time.Second, zk.WithLogInfo(false))
 	if err != nil {
 		t.Fatal(err)
@@ -268,12 +216,12 @@ func TestNodeIsRecreatedAfterSessionExpiry(t *testing.T) {
 	}
 	// Cut the instance off for longer than its 2s session: ZooKeeper
 	// expires the session and deletes the node.
-	proxy.setCut(true)
+	proxy.Cut()
 	waitFor(t, 15*time.Second, "the node to go with the session", func() bool {
 		ok, _, err := conn.Exists(node)
 		return err == nil && !ok
 	})
-	proxy.setCut(false)
+	proxy.Heal()
 	waitFor(t, 30*time.Second, "the node to come back on a new session", func() bool {
 		_, st, err := conn.Get(node)
 		return err == nil && st.EphemeralOwner != before.EphemeralOwner

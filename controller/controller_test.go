@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,54 +13,6 @@ import (
 	"github.com/switchyard/switchyard/deployments/local"
 	"github.com/switchyard/switchyard/registry"
 )
-
-// cutProxy forwards TCP to target until cut; then it drops every
-// connection and refuses new ones, as a network partition would.
-type cutProxy struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	cut   bool
-	conns []net.Conn
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			u, derr := net.Dial("tcp", target)
-			if p.cut || derr != nil {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(u, c); u.Close() }()
-			go func() { _, _ = io.Copy(c, u); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); p.partition() })
-	return p
-}
-
-func (p *cutProxy) partition() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = true
-	for _, c := range p.conns {
-		c.Close()
-	}
-}
 
 func waitFor(t *testing.T, within time.Duration, what string, ok func() bool) {
 	t.Helper()
@@ -95,7 +46,11 @@ func TestLeaderCutOffFromZooKeeperStopsAndTheStandbyTakesOver(t *testing.T) {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 
-	proxy := newCutProxy(t, z.Addr)
+	proxy, err := local.NewPartition(z.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
 	start := func(id, zkAddr string) *controller.Controller {
 		c, err := controller.New(controller.Config{ID: id, ZK: []string{zkAddr}, Registry: reg, Token: "secret",
 			SessionTimeout: 2 * time.Second, Resync: 100 * time.Millisecond, Log: log})
@@ -107,7 +62,7 @@ func TestLeaderCutOffFromZooKeeperStopsAndTheStandbyTakesOver(t *testing.T) {
 		t.Cleanup(func() { cancel(); <-done })
 		return c
 	}
-	first := start("first", proxy.ln.Addr().String())
+	first := start("first", proxy.Addr())
 	waitFor(t, 30*time.Second, "the first controller to lead", first.Leading)
 	standby := start("standby", z.Addr)
 	time.Sleep(300 * time.Millisecond)
@@ -115,7 +70,7 @@ func TestLeaderCutOffFromZooKeeperStopsAndTheStandbyTakesOver(t *testing.T) {
 		t.Fatal("two controllers lead at once")
 	}
 
-	proxy.partition()
+	proxy.Cut()
 	// The cut leader cannot know whether its session survives: it stops at
 	// once, well before ZooKeeper expires the session (2s).
 	waitFor(t, time.Second, "the cut leader to stop acting", func() bool { return !first.Leading() })

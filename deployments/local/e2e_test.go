@@ -73,13 +73,17 @@ func token() string {
 
 // startCluster starts a cluster on b and returns it with a function that
 // restarts its registry.
-func startCluster(t *testing.T, b backend, blue, green int) (*Cluster, func() error) {
+func startCluster(t *testing.T, b backend, blue, green int, tweaks ...func(*Options)) (*Cluster, func() error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
 	url, restart := b.start(t)
-	c, err := Start(ctx, Options{Bin: binDir, Dir: dir, Token: token(), Blue: blue, Green: green, Fast: true, RegistryURL: url})
+	opts := Options{Bin: binDir, Dir: dir, Token: token(), Blue: blue, Green: green, Fast: true, RegistryURL: url}
+	for _, tweak := range tweaks {
+		tweak(&opts)
+	}
+	c, err := Start(ctx, opts)
 	if err != nil {
 		dumpLogs(t, dir)
 		t.Fatal(err)
@@ -635,21 +639,10 @@ func TestFailingHealthCheckTakesAnInstanceOutOfRouting(t *testing.T) {
 }
 
 func TestDigestModeLocksSwitchyardNodes(t *testing.T) {
+	auth := "switchyard:" + token()
+	c, _ := startCluster(t, builtin(), 2, 2, func(o *Options) { o.ZKAuth = auth })
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	auth := "switchyard:" + token()
-	c, err := Start(ctx, Options{Bin: binDir, Dir: dir, Token: token(), Blue: 2, Green: 2, Fast: true, ZKAuth: auth})
-	if err != nil {
-		dumpLogs(t, dir)
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c.Stop()
-		if t.Failed() {
-			dumpLogs(t, dir)
-		}
-	})
 	load := StartLoad(ctx, c.GatewayURL+"/", 4, 2*time.Millisecond)
 
 	out, err := ZkCli(ctx, c.ZK.Addr, "set", "/active_color", "green")
