@@ -33,19 +33,13 @@ func setup(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(z.Stop)
-	srv, err := registry.NewServer(registry.ServerConfig{Token: "secret", LeaseTTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	sctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.ServeListener(sctx, ln); close(done) }()
+	url, done, err := local.ServeRegistry(sctx, registry.ServerConfig{Token: "secret", LeaseTTL: time.Minute})
+	if err != nil {
+		stop()
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { stop(); <-done })
-	url := "http://" + ln.Addr().String()
 	return &env{zk: z, reg: registry.NewClient(url, "secret"), url: url}
 }
 

@@ -3,7 +3,6 @@ package controller_test
 import (
 	"context"
 	"io"
-	"net"
 	"testing"
 	"time"
 
@@ -33,16 +32,11 @@ func TestLeaderCutOffFromZooKeeperStopsAndTheStandbyTakesOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(z.Stop)
-	srv, err := registry.NewServer(registry.ServerConfig{Token: "secret", LeaseTTL: time.Minute})
+	url, _, err := local.ServeRegistry(ctx, registry.ServerConfig{Token: "secret", LeaseTTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.ServeListener(ctx, ln) }()
-	reg := registry.NewClient("http://"+ln.Addr().String(), "secret")
+	reg := registry.NewClient(url, "secret")
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -498,3 +499,20 @@ func (c *Cluster) Stop() {
 type quiet struct{}
 
 func (quiet) Printf(string, ...any) {}
+
+// ServeRegistry runs a built-in registry server in this process on a free
+// loopback port until ctx ends, and returns its URL and a channel closed
+// once it has stopped.
+func ServeRegistry(ctx context.Context, cfg registry.ServerConfig) (string, <-chan struct{}, error) {
+	srv, err := registry.NewServer(cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	done := make(chan struct{})
+	go func() { _ = srv.ServeListener(ctx, ln); close(done) }()
+	return "http://" + ln.Addr().String(), done, nil
+}
