@@ -45,7 +45,6 @@ type Proc struct {
 	Args []string
 	cmd  *exec.Cmd
 	done chan struct{}
-	err  error
 }
 
 // Alive reports whether the process still runs.
@@ -66,9 +65,6 @@ func (p *Proc) Stop(grace time.Duration) { p.signal(syscall.SIGTERM, grace) }
 
 // Signal sends sig without waiting.
 func (p *Proc) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
-
-// Wait waits for the process to exit and returns its error.
-func (p *Proc) Wait() error { <-p.done; return p.err }
 
 func (p *Proc) signal(sig syscall.Signal, grace time.Duration) {
 	if !p.Alive() {
@@ -261,7 +257,7 @@ func (c *Cluster) start(name string, argv ...string) (*Proc, error) {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &Proc{Name: name, Args: argv, cmd: cmd, done: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); logf.Close(); close(p.done) }()
+	go func() { _ = cmd.Wait(); logf.Close(); close(p.done) }()
 	return p, nil
 }
 
