@@ -152,7 +152,8 @@ func (i *Instance) Start(ctx context.Context) error {
 		return fmt.Errorf("sdk: connect to zookeeper: %w", err)
 	}
 	i.zk = conn
-	if err := waitSession(ctx, events, i.cfg.ZKSessionTimeout); err != nil {
+	// A slow first connect is not an expired session: give it longer.
+	if err := waitSession(ctx, events, max(30*time.Second, i.cfg.ZKSessionTimeout)); err != nil {
 		conn.Close()
 		return fmt.Errorf("sdk: %w", err)
 	}
