@@ -166,22 +166,25 @@ func TestH1Transport(t *testing.T) {
 	t.Run("a client that goes away aborts the backend exchange", func(t *testing.T) {
 		release := make(chan struct{})
 		defer close(release)
+		aborted := make(chan struct{})
 		srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 			select {
 			case <-release:
-			case <-r.Context().Done():
+			case <-r.Context().Done(): // the gateway closed the connection
+				close(aborted)
 			}
 		})
 		tr := newH1Transport(newTransport())
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
-		start := time.Now()
 		_, err := tr.RoundTrip(outgoing(t, ctx, http.MethodGet, srv.URL+"/"))
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("err = %v, want the context's", err)
 		}
-		if took := time.Since(start); took > 2*time.Second {
-			t.Errorf("the round trip returned %s after its context ended", took)
+		select {
+		case <-aborted:
+		case <-time.After(10 * time.Second):
+			t.Error("the backend never saw its request aborted")
 		}
 	})
 	t.Run("a refused connection is a dial error, so the gateway retries elsewhere", func(t *testing.T) {
