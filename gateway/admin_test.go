@@ -1,14 +1,14 @@
 package gateway
 
 import (
-	"context"
 	"encoding/json"
+	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 
+	"github.com/switchyard/switchyard/deployments/local"
 	"github.com/switchyard/switchyard/registry"
 )
 
@@ -18,28 +18,14 @@ func TestAdminServesMetricsRoutesAndHealth(t *testing.T) {
 	register(t, c, "a", "hello", a.addr(), registry.StatusUp)
 	register(t, c, "b", "hello", newBackend(t, "b", nil).addr(), registry.StatusOutOfService)
 
-	free, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := local.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin := free.Addr().String()
-	free.Close()
+	admin := fmt.Sprintf("127.0.0.1:%d", port)
 	log, _ := quietLog()
-	route, _ := ParseRoute("/=hello")
-	g, err := New(Config{ID: "gw", Routes: []Route{route}, Source: c, Admin: admin, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.RunListener(ctx, ln) }()
-	defer func() { cancel(); <-done }()
+	g, base := runGateway(t, Config{ID: "gw", Routes: parseRoutes(t, "/=hello"), Source: c, Admin: admin, Log: log})
 	waitApplied(t, g, "hello", currentIndex(t, c, "hello"))
-	base := "http://" + ln.Addr().String()
 	for range 5 {
 		if r := get(t, base+"/"); r.code != 200 {
 			t.Fatalf("GET = %d", r.code)

@@ -15,6 +15,7 @@ import (
 
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
+	"github.com/switchyard/switchyard/deployments/local"
 	"github.com/switchyard/switchyard/registry"
 )
 
@@ -84,24 +85,14 @@ func jsonError(t testing.TB, r result) string {
 func startRegistry(t testing.TB) *registry.Client {
 	t.Helper()
 	log, _ := quietLog()
-	srv, err := registry.NewServer(registry.ServerConfig{Token: testToken, LeaseTTL: time.Minute, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.ServeListener(ctx, ln) }()
-	t.Cleanup(func() {
+	url, done, err := local.ServeRegistry(ctx, registry.ServerConfig{Token: testToken, LeaseTTL: time.Minute, Log: log})
+	if err != nil {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("registry: %v", err)
-		}
-	})
-	return registry.NewClient("http://"+ln.Addr().String(), testToken)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); <-done })
+	return registry.NewClient(url, testToken)
 }
 
 // startStoppableRegistry runs the real registry handler on a server the
@@ -135,6 +126,14 @@ func startStoppableRegistry(t testing.TB, warmup time.Duration) (*registry.Clien
 // URL.
 func startGateway(t testing.TB, src Source, routes ...string) (*Gateway, string, *logtest.Hook) {
 	t.Helper()
+	log, hook := quietLog()
+	g, url := runGateway(t, Config{ID: "gw-test", Listen: "127.0.0.1:0", Routes: parseRoutes(t, routes...), Source: src,
+		ReportInterval: 50 * time.Millisecond, Log: log})
+	return g, url, hook
+}
+
+func parseRoutes(t testing.TB, routes ...string) []Route {
+	t.Helper()
 	var rs []Route
 	for _, s := range routes {
 		r, err := ParseRoute(s)
@@ -143,8 +142,14 @@ func startGateway(t testing.TB, src Source, routes ...string) (*Gateway, string,
 		}
 		rs = append(rs, r)
 	}
-	log, hook := quietLog()
-	g, err := New(Config{ID: "gw-test", Listen: "127.0.0.1:0", Routes: rs, Source: src, ReportInterval: 50 * time.Millisecond, Log: log})
+	return rs
+}
+
+// runGateway runs a gateway built from cfg on a free loopback port until
+// the test ends, and returns its base URL.
+func runGateway(t testing.TB, cfg Config) (*Gateway, string) {
+	t.Helper()
+	g, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +166,7 @@ func startGateway(t testing.TB, src Source, routes ...string) (*Gateway, string,
 			t.Errorf("gateway: %v", err)
 		}
 	})
-	return g, "http://" + ln.Addr().String(), hook
+	return g, "http://" + ln.Addr().String()
 }
 
 // backend is a real HTTP server standing in for an instance.
