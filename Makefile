@@ -16,8 +16,13 @@ build:
 deps:
 	bash deployments/install/deps.sh
 
+# Static checks: go vet, staticcheck (pinned, run from its module), gofmt,
+# and go.mod/go.sum exactly as go mod tidy leaves them.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 vet:
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+	$(GO) mod tidy -diff
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 
 # Unit and package tests with the race detector, then the end-to-end suite

@@ -5,12 +5,14 @@
 package sdk
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -19,11 +21,12 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
-	"github.com/labstack/echo/v4"
 	"github.com/sirupsen/logrus"
 
-	"github.com/switchyard/switchyard/controller/layout"
+	"github.com/switchyard/switchyard/internal/retry"
 	"github.com/switchyard/switchyard/registry"
+	"github.com/switchyard/switchyard/signing"
+	"github.com/switchyard/switchyard/zkstate"
 )
 
 // Paths under which the SDK serves its control endpoints on the service's
@@ -46,7 +49,7 @@ type Registry interface {
 // Config describes the instance.
 type Config struct {
 	Service string
-	Color   string // blue or green
+	Color   zkstate.Color
 	ID      string // default: service-color-random
 	Version string
 	Address string // advertised host, reachable by gateways and controllers
@@ -55,10 +58,12 @@ type Config struct {
 	ZK               []string
 	ZKRoot           string
 	ZKSessionTimeout time.Duration // default 10s
-	ZKAuth           layout.Auth   // digest credentials, when the ensemble is locked
+	ZKAuth           zkstate.Auth  // digest credentials, when the ensemble is locked
 
-	Registry          Registry
-	Token             string        // authenticates the controller's instructions
+	Registry Registry
+	// Token holds the keys that verify the controller's signed
+	// instructions: "current[,previous]" during a key rotation.
+	Token             string
 	HeartbeatInterval time.Duration // default 1s
 	DrainTimeout      time.Duration // cap on waiting for gateways at shutdown; default 10s
 	// Health reports whether the instance can serve; nil means always.
@@ -68,9 +73,13 @@ type Config struct {
 
 // Instance is a running, registered service instance.
 type Instance struct {
-	cfg   Config
-	paths layout.Paths
-	log   logrus.FieldLogger
+	cfg      Config
+	paths    zkstate.Paths
+	log      logrus.FieldLogger
+	verifier *signing.Verifier
+	// epoch is the newest leader epoch an accepted instruction carried;
+	// an instruction from an older leader is refused.
+	epoch atomic.Int64
 
 	status   atomic.Value // registry.Status the registry last confirmed
 	desired  atomic.Value // registry.Status the controller last asked for
@@ -85,7 +94,7 @@ type Instance struct {
 
 // New checks cfg and returns an instance that has not started yet.
 func New(cfg Config) (*Instance, error) {
-	if _, err := layout.ParseColor([]byte(cfg.Color)); err != nil {
+	if _, err := zkstate.ParseColor([]byte(cfg.Color)); err != nil {
 		return nil, fmt.Errorf("sdk: %w", err)
 	}
 	if cfg.Service == "" || cfg.Address == "" || cfg.Port <= 0 {
@@ -94,10 +103,11 @@ func New(cfg Config) (*Instance, error) {
 	if cfg.Registry == nil || len(cfg.ZK) == 0 {
 		return nil, errors.New("sdk: a registry and ZooKeeper servers are required")
 	}
-	if cfg.Token == "" {
-		return nil, errors.New("sdk: a token is required to authenticate the controller's instructions")
+	keys, err := signing.ParseKeys(cfg.Token)
+	if err != nil {
+		return nil, fmt.Errorf("sdk: a token is required to verify the controller's instructions: %w", err)
 	}
-	paths, err := layout.NewPaths(cfg.ZKRoot)
+	paths, err := zkstate.NewPaths(cfg.ZKRoot)
 	if err != nil {
 		return nil, fmt.Errorf("sdk: %w", err)
 	}
@@ -106,8 +116,11 @@ func New(cfg Config) (*Instance, error) {
 		_, _ = rand.Read(b)
 		cfg.ID = fmt.Sprintf("%s-%s-%s", cfg.Service, cfg.Color, hex.EncodeToString(b))
 	}
-	if strings.ContainsAny(cfg.ID, "/ ") {
-		return nil, fmt.Errorf("sdk: instance id %q may not contain '/' or spaces", cfg.ID)
+	if err := registry.CheckName("instance id", cfg.ID); err != nil {
+		return nil, fmt.Errorf("sdk: %w", err)
+	}
+	if err := registry.CheckName("service", cfg.Service); err != nil {
+		return nil, fmt.Errorf("sdk: %w", err)
 	}
 	if cfg.ZKSessionTimeout <= 0 {
 		cfg.ZKSessionTimeout = 10 * time.Second
@@ -121,7 +134,7 @@ func New(cfg Config) (*Instance, error) {
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
-	i := &Instance{cfg: cfg, paths: paths, done: make(chan struct{})}
+	i := &Instance{cfg: cfg, paths: paths, verifier: signing.NewVerifier(keys, 0), done: make(chan struct{})}
 	i.log = cfg.Log.WithFields(logrus.Fields{"instance": cfg.ID, "service": cfg.Service, "color": cfg.Color})
 	i.status.Store(registry.StatusOutOfService)
 	i.desired.Store(registry.StatusOutOfService)
@@ -136,7 +149,7 @@ func (i *Instance) Status() registry.Status { return i.status.Load().(registry.S
 
 func (i *Instance) record() registry.Instance {
 	return registry.Instance{
-		ID: i.cfg.ID, Service: i.cfg.Service, Color: i.cfg.Color, Version: i.cfg.Version,
+		ID: i.cfg.ID, Service: i.cfg.Service, Color: string(i.cfg.Color), Version: i.cfg.Version,
 		Address: i.cfg.Address, Port: i.cfg.Port, Status: i.Status(),
 	}
 }
@@ -147,20 +160,11 @@ func (i *Instance) Start(ctx context.Context) error {
 	if err := i.cfg.Registry.Register(ctx, i.record()); err != nil {
 		return fmt.Errorf("sdk: register %s: %w", i.cfg.ID, err)
 	}
-	conn, events, err := zk.Connect(i.cfg.ZK, i.cfg.ZKSessionTimeout, zk.WithLogInfo(false), zk.WithLogger(zkLogger{i.log}))
+	conn, events, err := zkstate.Connect(ctx, i.cfg.ZK, i.cfg.ZKSessionTimeout, i.cfg.ZKAuth, zkLogger{i.log})
 	if err != nil {
-		return fmt.Errorf("sdk: connect to zookeeper: %w", err)
+		return fmt.Errorf("sdk: %w", err)
 	}
 	i.zk = conn
-	// A slow first connect is not an expired session: give it longer.
-	if err := waitSession(ctx, events, max(30*time.Second, i.cfg.ZKSessionTimeout)); err != nil {
-		conn.Close()
-		return fmt.Errorf("sdk: %w", err)
-	}
-	if err := i.cfg.ZKAuth.Login(conn); err != nil {
-		conn.Close()
-		return fmt.Errorf("sdk: %w", err)
-	}
 	if err := i.ensureNode(); err != nil {
 		conn.Close()
 		return err
@@ -174,7 +178,7 @@ func (i *Instance) Start(ctx context.Context) error {
 }
 
 func (i *Instance) nodeData() []byte {
-	b, _ := json.Marshal(layout.InstanceNode{
+	b, _ := json.Marshal(zkstate.InstanceNode{
 		Service: i.cfg.Service, ID: i.cfg.ID, Address: i.cfg.Address, Port: i.cfg.Port,
 		Version: i.cfg.Version, StartedAt: time.Now().UTC(),
 	})
@@ -184,7 +188,7 @@ func (i *Instance) nodeData() []byte {
 // ensureNode creates the ephemeral node unless this session has it.
 func (i *Instance) ensureNode() error {
 	for _, p := range i.paths.Persistent() {
-		if err := layout.EnsurePath(i.zk, p, i.cfg.ZKAuth.ACL()); err != nil {
+		if err := zkstate.EnsurePath(i.zk, p, i.cfg.ZKAuth.ACL()); err != nil {
 			return fmt.Errorf("sdk: %w", err)
 		}
 	}
@@ -201,23 +205,6 @@ func (i *Instance) ensureNode() error {
 		return fmt.Errorf("sdk: create %s: %w", p, err)
 	}
 	return nil
-}
-
-// waitSession waits for the first session of a new connection.
-func waitSession(ctx context.Context, events <-chan zk.Event, within time.Duration) error {
-	timeout := time.After(within)
-	for {
-		select {
-		case ev := <-events:
-			if ev.State == zk.StateHasSession {
-				return nil
-			}
-		case <-timeout:
-			return fmt.Errorf("no ZooKeeper session within %s", within)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
 }
 
 // watchSession recreates the node after the session expired: the library
@@ -362,9 +349,6 @@ func (i *Instance) Handler(next http.Handler) http.Handler {
 	})
 }
 
-// Middleware is Handler for echo; install it with e.Pre.
-func (i *Instance) Middleware() echo.MiddlewareFunc { return echo.WrapMiddleware(i.Handler) }
-
 func (i *Instance) control(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == HealthPath && (r.Method == http.MethodGet || r.Method == http.MethodHead):
@@ -393,37 +377,73 @@ func (i *Instance) health(w http.ResponseWriter, r *http.Request) {
 }
 
 // instruction applies a controller's PUT {"status": "UP"} and answers only
-// once the registry confirmed it, with the index to wait for.
+// once the registry confirmed it, with the index to wait for. It must be
+// signed for this very instance, within the replay window, by a leader no
+// older than the newest one heard from.
 func (i *Instance) instruction(w http.ResponseWriter, r *http.Request) {
-	if !registry.TokenOK(r, i.cfg.Token) {
-		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong token"})
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4096))
+	if err != nil {
+		writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "instruction body over 4 KiB or unreadable"})
 		return
 	}
-	var body struct {
+	claims, err := i.verifier.Verify(r, body)
+	if err != nil {
+		i.log.WithError(err).WithField("remote", r.RemoteAddr).Warn("refused an unauthenticated instruction")
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": err.Error()})
+		return
+	}
+	if claims.Subject != i.cfg.ID {
+		i.log.WithFields(logrus.Fields{"remote": r.RemoteAddr, "for": claims.Subject}).Warn("refused an instruction signed for another instance")
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": fmt.Sprintf("instruction is for instance %q, this is %q", claims.Subject, i.cfg.ID)})
+		return
+	}
+	for {
+		seen := i.epoch.Load()
+		if claims.Epoch < seen {
+			i.log.WithFields(logrus.Fields{"epoch": claims.Epoch, "newest": seen}).Warn("refused an instruction from an older leader")
+			writeJSON(w, http.StatusConflict, map[string]string{"error": fmt.Sprintf("leader epoch %d is older than %d", claims.Epoch, seen)})
+			return
+		}
+		if i.epoch.CompareAndSwap(seen, claims.Epoch) {
+			break
+		}
+	}
+	var in struct {
 		Status registry.Status `json:"status"`
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
+	if err := decodeStrict(body, &in); err != nil {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "malformed JSON body: " + err.Error()})
 		return
 	}
-	if body.Status != registry.StatusUp && body.Status != registry.StatusOutOfService {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("status must be UP or OUT_OF_SERVICE, not %q", body.Status)})
+	if in.Status != registry.StatusUp && in.Status != registry.StatusOutOfService {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("status must be UP or OUT_OF_SERVICE, not %q", in.Status)})
 		return
 	}
-	if body.Status == registry.StatusUp && i.draining.Load() {
+	if in.Status == registry.StatusUp && i.draining.Load() {
 		writeJSON(w, http.StatusConflict, map[string]string{"error": "instance is shutting down"})
 		return
 	}
-	idx, err := i.SetStatus(r.Context(), body.Status)
+	idx, err := i.SetStatus(r.Context(), in.Status)
 	if err != nil {
 		i.log.WithError(err).Warn("instruction not applied; the controller will retry")
 		writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})
 		return
 	}
-	i.log.WithFields(logrus.Fields{"status": body.Status, "index": idx}).Info("status applied on the controller's instruction")
-	writeJSON(w, http.StatusOK, map[string]any{"status": body.Status, "index": idx})
+	i.log.WithFields(logrus.Fields{"status": in.Status, "index": idx, "epoch": claims.Epoch}).Info("status applied on the controller's instruction")
+	writeJSON(w, http.StatusOK, map[string]any{"status": in.Status, "index": idx})
+}
+
+// decodeStrict decodes exactly one JSON value with known fields into v.
+func decodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("trailing data after the JSON value")
+	}
+	return nil
 }
 
 // Shutdown takes the instance out of traffic before it stops: it goes
@@ -466,19 +486,14 @@ func (i *Instance) Shutdown(ctx context.Context, srv *http.Server) error {
 // waitGateways waits until every live gateway has applied index for the
 // service, so no new request is on its way here.
 func (i *Instance) waitGateways(ctx context.Context, index uint64) error {
-	ctx, cancel := context.WithTimeout(ctx, i.cfg.DrainTimeout)
-	defer cancel()
-	for {
+	err := retry.Until(ctx, i.cfg.DrainTimeout, func() (bool, error) {
 		reports, err := i.cfg.Registry.Gateways(ctx)
-		if err == nil && applied(reports, i.cfg.Service, index) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for gateways to apply index %d: %w", index, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
+		return err == nil && applied(reports, i.cfg.Service, index), err
+	})
+	if err != nil {
+		return fmt.Errorf("wait for gateways to apply index %d: %w", index, err)
 	}
+	return nil
 }
 
 func applied(reports []registry.GatewayReport, service string, index uint64) bool {

@@ -14,7 +14,10 @@ import (
 
 	sdk "github.com/switchyard/switchyard/client-sdk"
 	"github.com/switchyard/switchyard/deployments/local"
+	"github.com/switchyard/switchyard/internal/testutil"
 	"github.com/switchyard/switchyard/registry"
+	"github.com/switchyard/switchyard/registry/server"
+	"github.com/switchyard/switchyard/signing"
 )
 
 type env struct {
@@ -33,7 +36,7 @@ func setup(t *testing.T) *env {
 	}
 	t.Cleanup(z.Stop)
 	sctx, stop := context.WithCancel(context.Background())
-	url, done, err := local.ServeRegistry(sctx, registry.ServerConfig{Token: "secret", LeaseTTL: time.Minute})
+	url, done, err := local.ServeRegistry(sctx, server.Config{Token: "secret", LeaseTTL: time.Minute})
 	if err != nil {
 		stop()
 		t.Fatal(err)
@@ -50,7 +53,7 @@ func (e *env) startInstance(t *testing.T, zkAddr string) (*sdk.Instance, *httpte
 	addr := ts.Listener.Addr().(*net.TCPAddr)
 	inst, err := sdk.New(sdk.Config{
 		Service: "hello", Color: "green", Address: "127.0.0.1", Port: addr.Port,
-		ZK: []string{zkAddr}, ZKSessionTimeout: 2 * time.Second, Registry: e.reg, Token: "secret",
+		ZK: []string{zkAddr}, ZKSessionTimeout: 2 * time.Second, Registry: e.reg, Token: key,
 		HeartbeatInterval: 100 * time.Millisecond, DrainTimeout: 2 * time.Second,
 	})
 	if err != nil {
@@ -84,12 +87,48 @@ func status(t *testing.T, reg *registry.Client, id string) registry.Status {
 	return ""
 }
 
-func instruct(t *testing.T, base, token, body string) (int, string) {
+// key signs the controller's instructions in these tests.
+const key = "instruction-key-0123456789"
+
+// instruction is one PUT /_switchyard/status as a controller (or an
+// attacker) would send it.
+type instruction struct {
+	key     string // signs; "" sends no signature
+	bearer  string // sent as a bearer token instead
+	subject string // the instance the signature names
+	epoch   int64
+	body    string
+}
+
+func (in instruction) request(t *testing.T, base string) *http.Request {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPut, base+sdk.StatusPath, strings.NewReader(body))
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+	req, err := http.NewRequest(http.MethodPut, base+sdk.StatusPath, strings.NewReader(in.body))
+	if err != nil {
+		t.Fatal(err)
 	}
+	if in.bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+in.bearer)
+	}
+	if in.key != "" {
+		keys, err := signing.ParseKeys(in.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := keys.Sign(req, []byte(in.body), signing.Claims{Subject: in.subject, Epoch: in.epoch}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return req
+}
+
+// instruct sends a correctly signed instruction to the instance id.
+func instruct(t *testing.T, base, id, body string) (int, string) {
+	t.Helper()
+	return do(t, instruction{key: key, subject: id, epoch: 1, body: body}.request(t, base))
+}
+
+func do(t *testing.T, req *http.Request) (int, string) {
+	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -119,34 +158,55 @@ func TestInstanceRegistersOutOfServiceAndAnnouncesItself(t *testing.T) {
 func TestInstructions(t *testing.T) {
 	e := setup(t)
 	inst, ts := e.startInstance(t, e.zk.Addr)
+	id := inst.ID()
 	for _, tc := range []struct {
-		desc, token, body string
-		want              int
-		status            registry.Status
+		desc   string
+		in     instruction
+		want   int
+		status registry.Status
 	}{
-		{desc: "a wrong token is refused", token: "guess", body: `{"status":"UP"}`, want: 401, status: registry.StatusOutOfService},
-		{desc: "no token is refused", body: `{"status":"UP"}`, want: 401, status: registry.StatusOutOfService},
-		{desc: "malformed JSON is refused", token: "secret", body: `{"status":`, want: 400, status: registry.StatusOutOfService},
-		{desc: "DOWN is not the controller's to set", token: "secret", body: `{"status":"DOWN"}`, want: 400, status: registry.StatusOutOfService},
-		{desc: "UP is applied in the registry before the answer", token: "secret", body: `{"status":"UP"}`, want: 200, status: registry.StatusUp},
-		{desc: "OUT_OF_SERVICE is applied", token: "secret", body: `{"status":"OUT_OF_SERVICE"}`, want: 200, status: registry.StatusOutOfService},
+		{desc: "a wrong key is refused", in: instruction{key: "guessed-key-0123456789", subject: id, epoch: 1, body: `{"status":"UP"}`}, want: 401, status: registry.StatusOutOfService},
+		{desc: "no signature is refused", in: instruction{subject: id, body: `{"status":"UP"}`}, want: 401, status: registry.StatusOutOfService},
+		{desc: "the key sent as a bearer token is refused: no secret travels", in: instruction{bearer: key, body: `{"status":"UP"}`}, want: 401, status: registry.StatusOutOfService},
+		{desc: "an instruction signed for another instance is refused", in: instruction{key: key, subject: "hello-green-other", epoch: 1, body: `{"status":"UP"}`}, want: 403, status: registry.StatusOutOfService},
+		{desc: "malformed JSON is refused", in: instruction{key: key, subject: id, epoch: 1, body: `{"status":`}, want: 400, status: registry.StatusOutOfService},
+		{desc: "two JSON documents are refused", in: instruction{key: key, subject: id, epoch: 1, body: `{"status":"OUT_OF_SERVICE"}{"status":"UP"}`}, want: 400, status: registry.StatusOutOfService},
+		{desc: "DOWN is not the controller's to set", in: instruction{key: key, subject: id, epoch: 1, body: `{"status":"DOWN"}`}, want: 400, status: registry.StatusOutOfService},
+		{desc: "UP is applied in the registry before the answer", in: instruction{key: key, subject: id, epoch: 5, body: `{"status":"UP"}`}, want: 200, status: registry.StatusUp},
+		{desc: "an older leader's epoch is refused once a newer leader was heard", in: instruction{key: key, subject: id, epoch: 4, body: `{"status":"OUT_OF_SERVICE"}`}, want: 409, status: registry.StatusUp},
+		{desc: "OUT_OF_SERVICE from the current leader is applied", in: instruction{key: key, subject: id, epoch: 5, body: `{"status":"OUT_OF_SERVICE"}`}, want: 200, status: registry.StatusOutOfService},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			code, body := instruct(t, ts.URL, tc.token, tc.body)
+			code, body := do(t, tc.in.request(t, ts.URL))
 			if code != tc.want {
 				t.Fatalf("answered %d %s, want %d", code, body, tc.want)
 			}
 			// Checked right after the answer: the ack means the registry has it.
-			if st := status(t, e.reg, inst.ID()); st != tc.status {
+			if st := status(t, e.reg, id); st != tc.status {
 				t.Fatalf("registry says %s, want %s", st, tc.status)
 			}
 		})
 	}
 }
 
+func TestACapturedInstructionCannotBeReplayed(t *testing.T) {
+	e := setup(t)
+	inst, ts := e.startInstance(t, e.zk.Addr)
+	in := instruction{key: key, subject: inst.ID(), epoch: 1, body: `{"status":"UP"}`}
+	first := in.request(t, ts.URL)
+	again := first.Clone(context.Background())
+	again.Body = io.NopCloser(strings.NewReader(in.body))
+	if code, body := do(t, first); code != 200 {
+		t.Fatalf("the original answered %d %s", code, body)
+	}
+	if code, body := do(t, again); code != 401 || !strings.Contains(body, "replayed") {
+		t.Fatalf("the replay answered %d %s; want 401 replayed", code, body)
+	}
+}
+
 func TestOutOfServiceInstanceClosesKeepAliveConnections(t *testing.T) {
 	e := setup(t)
-	_, ts := e.startInstance(t, e.zk.Addr)
+	inst, ts := e.startInstance(t, e.zk.Addr)
 	get := func() *http.Response {
 		resp, err := http.Get(ts.URL + "/")
 		if err != nil {
@@ -159,7 +219,7 @@ func TestOutOfServiceInstanceClosesKeepAliveConnections(t *testing.T) {
 	if resp := get(); !resp.Close || resp.StatusCode != 200 {
 		t.Fatalf("an OUT_OF_SERVICE instance must still serve (got %d) and send Connection: close (close=%v)", resp.StatusCode, resp.Close)
 	}
-	if code, body := instruct(t, ts.URL, "secret", `{"status":"UP"}`); code != 200 {
+	if code, body := instruct(t, ts.URL, inst.ID(), `{"status":"UP"}`); code != 200 {
 		t.Fatal(body)
 	}
 	if resp := get(); resp.Close {
@@ -174,14 +234,14 @@ func TestInstructionFailsWhenTheRegistryCannotConfirm(t *testing.T) {
 	// A registry that is not there: the instruction must not be acknowledged.
 	dead := registry.NewClient("http://127.0.0.1:1", "secret")
 	inst, err := sdk.New(sdk.Config{Service: "hello", Color: "blue", Address: "127.0.0.1",
-		Port: ts.Listener.Addr().(*net.TCPAddr).Port, ZK: []string{e.zk.Addr}, Registry: dead, Token: "secret"})
+		Port: ts.Listener.Addr().(*net.TCPAddr).Port, ZK: []string{e.zk.Addr}, Registry: dead, Token: key})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts.Config.Handler = inst.Handler(app)
 	ts.Start()
 	defer ts.Close()
-	if code, body := instruct(t, ts.URL, "secret", `{"status":"UP"}`); code != http.StatusBadGateway {
+	if code, body := instruct(t, ts.URL, inst.ID(), `{"status":"UP"}`); code != http.StatusBadGateway {
 		t.Fatalf("answered %d %s, want 502", code, body)
 	}
 	if inst.Status() != registry.StatusOutOfService {
@@ -210,32 +270,21 @@ func TestNodeIsRecreatedAfterSessionExpiry(t *testing.T) {
 	// Cut the instance off for longer than its 2s session: ZooKeeper
 	// expires the session and deletes the node.
 	proxy.Cut()
-	waitFor(t, 15*time.Second, "the node to go with the session", func() bool {
+	testutil.Eventually(t, 15*time.Second, "the node to go with the session", func() bool {
 		ok, _, err := conn.Exists(node)
 		return err == nil && !ok
 	})
 	proxy.Heal()
-	waitFor(t, 30*time.Second, "the node to come back on a new session", func() bool {
+	testutil.Eventually(t, 30*time.Second, "the node to come back on a new session", func() bool {
 		_, st, err := conn.Get(node)
 		return err == nil && st.EphemeralOwner != before.EphemeralOwner
 	})
 }
 
-func waitFor(t *testing.T, within time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestShutdownDrainsAndLeaves(t *testing.T) {
 	e := setup(t)
 	inst, ts := e.startInstance(t, e.zk.Addr)
-	if code, body := instruct(t, ts.URL, "secret", `{"status":"UP"}`); code != 200 {
+	if code, body := instruct(t, ts.URL, inst.ID(), `{"status":"UP"}`); code != 200 {
 		t.Fatal(body)
 	}
 	// A gateway that has applied everything up to a high index lets the

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/switchyard/switchyard/zkstate"
 )
 
 // serveAPI serves the read-only HTTP API: GET /v1/status, /metrics and
@@ -19,7 +21,7 @@ func (c *Controller) serveAPI(ctx context.Context, ln net.Listener) {
 	e.GET("/v1/status", func(ec echo.Context) error {
 		rctx, cancel := context.WithTimeout(ec.Request().Context(), 5*time.Second)
 		defer cancel()
-		return ec.JSONPretty(http.StatusOK, ReadView(rctx, c.conn, c.paths, c.cfg.Registry), "  ")
+		return ec.JSONPretty(http.StatusOK, zkstate.ReadView(rctx, c.conn, c.paths, c.cfg.Registry), "  ")
 	})
 	e.GET("/metrics", echo.WrapHandler(c.metrics.handler()))
 	e.GET("/healthz", func(ec echo.Context) error {

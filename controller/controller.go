@@ -20,8 +20,10 @@ import (
 	"github.com/go-zookeeper/zk"
 	"github.com/sirupsen/logrus"
 
-	"github.com/switchyard/switchyard/controller/layout"
+	"github.com/switchyard/switchyard/internal/retry"
 	"github.com/switchyard/switchyard/registry"
+	"github.com/switchyard/switchyard/signing"
+	"github.com/switchyard/switchyard/zkstate"
 )
 
 // Registry is what the controller reads from a registry backend. Status
@@ -36,11 +38,13 @@ type Config struct {
 	ID             string // default hostname-random
 	ZK             []string
 	ZKRoot         string
-	ZKAuth         layout.Auth   // digest credentials; set, they lock the nodes to this identity
+	ZKAuth         zkstate.Auth  // digest credentials; set, they lock the nodes to this identity
 	SessionTimeout time.Duration // default 10s
 	Registry       Registry
-	Token          string // signs instructions to instances
-	Listen         string // HTTP API address; "" for none
+	// Token holds the keys that sign instructions to instances,
+	// "current[,previous]"; the first signs.
+	Token  string
+	Listen string // HTTP API address; "" for none
 	// HealthTimeout bounds the health gate of one instance before it is
 	// skipped; default 5s.
 	HealthTimeout time.Duration
@@ -54,7 +58,7 @@ type Config struct {
 // Controller is one candidate; the elected one acts.
 type Controller struct {
 	cfg   Config
-	paths layout.Paths
+	paths zkstate.Paths
 	log   logrus.FieldLogger
 	http  *http.Client
 	conn  *zk.Conn
@@ -62,13 +66,19 @@ type Controller struct {
 	rec   *recorder
 	// asked is the last valid color the leader's watch read in
 	// /active_color; each step checks it to give way to a newer target.
-	asked atomic.Pointer[string]
+	asked atomic.Pointer[zkstate.Color]
 	// leading is true while this controller acts as leader.
 	leading atomic.Bool
+	// epoch fences this leader's instructions: the creation zxid of its
+	// election node, which only grows from one leader to the next.
+	epoch atomic.Int64
+	keys  signing.Keyring
 	// nodes caches instance node data by path; it is written once per
-	// node, so only the leader's reconcile loop reads and prunes it.
-	nodes   map[string]layout.InstanceNode
-	metrics *metrics
+	// node, so only the leader's reconcile loop reads and prunes it, as it
+	// does quarantined, the reason of each node last logged as quarantined.
+	nodes       map[string]zkstate.Announced
+	quarantined map[string]string
+	metrics     *metrics
 }
 
 // New checks cfg.
@@ -76,10 +86,11 @@ func New(cfg Config) (*Controller, error) {
 	if len(cfg.ZK) == 0 || cfg.Registry == nil {
 		return nil, errors.New("controller: ZooKeeper servers and a registry are required")
 	}
-	if cfg.Token == "" {
-		return nil, errors.New("controller: a token is required (SWITCHYARD_TOKEN or --token)")
+	keys, err := signing.ParseKeys(cfg.Token)
+	if err != nil {
+		return nil, fmt.Errorf("controller: a token is required to sign instructions (SWITCHYARD_TOKEN or --token): %w", err)
 	}
-	paths, err := layout.NewPaths(cfg.ZKRoot)
+	paths, err := zkstate.NewPaths(cfg.ZKRoot)
 	if err != nil {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
@@ -107,11 +118,13 @@ func New(cfg Config) (*Controller, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.DialContext = (&net.Dialer{Timeout: time.Second}).DialContext
 	return &Controller{
-		cfg: cfg, paths: paths,
-		log:     cfg.Log.WithField("controller", cfg.ID),
-		http:    &http.Client{Transport: tr, Timeout: 2 * time.Second},
+		cfg: cfg, paths: paths, keys: keys,
+		log: cfg.Log.WithField("controller", cfg.ID),
+		// A health check may take up to HealthTimeout; an instruction
+		// waits for the registry's confirmation.
+		http:    &http.Client{Transport: tr, Timeout: max(2*time.Second, cfg.HealthTimeout)},
 		sess:    newSession(),
-		nodes:   map[string]layout.InstanceNode{},
+		nodes:   map[string]zkstate.Announced{},
 		metrics: newMetrics(),
 	}, nil
 }
@@ -137,31 +150,34 @@ func (c *Controller) Run(ctx context.Context) error {
 		api = "http://" + ln.Addr().String()
 		go c.serveAPI(ctx, ln)
 	}
-	el := &election{conn: conn, sess: c.sess, dir: c.paths.Leader(), acl: c.cfg.ZKAuth.ACL(), me: Candidate{ID: c.cfg.ID, API: api}}
+	el := &election{conn: conn, sess: c.sess, dir: c.paths.Leader(), acl: c.cfg.ZKAuth.ACL(), me: zkstate.Candidate{ID: c.cfg.ID, API: api}}
 	defer el.Resign()
 
-	backoff := 100 * time.Millisecond
+	backoff := retry.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	for ctx.Err() == nil {
 		if err := c.sess.Wait(ctx); err != nil {
 			break
 		}
 		if err := c.ensureLayout(); err != nil {
 			c.log.WithError(err).Warn("could not prepare the ZooKeeper layout; retrying")
-			sleep(ctx, backoff)
-			backoff = min(backoff*2, 5*time.Second)
+			_ = backoff.Wait(ctx)
 			continue
 		}
 		c.log.Info("campaigning for leadership")
-		err := el.Campaign(ctx)
-		if err != nil {
+		if err := el.Campaign(ctx); err != nil {
 			if ctx.Err() == nil {
 				c.log.WithError(err).Warn("campaign interrupted; campaigning again once the session is back")
-				sleep(ctx, backoff)
-				backoff = min(backoff*2, 5*time.Second)
+				_ = backoff.Wait(ctx)
 			}
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		backoff.Reset()
+		epoch, err := el.Epoch()
+		if err != nil {
+			c.log.WithError(err).Warn("could not read the leader epoch; campaigning again")
+			continue
+		}
+		c.epoch.Store(epoch)
 		c.lead(ctx)
 	}
 	return nil
@@ -178,11 +194,11 @@ func (c *Controller) ensureLayout() error {
 	}
 	acl := c.cfg.ZKAuth.ACL()
 	for _, p := range append(c.paths.Persistent(), c.paths.Switch()) {
-		if err := layout.EnsurePath(c.conn, p, acl); err != nil {
+		if err := zkstate.EnsurePath(c.conn, p, acl); err != nil {
 			return err
 		}
 	}
-	_, err := c.conn.Create(c.paths.ActiveColor(), []byte(layout.Blue), 0, acl)
+	_, err := c.conn.Create(c.paths.ActiveColor(), []byte(zkstate.Blue), 0, acl)
 	if err != nil && !errors.Is(err, zk.ErrNodeExists) {
 		return fmt.Errorf("create %s: %w", c.paths.ActiveColor(), err)
 	}
@@ -218,6 +234,7 @@ func (c *Controller) lead(parent context.Context) {
 	c.log.Info("elected leader; reconciling")
 	go c.rec.Run(ctx)
 
+	// A burst of events collapses into one pass.
 	trigger := make(chan struct{}, 1)
 	kick := func() {
 		select {
@@ -226,17 +243,17 @@ func (c *Controller) lead(parent context.Context) {
 		}
 	}
 	c.asked.Store(nil)
-	go c.watchZK(ctx, kick, func() ([]byte, <-chan zk.Event, error) {
+	go c.watchZK(ctx, kick, func() (<-chan zk.Event, error) {
 		b, _, ch, err := c.conn.GetW(c.paths.ActiveColor())
-		if color, perr := layout.ParseColor(b); err == nil && perr == nil {
+		if color, perr := zkstate.ParseColor(b); err == nil && perr == nil {
 			c.asked.Store(&color)
 		}
-		return nil, ch, err
+		return ch, err
 	})
-	for _, color := range []string{layout.Blue, layout.Green} {
-		go c.watchZK(ctx, kick, func() ([]byte, <-chan zk.Event, error) {
+	for _, color := range zkstate.Colors {
+		go c.watchZK(ctx, kick, func() (<-chan zk.Event, error) {
 			_, _, ch, err := c.conn.ChildrenW(c.paths.Color(color))
-			return nil, ch, err
+			return ch, err
 		})
 	}
 	// The registry is not watched: during a switch every step changes it,
@@ -260,11 +277,11 @@ func (c *Controller) lead(parent context.Context) {
 }
 
 // watchZK re-arms a one-shot ZooKeeper watch and kicks on every event.
-func (c *Controller) watchZK(ctx context.Context, kick func(), arm func() ([]byte, <-chan zk.Event, error)) {
+func (c *Controller) watchZK(ctx context.Context, kick func(), arm func() (<-chan zk.Event, error)) {
 	for ctx.Err() == nil {
-		_, ch, err := arm()
+		ch, err := arm()
 		if err != nil {
-			sleep(ctx, 200*time.Millisecond)
+			_ = retry.Sleep(ctx, 200*time.Millisecond)
 			continue
 		}
 		select {
@@ -273,15 +290,6 @@ func (c *Controller) watchZK(ctx context.Context, kick func(), arm func() ([]byt
 		case <-ctx.Done():
 			return
 		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
 	}
 }
 

@@ -2,27 +2,23 @@ package controller_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/go-zookeeper/zk"
 	"github.com/sirupsen/logrus"
 
 	"github.com/switchyard/switchyard/controller"
 	"github.com/switchyard/switchyard/deployments/local"
+	"github.com/switchyard/switchyard/internal/testutil"
 	"github.com/switchyard/switchyard/registry"
+	"github.com/switchyard/switchyard/registry/server"
+	"github.com/switchyard/switchyard/zkstate"
 )
-
-func waitFor(t *testing.T, within time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func TestLeaderCutOffFromZooKeeperStopsAndTheStandbyTakesOver(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -32,7 +28,7 @@ func TestLeaderCutOffFromZooKeeperStopsAndTheStandbyTakesOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(z.Stop)
-	url, _, err := local.ServeRegistry(ctx, registry.ServerConfig{Token: "secret", LeaseTTL: time.Minute})
+	url, _, err := local.ServeRegistry(ctx, server.Config{Token: "secret", LeaseTTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +42,7 @@ func TestLeaderCutOffFromZooKeeperStopsAndTheStandbyTakesOver(t *testing.T) {
 	}
 	t.Cleanup(proxy.Close)
 	start := func(id, zkAddr string) *controller.Controller {
-		c, err := controller.New(controller.Config{ID: id, ZK: []string{zkAddr}, Registry: reg, Token: "secret",
+		c, err := controller.New(controller.Config{ID: id, ZK: []string{zkAddr}, Registry: reg, Token: "instruction-key-0123456789",
 			SessionTimeout: 2 * time.Second, Resync: 100 * time.Millisecond, Log: log})
 		if err != nil {
 			t.Fatal(err)
@@ -57,8 +53,11 @@ func TestLeaderCutOffFromZooKeeperStopsAndTheStandbyTakesOver(t *testing.T) {
 		return c
 	}
 	first := start("first", proxy.Addr())
-	waitFor(t, 30*time.Second, "the first controller to lead", first.Leading)
+	testutil.Eventually(t, 30*time.Second, "the first controller to lead", first.Leading)
 	standby := start("standby", z.Addr)
+	testutil.EventuallyWhy(t, 30*time.Second, "the standby to stand in the election", candidate(t, z.Addr, "standby"))
+	// A hold, not a wait: it shows the standby does not lead, an event
+	// that must not come.
 	time.Sleep(300 * time.Millisecond)
 	if standby.Leading() {
 		t.Fatal("two controllers lead at once")
@@ -67,19 +66,51 @@ func TestLeaderCutOffFromZooKeeperStopsAndTheStandbyTakesOver(t *testing.T) {
 	proxy.Cut()
 	// The cut leader cannot know whether its session survives, so it must
 	// stop before anyone else can lead: at no moment may both lead.
-	deadline := time.Now().Add(30 * time.Second)
 	stopped := false
-	for !standby.Leading() {
+	testutil.EventuallyWhy(t, 30*time.Second, "the standby to take over", func() (bool, string) {
+		if standby.Leading() {
+			return true, ""
+		}
 		if first.Leading() && stopped {
 			t.Fatal("the cut controller leads again without ZooKeeper")
 		}
 		stopped = stopped || !first.Leading()
-		if time.Now().After(deadline) {
-			t.Fatalf("no takeover within 30s (cut leader stopped: %v)", stopped)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return false, fmt.Sprintf("no takeover (cut leader stopped: %v)", stopped)
+	})
 	if first.Leading() {
 		t.Fatal("the standby took over while the cut leader still acted: two leaders")
+	}
+}
+
+// candidate reports whether the controller id has a node in the leader
+// election, that is, whether it campaigns.
+func candidate(t *testing.T, zkAddr, id string) func() (bool, string) {
+	t.Helper()
+	conn, _, err := zk.Connect([]string{zkAddr}, 5*time.Second, zk.WithLogInfo(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	paths, err := zkstate.NewPaths("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() (bool, string) {
+		nodes, _, err := conn.Children(paths.Leader())
+		if err != nil {
+			return false, err.Error()
+		}
+		var ids []string
+		for _, n := range nodes {
+			b, _, err := conn.Get(paths.Leader() + "/" + n)
+			if err != nil {
+				continue // gone since the listing
+			}
+			var c zkstate.Candidate
+			if json.Unmarshal(b, &c) == nil {
+				ids = append(ids, c.ID)
+			}
+		}
+		return slices.Contains(ids, id), fmt.Sprintf("candidates %v", ids)
 	}
 }

@@ -6,20 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"sort"
-	"strings"
 
 	"github.com/go-zookeeper/zk"
+
+	"github.com/switchyard/switchyard/zkstate"
 )
 
 // ErrElectionSessionLost ends a campaign whose ZooKeeper session went away.
 var ErrElectionSessionLost = errors.New("election: session lost")
-
-// Candidate is what a controller publishes in its election node.
-type Candidate struct {
-	ID  string `json:"id"`
-	API string `json:"api,omitempty"`
-}
 
 // election is a leader election on ephemeral sequential nodes in which each
 // candidate watches only its predecessor, so a leader's death wakes one
@@ -29,15 +23,8 @@ type election struct {
 	sess *session
 	dir  string
 	acl  []zk.ACL
-	me   Candidate
+	me   zkstate.Candidate
 	node string // our current node, "" when none
-}
-
-func seq(name string) string {
-	if i := strings.LastIndex(name, "-"); i >= 0 {
-		return name[i+1:]
-	}
-	return name
 }
 
 // Campaign blocks until this candidate leads. It returns
@@ -59,7 +46,7 @@ func (e *election) Campaign(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("election: list candidates: %w", err)
 		}
-		sort.Slice(children, func(i, j int) bool { return seq(children[i]) < seq(children[j]) })
+		zkstate.SortCandidates(children)
 		pos := -1
 		for i, c := range children {
 			if c == mine {
@@ -89,29 +76,23 @@ func (e *election) Campaign(ctx context.Context) error {
 	}
 }
 
+// Epoch is the creation zxid of the candidate node that won: a later leader
+// always has a higher one.
+func (e *election) Epoch() (int64, error) {
+	ok, stat, err := e.conn.Exists(e.node)
+	if err != nil {
+		return 0, fmt.Errorf("election: read own node: %w", err)
+	}
+	if !ok {
+		return 0, ErrElectionSessionLost
+	}
+	return stat.Czxid, nil
+}
+
 // Resign gives up the candidate node, if any.
 func (e *election) Resign() {
 	if e.node != "" {
 		_ = e.conn.Delete(e.node, -1)
 		e.node = ""
 	}
-}
-
-// Leader reads the current leader's candidate data.
-func Leader(conn *zk.Conn, dir string) (Candidate, bool, error) {
-	children, _, err := conn.Children(dir)
-	if errors.Is(err, zk.ErrNoNode) || (err == nil && len(children) == 0) {
-		return Candidate{}, false, nil
-	}
-	if err != nil {
-		return Candidate{}, false, err
-	}
-	sort.Slice(children, func(i, j int) bool { return seq(children[i]) < seq(children[j]) })
-	b, _, err := conn.Get(dir + "/" + children[0])
-	if err != nil {
-		return Candidate{}, false, err
-	}
-	var c Candidate
-	_ = json.Unmarshal(b, &c)
-	return c, true, nil
 }

@@ -5,10 +5,11 @@ import (
 	"testing"
 
 	"github.com/switchyard/switchyard/registry"
+	"github.com/switchyard/switchyard/zkstate"
 )
 
-func m(id, svc, color string, st registry.Status) Member {
-	return Member{ID: id, Service: svc, Color: color, Status: st, Registered: st != ""}
+func m(id, svc string, color zkstate.Color, st registry.Status) Member {
+	return Member{ID: id, Service: svc, Color: color, Status: st}
 }
 
 func ids(ms []Member) []string {
@@ -23,7 +24,7 @@ func TestPlan(t *testing.T) {
 	up, out := registry.StatusUp, registry.StatusOutOfService
 	for _, tc := range []struct {
 		desc     string
-		target   string
+		target   zkstate.Color
 		members  []Member
 		ups      []string
 		outs     []string
@@ -42,12 +43,6 @@ func TestPlan(t *testing.T) {
 			desc:    "a settled system needs nothing",
 			target:  "blue",
 			members: []Member{m("b1", "hello", "blue", up), m("g1", "hello", "green", out)},
-		},
-		{
-			desc:    "an unregistered instance is left alone",
-			target:  "green",
-			members: []Member{m("b1", "hello", "blue", up), m("g1", "hello", "green", "")},
-			outs:    []string{"b1"}, unserved: []string{"hello"},
 		},
 		{
 			desc:    "no target instance at all leaves the service unserved",

@@ -3,12 +3,16 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
 	"sync"
+	"time"
 
 	"github.com/go-zookeeper/zk"
 	"github.com/sirupsen/logrus"
 
-	"github.com/switchyard/switchyard/controller/layout"
+	"github.com/switchyard/switchyard/zkstate"
 )
 
 // recorder writes the switch record in the background. Every ZooKeeper
@@ -22,7 +26,7 @@ type recorder struct {
 	log  logrus.FieldLogger
 
 	mu      sync.Mutex
-	pending *layout.Switch
+	pending *zkstate.Switch
 	queued  uint64
 	written uint64
 	wrote   chan struct{} // closed and replaced after each write
@@ -35,7 +39,7 @@ func newRecorder(conn *zk.Conn, path string, log logrus.FieldLogger) *recorder {
 
 // Queue makes rec the next record to write and returns its sequence. Its
 // steps are only ever appended to, so the writer may encode it later.
-func (r *recorder) Queue(rec layout.Switch) uint64 {
+func (r *recorder) Queue(rec zkstate.Switch) uint64 {
 	r.mu.Lock()
 	r.pending = &rec
 	r.queued++
@@ -92,17 +96,118 @@ func (r *recorder) Run(ctx context.Context) {
 	}
 }
 
+// historyKeep bounds /switchyard/history.
+const historyKeep = 200
+
 // maxRecordSteps bounds the steps kept in a record: ZooKeeper refuses nodes
 // over 1 MB, and a switch of thousands of instances would pass that.
 const maxRecordSteps = 256
 
 // encode renders rec with at most its newest maxRecordSteps steps; the
 // record keeps the full count.
-func encode(rec layout.Switch) []byte {
+func encode(rec zkstate.Switch) []byte {
 	rec.StepsTotal = len(rec.Steps)
 	if n := len(rec.Steps); n > maxRecordSteps {
 		rec.Steps = rec.Steps[n-maxRecordSteps:]
 	}
-	b, _ := json.Marshal(rec)
+	b, err := json.Marshal(rec)
+	if err != nil {
+		// Every field is a plain value; this is a programming error.
+		panic(fmt.Sprintf("controller: encode switch record: %v", err))
+	}
 	return b
+}
+
+// writeRecord queues rec for the background writer.
+func (c *Controller) writeRecord(rec zkstate.Switch) uint64 { return c.rec.Queue(rec) }
+
+// finishRecord writes an outcome and waits until it is in ZooKeeper, so a
+// `switch --wait` learns it as soon as it is true, then appends it to the
+// history.
+func (c *Controller) finishRecord(ctx context.Context, rec zkstate.Switch) {
+	c.rec.Flush(ctx, c.rec.Queue(rec))
+	c.appendHistory(rec)
+	c.metrics.switches.WithLabelValues(string(rec.Phase)).Inc()
+	if rec.Phase == zkstate.PhaseDone {
+		c.metrics.duration.Observe(rec.Duration().Seconds())
+	}
+}
+
+func (c *Controller) appendHistory(rec zkstate.Switch) {
+	if _, err := c.conn.Create(c.paths.History()+"/s_", encode(rec), zk.FlagSequence, c.cfg.ZKAuth.ACL()); err != nil {
+		c.log.WithError(err).Warn("could not append to the switch history")
+		return
+	}
+	children, _, err := c.conn.Children(c.paths.History())
+	if err != nil || len(children) <= historyKeep {
+		return
+	}
+	sort.Strings(children)
+	for _, old := range children[:len(children)-historyKeep] {
+		if err := c.conn.Delete(c.paths.History()+"/"+old, -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
+			c.log.WithError(err).WithField("node", old).Warn("could not prune the switch history")
+		}
+	}
+}
+
+// startRecord opens the record of a switch to target answering write id.
+// It resumes prev when prev is the same switch still in progress, and
+// files prev as failed when a new target supersedes it.
+func (c *Controller) startRecord(target zkstate.Color, id int64, prev *zkstate.Switch, quarantined []zkstate.Quarantined) zkstate.Switch {
+	now := time.Now().UTC()
+	rec := zkstate.Switch{ID: id, Target: target, Goal: target, Phase: zkstate.PhaseSwitching, Leader: c.cfg.ID, StartedAt: now,
+		Steps: []zkstate.Step{}, Quarantined: quarantined}
+	if prev != nil {
+		rec.Active, rec.From = prev.Active, prev.Active
+		switch {
+		case prev.Phase == zkstate.PhaseSwitching && prev.Target == target:
+			rec.From, rec.StartedAt, rec.Steps = prev.From, prev.StartedAt, prev.Steps
+			c.log.WithFields(logrus.Fields{"target": target, "started": prev.StartedAt}).Info("resuming the switch in progress")
+		case prev.Phase == zkstate.PhaseSwitching:
+			old := *prev
+			old.Phase, old.Reason, old.FinishedAt = zkstate.PhaseFailed, "superseded by /active_color="+string(target), &now
+			c.appendHistory(old)
+			c.metrics.switches.WithLabelValues(string(zkstate.PhaseFailed)).Inc()
+		}
+	}
+	if rec.From == target {
+		rec.From = ""
+	}
+	c.writeRecord(rec)
+	return rec
+}
+
+// refuse finishes rec as refused: routing is unchanged.
+func (c *Controller) refuse(ctx context.Context, rec zkstate.Switch, reason string) {
+	now := time.Now().UTC()
+	rec.Phase, rec.Reason, rec.FinishedAt = zkstate.PhaseRefused, reason, &now
+	c.finishRecord(ctx, rec)
+	c.log.WithFields(logrus.Fields{"target": rec.Target, "switch": rec.ID, "reason": reason}).Warn("switch refused; routing is unchanged")
+}
+
+// refuseValue records that /active_color holds something other than blue
+// or green, and returns the record. Routing is untouched: the controller
+// keeps its last goal.
+func (c *Controller) refuseValue(ctx context.Context, raw []byte, id int64, prev *zkstate.Switch) zkstate.Switch {
+	_, perr := zkstate.ParseColor(raw)
+	now := time.Now().UTC()
+	rec := zkstate.Switch{
+		ID: id, Target: zkstate.Color(zkstate.Describe(raw)), Phase: zkstate.PhaseRefused, Leader: c.cfg.ID,
+		Reason:    fmt.Sprintf("%v; routing is unchanged", perr),
+		StartedAt: now, FinishedAt: &now, Steps: []zkstate.Step{},
+	}
+	if prev != nil {
+		rec.Active, rec.Goal = prev.Active, prev.GoalColor()
+	}
+	c.log.WithFields(logrus.Fields{"value": zkstate.Describe(raw), "serving": rec.Active, "goal": rec.Goal}).
+		Warn("refused /active_color: not blue or green; keeping the current routing")
+	c.finishRecord(ctx, rec)
+	return rec
+}
+
+// acknowledge records a write of the color that is already active as done.
+func (c *Controller) acknowledge(ctx context.Context, color zkstate.Color, id int64) {
+	now := time.Now().UTC()
+	c.rec.Flush(ctx, c.writeRecord(zkstate.Switch{ID: id, Target: color, Goal: color, Active: color, Phase: zkstate.PhaseDone,
+		Reason: string(color) + " was already active", Leader: c.cfg.ID, Steps: []zkstate.Step{}, StartedAt: now, FinishedAt: &now}))
 }

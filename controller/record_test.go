@@ -5,19 +5,19 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/switchyard/switchyard/controller/layout"
+	"github.com/switchyard/switchyard/zkstate"
 )
 
 func TestRecordOfAHugeSwitchStaysUnderZooKeepersLimit(t *testing.T) {
-	rec := layout.Switch{ID: 1, Target: "green", Phase: layout.PhaseDone}
+	rec := zkstate.Switch{ID: 1, Target: "green", Phase: zkstate.PhaseDone}
 	for i := range 20000 {
-		rec.Steps = append(rec.Steps, layout.Step{Instance: fmt.Sprintf("hello-green-%06d", i), Service: "hello", Color: "green", Action: "UP", State: "done"})
+		rec.Steps = append(rec.Steps, zkstate.Step{Instance: fmt.Sprintf("hello-green-%06d", i), Service: "hello", Color: "green", Action: "UP", State: zkstate.StepDone})
 	}
 	b := encode(rec)
 	if len(b) >= 1<<20 {
 		t.Fatalf("a 20,000-step record encodes to %d bytes; ZooKeeper refuses 1 MB", len(b))
 	}
-	var got layout.Switch
+	var got zkstate.Switch
 	if err := json.Unmarshal(b, &got); err != nil {
 		t.Fatal(err)
 	}

@@ -11,11 +11,10 @@ import (
 // library drops events when its channel is full, so state comes from its
 // event callback, which sees every one.
 type session struct {
-	mu      sync.Mutex
-	has     bool
-	lost    chan struct{} // closed when the current session is lost
-	gained  chan struct{} // closed when a session is (re)established
-	expired bool
+	mu     sync.Mutex
+	has    bool
+	lost   chan struct{} // closed when the current session is lost
+	gained chan struct{} // closed when a session is (re)established
 }
 
 func newSession() *session {
@@ -38,9 +37,6 @@ func (s *session) onEvent(ev zk.Event) {
 			close(s.gained)
 		}
 	case zk.StateDisconnected, zk.StateExpired:
-		if ev.State == zk.StateExpired {
-			s.expired = true
-		}
 		if s.has {
 			s.has = false
 			s.gained = make(chan struct{})

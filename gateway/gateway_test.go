@@ -16,20 +16,9 @@ import (
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
+	"github.com/switchyard/switchyard/internal/testutil"
 	"github.com/switchyard/switchyard/registry"
 )
-
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // quietLog discards output but keeps entries for assertions.
 func quietLog() (*logrus.Logger, *logtest.Hook) {
@@ -229,9 +218,9 @@ func TestGatewayReportsRightAfterEachChange(t *testing.T) {
 		}
 	}()
 
-	waitFor(t, 5*time.Second, "the start-up report", func() bool { _, n := src.lastReport(); return n >= 1 })
+	testutil.Eventually(t, 5*time.Second, "the start-up report", func() bool { _, n := src.lastReport(); return n >= 1 })
 	src.next <- snapOf(100, up)
-	waitFor(t, 5*time.Second, "a report of index 100", func() bool { r, _ := src.lastReport(); return r.Applied["hello"] == 100 })
+	testutil.Eventually(t, 5*time.Second, "a report of index 100", func() bool { r, _ := src.lastReport(); return r.Applied["hello"] == 100 })
 	r, _ := src.lastReport()
 	if r.ID != "gw-fake" {
 		t.Fatalf("report ID = %q, want gw-fake", r.ID)
@@ -248,7 +237,7 @@ func TestGatewayReportsRightAfterEachChange(t *testing.T) {
 
 	// A registry restarted and warming up knows nothing yet.
 	src.next <- registry.Snapshot{Index: 200, Ready: false, Instances: []registry.Instance{}}
-	waitFor(t, 5*time.Second, "the not-ready snapshot to be seen", func() bool { return logged(hook, "registry is warming up") })
+	testutil.Eventually(t, 5*time.Second, "the not-ready snapshot to be seen", func() bool { return logged(hook, "registry is warming up") })
 	if got := g.Applied()["hello"]; got != 100 {
 		t.Fatalf("applied index after a not-ready snapshot = %d, want 100 still", got)
 	}
@@ -257,7 +246,7 @@ func TestGatewayReportsRightAfterEachChange(t *testing.T) {
 	}
 
 	src.next <- snapOf(201, up, inst("b", "hello", 2, registry.StatusDown))
-	waitFor(t, 5*time.Second, "a report of index 201", func() bool { r, _ := src.lastReport(); return r.Applied["hello"] == 201 })
+	testutil.Eventually(t, 5*time.Second, "a report of index 201", func() bool { r, _ := src.lastReport(); return r.Applied["hello"] == 201 })
 	src.mu.Lock()
 	defer src.mu.Unlock()
 	for _, r := range src.reports {

@@ -11,16 +11,27 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/switchyard/switchyard/internal/testutil"
 )
 
-// countingServer is a backend that counts the connections it accepted.
-func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
+// connCount counts a backend's connections.
+type connCount struct {
+	opened, closed atomic.Int64
+}
+
+// countingServer is a backend that counts the connections it accepted and
+// closed.
+func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *connCount) {
 	t.Helper()
-	var conns atomic.Int64
+	var conns connCount
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
+		switch s {
+		case http.StateNew:
+			conns.opened.Add(1)
+		case http.StateClosed:
+			conns.closed.Add(1)
 		}
 	}
 	srv.Start()
@@ -93,7 +104,7 @@ func TestH1Transport(t *testing.T) {
 				t.Fatalf("got %d %q", code, body)
 			}
 		}
-		if n := conns.Load(); n != 1 {
+		if n := conns.opened.Load(); n != 1 {
 			t.Errorf("backend saw %d connections for 20 sequential requests, want 1", n)
 		}
 	})
@@ -102,11 +113,11 @@ func TestH1Transport(t *testing.T) {
 		tr := newH1Transport(newTransport())
 		roundTrip(t, tr, outgoing(t, context.Background(), http.MethodGet, srv.URL+"/"))
 		srv.CloseClientConnections()
-		time.Sleep(50 * time.Millisecond)
+		testutil.Eventually(t, 10*time.Second, "the backend to close the kept-alive connection", func() bool { return conns.closed.Load() == 1 })
 		if code, body := roundTrip(t, tr, outgoing(t, context.Background(), http.MethodGet, srv.URL+"/")); code != 200 || body != "ok" {
 			t.Fatalf("got %d %q", code, body)
 		}
-		if n := conns.Load(); n != 2 {
+		if n := conns.opened.Load(); n != 2 {
 			t.Errorf("backend saw %d connections, want 2", n)
 		}
 	})
@@ -119,7 +130,7 @@ func TestH1Transport(t *testing.T) {
 		for range 3 {
 			roundTrip(t, tr, outgoing(t, context.Background(), http.MethodGet, srv.URL+"/"))
 		}
-		if n := conns.Load(); n != 3 {
+		if n := conns.opened.Load(); n != 3 {
 			t.Errorf("backend saw %d connections, want 3", n)
 		}
 	})
@@ -134,7 +145,7 @@ func TestH1Transport(t *testing.T) {
 			_, _ = resp.Body.Read(make([]byte, 10))
 			resp.Body.Close()
 		}
-		if n := conns.Load(); n != 2 {
+		if n := conns.opened.Load(); n != 2 {
 			t.Errorf("backend saw %d connections, want 2", n)
 		}
 	})
@@ -159,7 +170,7 @@ func TestH1Transport(t *testing.T) {
 				t.Fatalf("got %d %q", code, body)
 			}
 		}
-		if n := conns.Load(); n != 1 {
+		if n := conns.opened.Load(); n != 1 {
 			t.Errorf("backend saw %d connections, want 1", n)
 		}
 	})
@@ -205,9 +216,15 @@ func TestH1Transport(t *testing.T) {
 		base.IdleConnTimeout = 30 * time.Millisecond
 		tr := newH1Transport(base)
 		roundTrip(t, tr, outgoing(t, context.Background(), http.MethodGet, srv.URL+"/"))
-		time.Sleep(60 * time.Millisecond)
+		host := srv.Listener.Addr().String()
+		testutil.Eventually(t, 10*time.Second, "the pooled connection to outlive the idle timeout", func() bool {
+			tr.mu.Lock()
+			defer tr.mu.Unlock()
+			idle := tr.idle[host]
+			return len(idle) == 1 && time.Since(idle[0].since) > base.IdleConnTimeout
+		})
 		roundTrip(t, tr, outgoing(t, context.Background(), http.MethodGet, srv.URL+"/"))
-		if n := conns.Load(); n != 2 {
+		if n := conns.opened.Load(); n != 2 {
 			t.Errorf("backend saw %d connections, want 2", n)
 		}
 	})

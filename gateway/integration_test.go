@@ -16,7 +16,9 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/switchyard/switchyard/deployments/local"
+	"github.com/switchyard/switchyard/internal/testutil"
 	"github.com/switchyard/switchyard/registry"
+	"github.com/switchyard/switchyard/registry/server"
 )
 
 const testToken = "test-token"
@@ -86,7 +88,7 @@ func startRegistry(t testing.TB) *registry.Client {
 	t.Helper()
 	log, _ := quietLog()
 	ctx, cancel := context.WithCancel(context.Background())
-	url, done, err := local.ServeRegistry(ctx, registry.ServerConfig{Token: testToken, LeaseTTL: time.Minute, Log: log})
+	url, done, err := local.ServeRegistry(ctx, server.Config{Token: testToken, LeaseTTL: time.Minute, Log: log})
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -97,10 +99,10 @@ func startRegistry(t testing.TB) *registry.Client {
 
 // startStoppableRegistry runs the real registry handler on a server the
 // test can kill outright, long polls included, as a crash would.
-func startStoppableRegistry(t testing.TB, warmup time.Duration) (*registry.Client, *registry.Server, func()) {
+func startStoppableRegistry(t testing.TB, warmup time.Duration) (*registry.Client, *server.Server, func()) {
 	t.Helper()
 	log, _ := quietLog()
-	srv, err := registry.NewServer(registry.ServerConfig{Token: testToken, LeaseTTL: time.Minute, Warmup: warmup, Log: log})
+	srv, err := server.New(server.Config{Token: testToken, LeaseTTL: time.Minute, Warmup: warmup, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +246,7 @@ func currentIndex(t testing.TB, c *registry.Client, service string) uint64 {
 func waitApplied(t testing.TB, g *Gateway, service string, index uint64) time.Duration {
 	t.Helper()
 	start := time.Now()
-	waitFor(t, 5*time.Second, "gateway to apply "+service+" index", func() bool { return g.Applied()[service] >= index })
+	testutil.Eventually(t, 5*time.Second, "gateway to apply "+service+" index", func() bool { return g.Applied()[service] >= index })
 	return time.Since(start)
 }
 
@@ -550,7 +552,7 @@ func TestGatewayReportsAppliedIndexToRegistry(t *testing.T) {
 	startGateway(t, c, "/=hello")
 
 	idx := setStatus(t, c, "a", registry.StatusOutOfService)
-	waitFor(t, 5*time.Second, "the registry to list the gateway at the new index", func() bool {
+	testutil.Eventually(t, 5*time.Second, "the registry to list the gateway at the new index", func() bool {
 		gws, err := c.Gateways(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -589,8 +591,8 @@ func TestGatewayKeepsRoutingThroughRegistryRestart(t *testing.T) {
 	waitApplied(t, g, "hello", currentIndex(t, c1, "hello"))
 
 	stop()
-	waitFor(t, 5*time.Second, "the watch to notice the registry is gone", func() bool { return logged(hook, "registry watch failed") })
-	waitFor(t, 5*time.Second, "a report to fail", func() bool { return logged(hook, "gateway report failed") })
+	testutil.Eventually(t, 5*time.Second, "the watch to notice the registry is gone", func() bool { return logged(hook, "registry watch failed") })
+	testutil.Eventually(t, 5*time.Second, "a report to fail", func() bool { return logged(hook, "gateway report failed") })
 	if seen := spread(t, base+"/", 10); seen["a"] != 10 {
 		t.Fatalf("answers with the registry down = %v, want a only", seen)
 	}
@@ -600,7 +602,7 @@ func TestGatewayKeepsRoutingThroughRegistryRestart(t *testing.T) {
 	register(t, c2, "b", "hello", b.addr(), registry.StatusUp)
 	src.cur.Store(c2)
 	before := g.Applied()["hello"]
-	waitFor(t, 10*time.Second, "the gateway to reach the restarted registry", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the gateway to reach the restarted registry", func() bool {
 		return logged(hook, "registry is warming up") || g.Applied()["hello"] != before
 	})
 	if seen := spread(t, base+"/", 10); seen["a"] != 10 {
@@ -608,7 +610,7 @@ func TestGatewayKeepsRoutingThroughRegistryRestart(t *testing.T) {
 	}
 
 	var ready uint64
-	waitFor(t, 5*time.Second, "the warm-up to end", func() bool {
+	testutil.Eventually(t, 5*time.Second, "the warm-up to end", func() bool {
 		srv2.Store().Expire()
 		snap, err := c2.Instances(context.Background(), "hello", 0, 0)
 		if err != nil {

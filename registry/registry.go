@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -60,15 +61,65 @@ type Instance struct {
 // HostPort is the instance's dialable address.
 func (i Instance) HostPort() string { return net.JoinHostPort(i.Address, strconv.Itoa(i.Port)) }
 
+// Limits on what a registration may carry, so that no registration can
+// make every view, and every watcher's copy of it, large.
+const (
+	MaxNameLen    = 128 // instance ids and service names
+	MaxAddressLen = 253 // a DNS name at most
+	MaxVersionLen = 64
+)
+
+// CheckName checks an instance id or service name: 1 to MaxNameLen
+// letters, digits, '.', '_', '-' or ':'.
+func CheckName(what, s string) error {
+	if s == "" || len(s) > MaxNameLen {
+		return fmt.Errorf("%w: %s must be 1 to %d characters", ErrInvalid, what, MaxNameLen)
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-:", r)) {
+			return fmt.Errorf("%w: %s %q may hold only letters, digits, '.', '_', '-' and ':'", ErrInvalid, what, s)
+		}
+	}
+	return nil
+}
+
+// checkAddress accepts an IP address or a DNS host name.
+func checkAddress(a string) error {
+	if net.ParseIP(a) != nil {
+		return nil
+	}
+	if a == "" || len(a) > MaxAddressLen {
+		return fmt.Errorf("%w: address must be an IP or a host name of 1 to %d characters", ErrInvalid, MaxAddressLen)
+	}
+	for _, label := range strings.Split(a, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("%w: address %q is neither an IP nor a host name", ErrInvalid, a)
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return fmt.Errorf("%w: address %q is neither an IP nor a host name", ErrInvalid, a)
+			}
+		}
+	}
+	return nil
+}
+
 // Validate reports what is wrong with a registration.
 func (i Instance) Validate() error {
+	if err := CheckName("instance id", i.ID); err != nil {
+		return err
+	}
+	if err := CheckName("service", i.Service); err != nil {
+		return err
+	}
+	if err := checkAddress(i.Address); err != nil {
+		return err
+	}
 	switch {
-	case i.ID == "" || len(i.ID) > 256:
-		return fmt.Errorf("%w: instance id must be 1 to 256 characters", ErrInvalid)
-	case i.Service == "" || len(i.Service) > 256:
-		return fmt.Errorf("%w: service must be 1 to 256 characters", ErrInvalid)
-	case i.Address == "":
-		return fmt.Errorf("%w: address is required", ErrInvalid)
+	case i.Color != "blue" && i.Color != "green":
+		return fmt.Errorf("%w: color must be blue or green, not %q", ErrInvalid, i.Color)
+	case len(i.Version) > MaxVersionLen || strings.ContainsFunc(i.Version, func(r rune) bool { return r < ' ' || r == 0x7f }):
+		return fmt.Errorf("%w: version must be at most %d printable characters", ErrInvalid, MaxVersionLen)
 	case i.Port <= 0 || i.Port > 65535:
 		return fmt.Errorf("%w: port %d out of range", ErrInvalid, i.Port)
 	}

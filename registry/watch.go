@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard/switchyard/internal/retry"
 )
 
 // Lister is the part of a Backend a watch needs.
@@ -44,24 +46,22 @@ func Watch(ctx context.Context, l Lister, service string, o WatchOptions) <-chan
 		defer close(out)
 		var index uint64
 		var ready bool
-		backoff := o.MinBackoff
+		backoff := retry.Backoff{Min: o.MinBackoff, Max: o.MaxBackoff}
 		for ctx.Err() == nil {
 			snap, err := l.Instances(ctx, service, index, o.Wait)
 			if err != nil {
 				if ctx.Err() != nil {
 					return
 				}
-				o.Log.WithError(err).WithFields(logrus.Fields{"service": service, "retry_in": backoff}).
+				wait := backoff.Next()
+				o.Log.WithError(err).WithFields(logrus.Fields{"service": service, "retry_in": wait}).
 					Warn("registry watch failed; keeping the last view and retrying")
-				select {
-				case <-time.After(backoff):
-				case <-ctx.Done():
+				if retry.Sleep(ctx, wait) != nil {
 					return
 				}
-				backoff = min(backoff*2, o.MaxBackoff)
 				continue
 			}
-			backoff = o.MinBackoff
+			backoff.Reset()
 			if snap.Index == index && snap.Ready == ready {
 				continue
 			}

@@ -17,17 +17,10 @@ import (
 )
 
 func main() {
-	var (
-		o     bench.Options
-		only  = flag.String("only", "", "comma-separated sections to run (default all): "+strings.Join(bench.AllSections, ","))
-		sizes = flag.String("scale", "10,100,1000", "total instances (half blue, half green) of the scale switches")
-	)
+	var o bench.Options
+	only := flag.String("only", "", "comma-separated sections to run (default all): "+strings.Join(bench.AllSections, ","))
+	sizes := flag.String("scale", "10,100,1000", "total instances (half blue, half green) of the scale switches")
 	flag.StringVar(&o.Out, "out", "BENCHMARKS.md", "file to write the results into, between its markers; empty for none")
-	flag.StringVar(&o.Command, "command", "make bench", "command recorded with the results")
-	flag.IntVar(&o.Conns, "conns", 32, "keep-alive connections of every load")
-	flag.DurationVar(&o.WrkTime, "wrk-time", 5*time.Second, "length of one wrk run (at least 5s)")
-	flag.IntVar(&o.Rounds, "rounds", 2, "interleaved wrk rounds")
-	flag.DurationVar(&o.LoadPause, "pause", 2*time.Millisecond, "think time per connection in the switch loads")
 	flag.IntVar(&o.Flips, "flips", 30, "ZooKeeper flips per registry backend")
 	flag.IntVar(&o.Switches, "seed-switches", 20, "switches of the seed's nginx method")
 	flag.IntVar(&o.Leases, "leases", 10000, "heartbeating leases held by the registry")

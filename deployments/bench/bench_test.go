@@ -2,17 +2,20 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/switchyard/switchyard/controller/layout"
 	"github.com/switchyard/switchyard/deployments/local"
+	"github.com/switchyard/switchyard/internal/testutil"
 	"github.com/switchyard/switchyard/registry"
+	"github.com/switchyard/switchyard/zkstate"
 )
 
 const wrkReport = `Running 5s test @ http://127.0.0.1:41234/
@@ -38,7 +41,7 @@ func TestParseWrk(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := WrkResult{Requests: 111530, RPS: 22306.12, P50: 850 * time.Microsecond, P99: 12340 * time.Microsecond, Errors: 10}
+		want := WrkResult{RPS: 22306.12, P50: 850 * time.Microsecond, P99: 12340 * time.Microsecond, Errors: 10}
 		if r != want {
 			t.Errorf("got %+v, want %+v", r, want)
 		}
@@ -48,23 +51,12 @@ func TestParseWrk(t *testing.T) {
 			t.Error("want an error")
 		}
 	})
-	for _, tc := range []struct {
-		desc string
-		in   string
-		want time.Duration
-	}{
-		{desc: "microseconds", in: "850.00us", want: 850 * time.Microsecond},
-		{desc: "milliseconds", in: "1.40ms", want: 1400 * time.Microsecond},
-		{desc: "seconds", in: "1.20s", want: 1200 * time.Millisecond},
-		{desc: "minutes", in: "2.00m", want: 2 * time.Minute},
-	} {
-		t.Run("latency in "+tc.desc, func(t *testing.T) {
-			got, err := parseWrkDuration(tc.in)
-			if err != nil || got != tc.want {
-				t.Errorf("parseWrkDuration(%q) = %s, %v; want %s", tc.in, got, err, tc.want)
-			}
-		})
-	}
+	t.Run("latencies in seconds and minutes", func(t *testing.T) {
+		r, err := parseWrk(strings.NewReplacer("850.00us", "1.20s", "12.34ms", "2.00m").Replace(wrkReport))
+		if err != nil || r.P50 != 1200*time.Millisecond || r.P99 != 2*time.Minute {
+			t.Errorf("got %+v, %v", r, err)
+		}
+	})
 }
 
 func TestParseGoBench(t *testing.T) {
@@ -74,33 +66,24 @@ BenchmarkTableBuild10000/apply-2       	     430	   2771234 ns/op	  838860 B/op	
 PASS
 `
 	got := parseGoBench(out)
-	if len(got) != 2 || got[0].Name != "BenchmarkTableBuild10000/new" || got[0].NsPerOp != 6512345 || got[1].AllocsPerOp != 7552 {
+	if len(got) != 2 || got[0].Name != "BenchmarkTableBuild10000/new" || got[0].PerOp != 6512345 || got[1].AllocsPerOp != 7552 {
 		t.Errorf("got %+v", got)
 	}
 }
 
 func TestPercentile(t *testing.T) {
-	var ds []time.Duration
-	for i := 1; i <= 30; i++ {
-		ds = append(ds, time.Duration(i)*time.Millisecond)
+	var ds []time.Duration // 30 down to 1: pct sorts a copy
+	for i := 30; i >= 1; i-- {
+		ds = append(ds, time.Duration(i))
 	}
-	for _, tc := range []struct {
-		desc string
-		p    float64
-		want time.Duration
-	}{
-		{desc: "median of 30 is the 15th", p: 50, want: 15 * time.Millisecond},
-		{desc: "p99 of 30 is the largest", p: 99, want: 30 * time.Millisecond},
-		{desc: "p100 is the largest", p: 100, want: 30 * time.Millisecond},
-	} {
-		t.Run(tc.desc, func(t *testing.T) {
-			if got := pct(ds, tc.p); got != tc.want {
-				t.Errorf("pct(%v) = %s, want %s", tc.p, got, tc.want)
-			}
-		})
+	// Nearest rank: the median of 30 is the 15th, p99 and p100 the largest.
+	for p, want := range map[float64]time.Duration{1: 1, 50: 15, 99: 30, 100: 30} {
+		if got := pct(ds, p); got != want {
+			t.Errorf("pct(%v) = %d, want %d", p, got, want)
+		}
 	}
-	if pct(nil, 50) != 0 {
-		t.Error("the percentile of nothing is 0")
+	if pct(nil, 50) != 0 || ds[0] != 30 {
+		t.Error("the percentile of nothing is 0, and ds stays as it was")
 	}
 }
 
@@ -124,18 +107,23 @@ func TestPhases(t *testing.T) {
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	ms := func(n int) time.Time { return at.Add(time.Duration(n) * time.Millisecond) }
 	fin := ms(100)
-	rec := layout.Switch{StartedAt: ms(10), FinishedAt: &fin, Steps: []layout.Step{
-		{Action: string(registry.StatusUp), State: "done", At: ms(20)},
-		{Action: string(registry.StatusUp), State: "done", At: ms(30)},
-		{Action: string(registry.StatusUp), State: "skipped", At: ms(35)},
-		{Action: string(registry.StatusOutOfService), State: "done", At: ms(60)},
-		{Action: string(registry.StatusOutOfService), State: "done", At: ms(90)},
+	rec := zkstate.Switch{StartedAt: ms(10), FinishedAt: &fin, Steps: []zkstate.Step{
+		{Action: registry.StatusUp, State: zkstate.StepDone, At: ms(20)},
+		{Action: registry.StatusUp, State: zkstate.StepDone, At: ms(30)},
+		{Action: registry.StatusUp, State: zkstate.StepSkipped, At: ms(35)},
+		{Action: registry.StatusOutOfService, State: zkstate.StepDone, At: ms(60)},
+		{Action: registry.StatusOutOfService, State: zkstate.StepDone, At: ms(90)},
 	}}
 	got := phasesOf(rec, at)
 	d := time.Millisecond
 	want := Phases{React: 10 * d, Prepare: 10 * d, Up: 10 * d, UpSteps: 2, Gateways: 30 * d, Out: 30 * d, OutSteps: 2, Finish: 10 * d, Total: 100 * d}
 	if got != want {
 		t.Errorf("got %+v, want %+v", got, want)
+	}
+	// A record that kept only its newest steps tells the totals alone.
+	rec.StepsTotal = 300
+	if got, want := phasesOf(rec, at), (Phases{React: 10 * d, Total: 100 * d, Partial: true}); got != want {
+		t.Errorf("partial record: got %+v, want %+v", got, want)
 	}
 }
 
@@ -157,11 +145,8 @@ func TestLoadCountsEveryFailure(t *testing.T) {
 		w.Header().Set("X-Switchyard-Color", "blue")
 	}))
 	defer srv.Close()
-	ld := startLoad(context.Background(), LoadConfig{Addr: strings.TrimPrefix(srv.URL, "http://"), Conns: 4, MaxRequests: 400})
-	deadline := time.Now().Add(10 * time.Second)
-	for n.Load() < 400 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	ld := startLoad(context.Background(), strings.TrimPrefix(srv.URL, "http://"), 4, 0)
+	testutil.Eventually(t, 10*time.Second, "400 requests served", func() bool { return n.Load() >= 400 })
 	rs := ld.Stop()
 	fs := local.Failures(rs)
 	if len(rs) < 390 {
@@ -182,22 +167,105 @@ func TestLoadCountsEveryFailure(t *testing.T) {
 	}
 }
 
-func TestProcfsReadsThisProcess(t *testing.T) {
-	m, err := memOf(os.Getpid())
-	if err != nil || m.RSS <= 0 || m.HWM < m.RSS {
-		t.Errorf("memOf = %+v, %v", m, err)
+func TestProcFindsAndMeasuresChildren(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := cpuTime(os.Getpid()); err != nil {
-		t.Error(err)
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	if pid, err := pidOf(&local.Proc{Args: []string{"sleep", "60"}}); err != nil || pid != cmd.Process.Pid {
+		t.Errorf("pidOf = %d, %v; want %d", pid, err, cmd.Process.Pid)
 	}
-	if ppid, err := parentOf(os.Getpid()); err != nil || ppid != os.Getppid() {
-		t.Errorf("parentOf = %d, %v; want %d", ppid, err, os.Getppid())
+	if pid, err := childRunning("leep 6"); err != nil || pid != cmd.Process.Pid {
+		t.Errorf("childRunning = %d, %v; want %d", pid, err, cmd.Process.Pid)
+	}
+	if _, err := pidOf(&local.Proc{Args: []string{"sleep", "61"}}); err == nil {
+		t.Error("pidOf found a process that does not run")
+	}
+	child, err := memOf(cmd.Process.Pid)
+	if err != nil || child.RSS == 0 || child.HWM < child.RSS {
+		t.Fatalf("memOf(child) = %+v, %v", child, err)
+	}
+	if self, err := memOf(os.Getpid()); err != nil || self.RSS <= child.RSS || self.HWM < self.RSS {
+		t.Errorf("memOf(self) = %+v, %v; want more than the child's %d", self, err, child.RSS)
+	}
+	before, err := cpuTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "this process's CPU time to grow as it spins", func() bool {
+		for start := time.Now(); time.Since(start) < 10*time.Millisecond; {
+			_ = fmt.Sprint(start) // burn CPU
+		}
+		now, err := cpuTime(os.Getpid())
+		return err == nil && now-before >= 50*time.Millisecond
+	})
+}
+
+func TestMarkdown(t *testing.T) {
+	at := time.Date(2026, 11, 22, 3, 42, 0, 0, time.UTC)
+	d := func(ms float64) time.Duration { return time.Duration(ms * float64(time.Millisecond)) }
+	tg := func(name string, rps ...float64) *Target {
+		x := &Target{Name: name, Config: name + " config"}
+		for _, v := range rps {
+			x.Runs = append(x.Runs, WrkResult{RPS: v, P50: d(v / 10000), P99: d(v / 1000)})
+		}
+		return x
+	}
+	r := &Report{Date: at, Took: 232 * time.Second, Conns: 32, WrkTime: wrkTime, Pause: loadPause,
+		Machine:    Machine{CPUs: 2, CPU: "Xeon", Kernel: "6.1", Go: "go1.26.8", Nginx: "nginx/1.22.1", Caddy: "v2.11.9", Wrk: "4.1", ZooKeeper: "3.8"},
+		TableBuild: []GoBench{{Name: "BenchmarkTableBuild10000/new", PerOp: d(3.03), BytesPerOp: 1363148, AllocsPerOp: 22551}},
+		Throughput: &Throughput{Order: []string{"a → b", "b → a"}, Targets: []*Target{tg(TargetDirect, 55201, 53899), tg(TargetGateway, 14391, 12716), tg(TargetNginx, 25000)}},
+		Switches: []*SwitchRow{
+			{Method: "switchyard, built-in registry", Name: "built-in", Switches: 2, Requests: 1000, PerSwitch: []int{0, 0},
+				Propagation: []time.Duration{d(20), d(40)}, Durations: []time.Duration{d(10), d(30)}, Phases: []Phases{{React: d(12), UpSteps: 2, OutSteps: 2}}},
+			{Method: "seed", Name: "seed", Seed: true, Switches: 2, Requests: 900, Failed: 10, FailKinds: "10× HTTP 502", PerSwitch: []int{4, 6}},
+		},
+		Scale: []*ScaleRow{
+			{Instances: 10, Blue: 5, Green: 5, Durations: []time.Duration{d(14.7)}, Phases: []Phases{{Total: d(23.7), React: d(6.69), Up: d(6.64), UpSteps: 5}},
+				Mem: map[string]Mem{"controller (leader)": {RSS: 17 << 20}}, Costs: StepCosts{RecordBytes: 1741, ZKSetSmall: d(1.15)}},
+			{Instances: 1000, Blue: 500, Green: 500, Durations: []time.Duration{d(2887)}, Phases: []Phases{{Partial: true}},
+				CPU: map[string]time.Duration{"gateway": d(1450), "registry": d(890)}, Wall: d(2900)},
+		},
+		Leases: &LeaseResult{Leases: 10000, Interval: time.Second, Run: d(15004), Heartbeats: 150000, CPU: d(9893), Mem: Mem{RSS: 25 << 20, HWM: 26 << 20}, Live: 10000, List: d(61.6)},
+		Memory: []MemRow{{Process: "gateway", When: "under load", Mem: Mem{RSS: 21 << 20, HWM: 22 << 20}}},
+		Notes:  []string{"consul: no agent"},
+	}
+	got, err := r.Markdown()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"Measured 2026-11-22 03:42 UTC by `make bench` in 3m52s.\n\nMachine: 2 CPUs (Xeon), Linux 6.1, go1.26.8; nginx nginx/1.22.1, Caddy v2.11.9, wrk 4.1, ZooKeeper 3.8.",
+		"wrk `-t2 -c32 -d5s --latency`, keep-alive, the same two hello backends behind every target; 2 interleaved rounds (a → b; then b → a)",
+		"|---|---:|---|---:|---:|---:|---:|\n| backends directly | 54550 | 55201, 53899 | 5.46 ms | 54.5 ms | 0 | 1.00× |\n| switchyard gateway | 13554 | 14391, 12716 | 1.36 ms | 13.6 ms | 0 | 0.25× |",
+		"| nginx | 25000 | 25000 | 2.50 ms | 25.0 ms | 0 | 0.46× |\n\n- backends directly: backends directly config\n",
+		"- **gateway/nginx**: throughput 0.54×, p50 0.54×, p99 0.54× (below 1 is faster for latency)\n\n### 2.",
+		"| switchyard, built-in registry | 2 | 1000 | 0 | 0.0 / 0 | 20.0 ms | 40.0 ms | 40.0 ms | 10.0 ms | 30.0 ms | 30.0 ms |\n| seed | 2 | 900 | 10 | 5.0 / 6 |",
+		"- built-in, where a flip's time goes (median over the flips): write→record start 12.0 ms, health checks and first UP 0, 2 UP steps 0,",
+		"- seed: propagation is measured from `nginx -s reload`; its switch duration is from starting the new process to the old one's exit. Failures per switch: [4 6]; kinds: 10× HTTP 502\n\n### 4. Scale",
+		"| 10 (5 → 5) | 14.7 ms | 23.7 ms | 1.47 ms | 6.69 ms | 0 | 6.64 ms (5) | 0 | 0 (0) | 0 | 17.0 MB | 0.0 MB | 0.0 MB |\n| 1000 (500 → 500) | 2887 ms | 0 | 2.89 ms | 0 | — | — | — | — | — |",
+		"|---|---:|---:|---:|---:|---:|---:|---:|\n| 10 | 1.7 KB | 1.15 ms | 0 |",
+		"- CPU used during the 1000-instance switch (2.9 s of wall time, 2 cores = 5.8 CPU-seconds available): gateway 1.45 s, registry 0.89 s; 2.3 CPU-seconds in all (40% of the machine).\n- Gateway routing-table rebuild, `BenchmarkTableBuild10000/new` (gateway/bench_test.go): 3.03 ms per table, 22551 allocations, 1.3 MB\n",
+		"10000 leases, each heartbeating every 1s through the SDK's registry client: 9997 heartbeats/s for 15s, 0 failed, 10000 leases live at the end. Registry CPU (utime+stime from /proc/<pid>/stat): 9.89s = **66% of one core** (33% of the machine); RSS 25.0 MB (peak 26.0 MB); listing all 10000 takes 61.6 ms.\n\n### 5. Memory",
+		"| gateway | under load | 21.0 MB | 22.0 MB |\n\n### Targets",
+		"| gateway throughput ≥ 1.0× nginx | 0.54× | **missed** |\n| gateway p99 ≤ nginx p99 | 13.6 ms vs 25.0 ms | **met** |\n| propagation p99 ≤ 50 ms (built-in) | 40.0 ms over 2 flips | **met** |\n| 0 failed requests across every flip (built-in) | 0 of 1000 | **met** |\n| 1,000-instance switch ≤ 5 s | 2887 ms | **met** |\n| linear growth | 1.47 ms per instance at 10, 2.89 ms per instance at 1000 | |\n| gateway RSS ≤ 40 MB under load | peak 22.0 MB | **met** |",
+		"\n\n#### Sections that did not complete\n\n- consul: no agent",
+	} {
+		if !strings.Contains(got, want) {
+			t.Fatalf("the report lacks\n%s\n--- report:\n%s", want, got)
+		}
+	}
+	empty, err := (&Report{Date: at}).Markdown()
+	if err != nil || strings.Count(empty, "Not measured in this run.") != 4 {
+		t.Errorf("an empty report = %v:\n%s", err, empty)
 	}
 }
 
 func TestNginxConfigsPassNginxCheck(t *testing.T) {
-	if _, err := os.Stat("/usr/sbin/nginx"); err != nil {
-		t.Skip("nginx is not installed; deployments/install/bench-deps.sh installs it")
+	// deployments/install/deps.sh (make deps, make test) installs nginx.
+	if _, err := os.Stat(nginxBin()); err != nil {
+		t.Fatalf("nginx is missing (%v); deployments/install/nginx.sh installs it", err)
 	}
 	dir := t.TempDir()
 	for _, tc := range []struct {
@@ -210,11 +278,10 @@ func TestNginxConfigsPassNginxCheck(t *testing.T) {
 			if err := os.WriteFile(dir+"/service-url.inc", []byte(seedInclude("127.0.0.1:2")), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			n := &nginx{dir: dir, conf: dir + "/nginx.conf", errLog: dir + "/error.log"}
-			if err := os.WriteFile(n.conf, []byte(nginxConf(dir, tc.server)), 0o644); err != nil {
+			if err := os.WriteFile(dir+"/nginx.conf", []byte(nginxConf(dir, tc.server)), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if out, err := execOutput("nginx", n.args("-t")...); err != nil {
+			if out, err := exec.Command(nginxBin(), nginxArgs(dir, "-t")...).CombinedOutput(); err != nil {
 				t.Fatalf("nginx -t: %v: %s", err, out)
 			}
 		})

@@ -1,30 +1,87 @@
 package bench
 
 import (
-	"errors"
+	"cmp"
+	_ "embed"
 	"fmt"
-	"io/fs"
+	"maps"
 	"math"
 	"os"
 	"slices"
 	"strings"
+	"text/template"
 	"time"
 )
 
-// Report is everything one run measured.
+// Report is everything one run measured; report.md.tmpl renders it.
 type Report struct {
-	Date        time.Time
-	Command     string
-	Took        time.Duration
-	Machine     Machine
-	TableBuild  []GoBench
-	Throughput  *ThroughputResult
-	Propagation []*PropagationResult
-	Seed        *SeedResult
-	Scale       []*ScaleRow
-	Leases      *LeaseResult
-	Memory      []MemRow
-	Notes       []string
+	Date                 time.Time
+	Took, WrkTime, Pause time.Duration
+	Conns                int
+	Machine              Machine
+	TableBuild           []GoBench
+	Throughput           *Throughput
+	Switches             []*SwitchRow // the registry backends', then the seed's
+	Scale                []*ScaleRow
+	Leases               *LeaseResult
+	Memory               []MemRow
+	Notes                []string // sections, or parts of them, that did not complete
+}
+
+// Throughput is the wrk table: the targets in their first round's order.
+type Throughput struct {
+	Order   []string // each round's order of targets
+	Targets []*Target
+}
+
+// Target is every wrk run against one target.
+type Target struct {
+	Name, Config string
+	Runs         []WrkResult
+	url, script  string
+	pid          int // whose memory is sampled under load
+}
+
+// SwitchRow is one way of switching under the same load: the controller
+// with one registry backend, or the seed's nginx reload.
+type SwitchRow struct {
+	Method, Name               string // in the table and in the notes
+	Seed                       bool
+	Switches, Requests, Failed int
+	FailKinds                  string
+	PerSwitch                  []int           // failed requests from each switch to the next
+	Propagation, Durations     []time.Duration // the change until every response is the new color; the switch's own time
+	Unfinished                 int             // switches that did not finish or never took over
+	Phases                     []Phases        // where each switch's time went
+}
+
+// ScaleRow is one size of the scale tables.
+type ScaleRow struct {
+	Instances, Blue, Green int
+	Durations              []time.Duration // each switch record's duration
+	Phases                 []Phases
+	Mem                    map[string]Mem // the leader's, registry's and gateway's after the switches
+	Costs                  StepCosts
+	CPU                    map[string]time.Duration // each process's CPU time during the first switch, over Wall
+	Wall                   time.Duration
+}
+
+// StepCosts are the parts of a switch step, each timed on its own right
+// after the switch: the final record's size, ZooKeeper writes of 200 B,
+// half and all of it, a read of /active_color, an instance's health check
+// and an instruction that changes nothing.
+type StepCosts struct {
+	RecordBytes                                               int
+	ZKSetSmall, ZKSetHalf, ZKSetFull, ZKGet, Health, Instruct time.Duration
+}
+
+// LeaseResult is the registry holding many heartbeating leases for Run.
+type LeaseResult struct {
+	Leases, Live        int
+	Interval, Run, List time.Duration // heartbeat interval, window, one full listing
+	CPU                 time.Duration // the registry's CPU time in the window
+	Heartbeats, Errors  int64
+	Mem                 Mem
 }
 
 // MemRow is one memory reading.
@@ -35,17 +92,32 @@ type MemRow struct {
 
 // addMem keeps the larger reading for the same process and moment.
 func (r *Report) addMem(process, when string, m Mem) {
-	if m.RSS == 0 && m.HWM == 0 {
+	if m.RSS == 0 {
 		return
 	}
-	for i := range r.Memory {
-		if r.Memory[i].Process == process && r.Memory[i].When == when {
-			r.Memory[i].Mem.RSS = max(r.Memory[i].Mem.RSS, m.RSS)
-			r.Memory[i].Mem.HWM = max(r.Memory[i].Mem.HWM, m.HWM)
+	for i, old := range r.Memory {
+		if old.Process == process && old.When == when {
+			r.Memory[i].Mem = Mem{max(old.Mem.RSS, m.RSS), max(old.Mem.HWM, m.HWM)}
 			return
 		}
 	}
 	r.Memory = append(r.Memory, MemRow{process, when, m})
+}
+
+//go:embed report.md.tmpl
+var reportText string
+
+var reportTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
+	"ms": ms, "mb": mb, "pct": pct, "median": median, "join": strings.Join,
+	"kb": func(n int) float64 { return float64(n) / 1024 },
+}).Parse(reportText))
+
+// Markdown renders the report as the tables `make bench` prints and
+// commits.
+func (r *Report) Markdown() (string, error) {
+	var b strings.Builder
+	err := reportTmpl.Execute(&b, r)
+	return strings.TrimRight(b.String(), "\n"), err
 }
 
 // pct is the nearest-rank percentile p (0 to 100) of ds; with 30 values
@@ -54,10 +126,26 @@ func pct(ds []time.Duration, p float64) time.Duration {
 	if len(ds) == 0 {
 		return 0
 	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	k := int(math.Ceil(p / 100 * float64(len(s))))
-	return s[min(max(k, 1), len(s))-1]
+	s := slices.Sorted(slices.Values(ds))
+	return s[min(max(int(math.Ceil(p/100*float64(len(s)))), 1), len(s))-1]
+}
+
+// median is the median of each phase; Partial if any is.
+func median(ps []Phases) Phases {
+	get := func(f func(Phases) time.Duration) time.Duration {
+		var ds []time.Duration
+		for _, p := range ps {
+			ds = append(ds, f(p))
+		}
+		return pct(ds, 50)
+	}
+	return Phases{
+		React: get(func(p Phases) time.Duration { return p.React }), Prepare: get(func(p Phases) time.Duration { return p.Prepare }),
+		Up: get(func(p Phases) time.Duration { return p.Up }), Gateways: get(func(p Phases) time.Duration { return p.Gateways }),
+		Out: get(func(p Phases) time.Duration { return p.Out }), Finish: get(func(p Phases) time.Duration { return p.Finish }),
+		Total: get(func(p Phases) time.Duration { return p.Total }), UpSteps: ps[0].UpSteps, OutSteps: ps[0].OutSteps,
+		Partial: slices.ContainsFunc(ps, func(p Phases) bool { return p.Partial }),
+	}
 }
 
 // ms renders a duration in milliseconds with a precision that suits it.
@@ -76,339 +164,154 @@ func ms(d time.Duration) string {
 	return fmt.Sprintf("%.1f s", d.Seconds())
 }
 
-func mbs(n int64) string { return fmt.Sprintf("%.1f MB", mb(n)) }
+func mb(n uint64) string { return fmt.Sprintf("%.1f MB", float64(n)/(1<<20)) }
 
-func yesNo(ok bool) string {
+func (t *Target) mean(f func(WrkResult) float64) float64 {
+	var s float64
+	for _, w := range t.Runs {
+		s += f(w)
+	}
+	return s / float64(max(len(t.Runs), 1))
+}
+
+// MeanRPS, P50 and P99 average the runs; Errors adds them up.
+func (t *Target) MeanRPS() float64 { return t.mean(func(w WrkResult) float64 { return w.RPS }) }
+func (t *Target) P50() time.Duration {
+	return time.Duration(t.mean(func(w WrkResult) float64 { return float64(w.P50) }))
+}
+func (t *Target) P99() time.Duration {
+	return time.Duration(t.mean(func(w WrkResult) float64 { return float64(w.P99) }))
+}
+func (t *Target) Errors() (n int64) {
+	for _, w := range t.Runs {
+		n += w.Errors
+	}
+	return n
+}
+
+// RoundsRPS lists each run's requests per second.
+func (t *Target) RoundsRPS() string {
+	var s []string
+	for _, w := range t.Runs {
+		s = append(s, fmt.Sprintf("%.0f", w.RPS))
+	}
+	return strings.Join(s, ", ")
+}
+
+func (t *Throughput) get(name string) *Target {
+	for _, tg := range t.Targets {
+		if tg.Name == name && len(tg.Runs) > 0 {
+			return tg
+		}
+	}
+	return nil
+}
+
+// VsDirect is tg's throughput over the backends' own.
+func (t *Throughput) VsDirect(tg *Target) string {
+	if d := t.get(TargetDirect); d != nil {
+		return fmt.Sprintf("%.2f×", tg.MeanRPS()/d.MeanRPS())
+	}
+	return ""
+}
+
+// Versus is the gateway's throughput, p50 and p99 over a proxy's.
+type Versus struct {
+	Proxy         string
+	RPS, P50, P99 float64
+}
+
+// Versus compares the gateway with each proxy.
+func (t *Throughput) Versus() []Versus {
+	var out []Versus
+	gw := t.get(TargetGateway)
+	for _, name := range []string{TargetNginx, TargetCaddy} {
+		if o := t.get(name); gw != nil && o != nil {
+			out = append(out, Versus{name, gw.MeanRPS() / o.MeanRPS(), float64(gw.P50()) / float64(o.P50()), float64(gw.P99()) / float64(o.P99())})
+		}
+	}
+	return out
+}
+
+// FailedMean and FailedMax are the failures per switch.
+func (s *SwitchRow) FailedMean() float64 { return float64(s.Failed) / float64(max(s.Switches, 1)) }
+func (s *SwitchRow) FailedMax() int      { return slices.Max(append([]int{0}, s.PerSwitch...)) }
+
+// Duration is the median switch duration, PerInstance that per instance.
+func (s *ScaleRow) Duration() time.Duration    { return pct(s.Durations, 50) }
+func (s *ScaleRow) PerInstance() time.Duration { return s.Duration() / time.Duration(s.Instances) }
+
+// CPUNote tells where the CPU went during a switch long enough for the
+// samples to tell.
+func (s *ScaleRow) CPUNote(cpus int) string {
+	if s.Wall < time.Second || len(s.CPU) == 0 {
+		return ""
+	}
+	names := slices.SortedFunc(maps.Keys(s.CPU), func(a, b string) int { return cmp.Compare(s.CPU[b], s.CPU[a]) })
+	var total time.Duration
+	for i, n := range names {
+		total += s.CPU[n]
+		names[i] = fmt.Sprintf("%s %.2f s", n, s.CPU[n].Seconds())
+	}
+	avail := s.Wall.Seconds() * float64(cpus)
+	return fmt.Sprintf("CPU used during the %d-instance switch (%.1f s of wall time, %d cores = %.1f CPU-seconds available): %s; %.1f CPU-seconds in all (%.0f%% of the machine).",
+		s.Instances, s.Wall.Seconds(), cpus, avail, strings.Join(names, ", "), total.Seconds(), 100*total.Seconds()/avail)
+}
+
+// Rate is heartbeats per second; Share the registry's CPU in percent of
+// one core, MachineShare of every core.
+func (l *LeaseResult) Rate() float64                 { return float64(l.Heartbeats) / l.Run.Seconds() }
+func (l *LeaseResult) Share() float64                { return 100 * l.CPU.Seconds() / l.Run.Seconds() }
+func (l *LeaseResult) MachineShare(cpus int) float64 { return l.Share() / float64(cpus) }
+
+// Goal is one row of the targets table.
+type Goal struct{ Goal, Measured, Verdict string }
+
+func met(ok bool) string {
 	if ok {
 		return "**met**"
 	}
 	return "**missed**"
 }
 
-// Markdown renders the report as the tables `make bench` prints and
-// commits.
-func (r *Report) Markdown() string {
-	var b strings.Builder
-	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
-	m := r.Machine
-	w("Measured %s by `%s` in %s.\n\n", r.Date.Format("2006-01-02 15:04 MST"), r.Command, r.Took.Round(time.Second))
-	w("Machine: %d CPUs (%s), Linux %s, %s; nginx %s, Caddy %s, wrk %s, ZooKeeper %s. Every process, load generator included, shares those cores.\n\n",
-		m.CPUs, m.CPU, m.Kernel, m.Go, m.Nginx, m.Caddy, m.Wrk, m.ZooKeeper)
-
-	r.throughputMarkdown(w)
-	r.propagationMarkdown(w)
-	r.scaleMarkdown(w)
-	r.memoryMarkdown(w)
-	r.targetsMarkdown(w)
-	if len(r.Notes) > 0 {
-		w("\n#### Sections that did not complete\n\n")
-		for _, n := range r.Notes {
-			w("- %s\n", n)
-		}
-	}
-	return strings.TrimRight(b.String(), "\n")
-}
-
-func (r *Report) throughputMarkdown(w func(string, ...any)) {
-	t := r.Throughput
-	w("### 1. Gateway throughput and latency\n\n")
-	if t == nil {
-		w("Not measured in this run.\n\n")
-		return
-	}
-	w("wrk `-t%d -c%d -d%s --latency`, keep-alive, the same two hello backends behind every target; %d interleaved rounds (%s); figures are the mean of the rounds.\n\n",
-		t.Threads, t.Conns, t.Duration, t.Rounds, strings.Join(t.Order, "; then "))
-	w("| target | requests/s | rounds (requests/s) | p50 | p99 | errors | vs direct |\n|---|---:|---|---:|---:|---:|---:|\n")
-	direct := t.target(TargetDirect)
-	for _, tr := range t.Targets {
-		if len(tr.Runs) == 0 {
-			reason := tr.Missing
-			if reason == "" {
-				reason = "no run completed"
-			}
-			w("| %s | not available: %s | | | | | |\n", tr.Name, reason)
-			continue
-		}
-		var rounds []string
-		for _, run := range tr.Runs {
-			rounds = append(rounds, fmt.Sprintf("%.0f", run.RPS))
-		}
-		vs := ""
-		if direct != nil && len(direct.Runs) > 0 {
-			vs = fmt.Sprintf("%.2f×", tr.MeanRPS()/direct.MeanRPS())
-		}
-		w("| %s | %.0f | %s | %s | %s | %d | %s |\n", tr.Name, tr.MeanRPS(), strings.Join(rounds, ", "), ms(tr.MeanP50()), ms(tr.MeanP99()), tr.Errors(), vs)
-	}
-	w("\n")
-	for _, tr := range t.Targets {
-		if len(tr.Runs) > 0 {
-			w("- %s: %s\n", tr.Name, tr.Config)
-		}
-	}
-	gw := t.target(TargetGateway)
-	for _, other := range []string{TargetNginx, TargetCaddy} {
-		o := t.target(other)
-		if gw == nil || o == nil || len(gw.Runs) == 0 || len(o.Runs) == 0 {
-			continue
-		}
-		w("- **gateway/%s**: throughput %.2f×, p50 %.2f×, p99 %.2f× (below 1 is faster for latency)\n",
-			other, gw.MeanRPS()/o.MeanRPS(), float64(gw.MeanP50())/float64(o.MeanP50()), float64(gw.MeanP99())/float64(o.MeanP99()))
-	}
-	w("\n")
-}
-
-func (r *Report) propagationMarkdown(w func(string, ...any)) {
-	w("### 2. Switch propagation under load, and 3. the seed's nginx reload as the baseline\n\n")
-	if len(r.Propagation) == 0 && r.Seed == nil {
-		w("Not measured in this run.\n\n")
-		return
-	}
-	conns, pause := 0, time.Duration(0)
-	for _, p := range r.Propagation {
-		if p.Conns > 0 {
-			conns, pause = p.Conns, p.Pause
-		}
-	}
-	if conns > 0 {
-		w("Load: %d keep-alive connections, each sending GET / and pausing %s after every response; a client that never retries on its own (net/http's would silently resend a request whose reused connection closed), so every failure counts. Propagation is the time from the ZooKeeper write (its mtime) to the first response of the new color after the last response of the old one; switch duration is the controller's switch record (started to finished). Flips are `zkCli.sh set /active_color` from a separate JVM, as CI does.\n\n", conns, pause)
-	}
-	w("| method | switches | requests | failed | failed per switch (mean / max) | propagation p50 | p99 | max | switch duration p50 | p99 | max |\n|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n")
-	for _, p := range r.Propagation {
-		name := "switchyard, " + p.Backend + " registry"
-		if p.Missing != "" {
-			w("| %s | %s: not available (%s) | | | | | | | | | |\n", name, strings.ToLower(p.Backend), p.Missing)
-			continue
-		}
-		maxPer := 0
-		for _, n := range p.PerFlip {
-			maxPer = max(maxPer, n)
-		}
-		w("| %s | %d | %d | %d | %.1f / %d | %s | %s | %s | %s | %s | %s |\n", name, p.Flips, p.Requests, p.Failed,
-			float64(p.Failed)/float64(max(p.Flips, 1)), maxPer, ms(pct(p.Propagation, 50)), ms(pct(p.Propagation, 99)), ms(pct(p.Propagation, 100)),
-			ms(pct(p.Durations, 50)), ms(pct(p.Durations, 99)), ms(pct(p.Durations, 100)))
-	}
-	if s := r.Seed; s != nil {
-		if s.Missing != "" {
-			w("| seed: nginx include + `nginx -s reload` + `kill -15` | not available (%s) | | | | | | | | | |\n", s.Missing)
-		} else {
-			maxPer := 0
-			for _, n := range s.PerSwitch {
-				maxPer = max(maxPer, n)
-			}
-			w("| seed: nginx include + `nginx -s reload` + `kill -15` | %d | %d | %d | %.1f / %d | %s | %s | %s | %s | %s | %s |\n", s.Switches, s.Requests, s.Failed,
-				float64(s.Failed)/float64(max(s.Switches, 1)), maxPer, ms(pct(s.Propagation, 50)), ms(pct(s.Propagation, 99)), ms(pct(s.Propagation, 100)),
-				ms(pct(s.Durations, 50)), ms(pct(s.Durations, 99)), ms(pct(s.Durations, 100)))
-		}
-	}
-	w("\n")
-	for _, p := range r.Propagation {
-		if p.Missing == "" && p.Failed > 0 {
-			w("- %s failures: %s\n", p.Backend, p.FailKinds)
-		}
-		if p.Unfinished > 0 {
-			w("- %s: %d flips did not finish done or never reached every response\n", p.Backend, p.Unfinished)
-		}
-		if p.Missing == "" && len(p.Phases) > 0 {
-			w("- %s, where a flip's time goes (median over the flips): %s\n", p.Backend, phaseSummary(p.Phases))
-		}
-	}
-	if s := r.Seed; s != nil && s.Missing == "" {
-		w("- seed: propagation is measured from `nginx -s reload`; its switch duration is from starting the new process to the old one's exit. Failures per switch: %v", s.PerSwitch)
-		if s.Failed > 0 {
-			w("; kinds: %s", s.FailKinds)
-		}
-		w("\n")
-	}
-	w("\n")
-}
-
-// phaseSummary renders the median of each phase.
-func phaseSummary(ps []Phases) string {
-	med := func(f func(Phases) time.Duration) string {
-		var ds []time.Duration
-		for _, p := range ps {
-			ds = append(ds, f(p))
-		}
-		return ms(pct(ds, 50))
-	}
-	up, out := ps[0].UpSteps, ps[0].OutSteps
-	return fmt.Sprintf("write→record start %s, health checks and first UP %s, %d UP steps %s, last UP→first OUT %s, %d OUT steps %s, final gateway wait %s",
-		med(func(p Phases) time.Duration { return p.React }), med(func(p Phases) time.Duration { return p.Prepare }),
-		up, med(func(p Phases) time.Duration { return p.Up }), med(func(p Phases) time.Duration { return p.Gateways }),
-		out, med(func(p Phases) time.Duration { return p.Out }), med(func(p Phases) time.Duration { return p.Finish }))
-}
-
-func (r *Report) scaleMarkdown(w func(string, ...any)) {
-	w("### 4. Scale\n\n")
-	if len(r.Scale) > 0 {
-		w("Each instance is a real `sdk.Instance` (own loopback listener, own ZooKeeper session and ephemeral node, registry lease with a 1 s heartbeat), all in the bench process; the registry, two controllers and the gateway are the real processes and do all their work. One flip per size at 1,000 and more, two (to green and back) below; the phases come from the step timestamps in the switch record.\n\n")
-		w("| instances (blue → green) | switch duration (record) | write → done | per instance | write → record start | health checks + 1st UP | UP steps | last UP → first OUT | OUT steps | final gateway wait | controller RSS | registry RSS | gateway RSS |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-		for _, row := range r.Scale {
-			label := fmt.Sprintf("%d (%d → %d)", row.Instances, row.Blue, row.Green)
-			if len(row.Durations) == 0 {
-				reason := row.Missing
-				if reason == "" {
-					reason = "no switch finished"
-				}
-				w("| %s | not measured: %s | | | | | | | | | | | |\n", label, reason)
-				continue
-			}
-			d := pct(row.Durations, 50)
-			var tot []time.Duration
-			for _, p := range row.Phases {
-				tot = append(tot, p.Total)
-			}
-			p := medianPhases(row.Phases)
-			if slices.ContainsFunc(row.Phases, func(p Phases) bool { return p.Partial }) {
-				// The record keeps only its newest steps: no step phases.
-				w("| %s | %s | %s | %s | %s | — | — | — | — | — | %s | %s | %s |\n", label, ms(d), ms(pct(tot, 50)),
-					ms(d/time.Duration(max(row.Instances, 1))), ms(p.React),
-					mbs(row.LeaderMem.RSS), mbs(row.RegistryMem.RSS), mbs(row.GatewayMem.RSS))
-				continue
-			}
-			w("| %s | %s | %s | %s | %s | %s | %s (%d) | %s | %s (%d) | %s | %s | %s | %s |\n", label, ms(d), ms(pct(tot, 50)),
-				ms(d/time.Duration(max(row.Instances, 1))), ms(p.React), ms(p.Prepare), ms(p.Up), p.UpSteps, ms(p.Gateways), ms(p.Out), p.OutSteps, ms(p.Finish),
-				mbs(row.LeaderMem.RSS), mbs(row.RegistryMem.RSS), mbs(row.GatewayMem.RSS))
-		}
-		w("\n")
-		w("— : the switch record keeps only its newest 256 steps (ZooKeeper refuses nodes over 1 MB), so the phases of a larger switch are not in it.\n\n")
-		w("Where a step's time goes: each part of a step timed on its own right after the switch, median of 20 (the controller's step is: check that /active_color still asks for the target, health check (UP steps), instruction through the SDK to the registry; the switch record is written in the background, newest state only).\n\n")
-		w("| instances | final record | ZooKeeper write 200 B | write ½ record | write full record | ZooKeeper read | health check | instruction (no change) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
-		for _, row := range r.Scale {
-			c := row.Costs
-			if c.RecordBytes == 0 {
-				continue
-			}
-			w("| %d | %.1f KB | %s | %s | %s | %s | %s | %s |\n", row.Instances, float64(c.RecordBytes)/1024, ms(c.ZKSetSmall), ms(c.ZKSetHalf), ms(c.ZKSetFull), ms(c.ZKGet), ms(c.Health), ms(c.Instruct))
-		}
-		w("\n")
-	}
-	for _, row := range r.Scale {
-		if row.Wall < time.Second || len(row.CPU) == 0 {
-			continue
-		}
-		names := make([]string, 0, len(row.CPU))
-		var total time.Duration
-		for n, d := range row.CPU {
-			names = append(names, n)
-			total += d
-		}
-		slices.SortFunc(names, func(a, b string) int { return int(row.CPU[b] - row.CPU[a]) })
-		var parts []string
-		for _, n := range names {
-			parts = append(parts, fmt.Sprintf("%s %.2f s", n, row.CPU[n].Seconds()))
-		}
-		w("- CPU used during the %d-instance switch (%.1f s of wall time, %d cores = %.1f CPU-seconds available): %s; %.1f CPU-seconds in all (%.0f%% of the machine).\n",
-			row.Instances, row.Wall.Seconds(), r.Machine.CPUs, row.Wall.Seconds()*float64(r.Machine.CPUs), strings.Join(parts, ", "),
-			total.Seconds(), 100*total.Seconds()/(row.Wall.Seconds()*float64(max(r.Machine.CPUs, 1))))
-	}
-	for _, g := range r.TableBuild {
-		w("- Gateway routing-table rebuild, `%s` (gateway/bench_test.go): %s per table, %d allocations, %s\n", g.Name, ms(time.Duration(g.NsPerOp)), g.AllocsPerOp, mbs(g.BytesPerOp))
-	}
-	if l := r.Leases; l != nil {
-		if l.Missing != "" {
-			w("- Registry with %d leases: not measured (%s)\n", l.Leases, l.Missing)
-		} else if l.Run > 0 {
-			w("- Built-in registry holding %d leases, each heartbeating every %s through the SDK's registry client: %.0f heartbeats/s for %s, %d failed, %d leases live at the end. Registry CPU (utime+stime from /proc/<pid>/stat): %s = **%.0f%% of one core** (%.0f%% of the machine); RSS %s (peak %s); listing all %d takes %s.\n",
-				l.Leases, l.Interval, float64(l.Heartbeats)/l.Run.Seconds(), l.Run.Round(time.Second), l.Errors, l.Live,
-				l.CPU.Round(10*time.Millisecond), 100*l.CPUShare(), 100*l.CPUShare()/float64(max(r.Machine.CPUs, 1)), mbs(l.Mem.RSS), mbs(l.Mem.HWM), l.Live, ms(l.List))
-		}
-	}
-	if len(r.Scale) == 0 && len(r.TableBuild) == 0 && r.Leases == nil {
-		w("Not measured in this run.\n")
-	}
-	w("\n")
-}
-
-func medianPhases(ps []Phases) Phases {
-	get := func(f func(Phases) time.Duration) time.Duration {
-		var ds []time.Duration
-		for _, p := range ps {
-			ds = append(ds, f(p))
-		}
-		return pct(ds, 50)
-	}
-	var out Phases
-	if len(ps) > 0 {
-		out.UpSteps, out.OutSteps = ps[0].UpSteps, ps[0].OutSteps
-	}
-	out.React = get(func(p Phases) time.Duration { return p.React })
-	out.Prepare = get(func(p Phases) time.Duration { return p.Prepare })
-	out.Up = get(func(p Phases) time.Duration { return p.Up })
-	out.Gateways = get(func(p Phases) time.Duration { return p.Gateways })
-	out.Out = get(func(p Phases) time.Duration { return p.Out })
-	out.Finish = get(func(p Phases) time.Duration { return p.Finish })
-	out.Total = get(func(p Phases) time.Duration { return p.Total })
-	return out
-}
-
-func (r *Report) memoryMarkdown(w func(string, ...any)) {
-	w("### 5. Memory\n\n")
-	if len(r.Memory) == 0 {
-		w("Not measured in this run.\n\n")
-		return
-	}
-	w("VmRSS and VmHWM (peak RSS over the process's life) from /proc/<pid>/status of the processes the bench started; nginx counts its master and workers.\n\n")
-	w("| process | when | RSS | peak (VmHWM) |\n|---|---|---:|---:|\n")
-	for _, m := range r.Memory {
-		w("| %s | %s | %s | %s |\n", m.Process, m.When, mbs(m.Mem.RSS), mbs(m.Mem.HWM))
-	}
-	w("\n")
-}
-
-func (r *Report) targetsMarkdown(w func(string, ...any)) {
-	w("### Targets\n\n| target | measured | |\n|---|---|---|\n")
+// Goals sets the figures against the targets of the issue.
+func (r *Report) Goals() []Goal {
+	var gs []Goal
 	if t := r.Throughput; t != nil {
-		gw, ng := t.target(TargetGateway), t.target(TargetNginx)
-		if gw != nil && ng != nil && len(gw.Runs) > 0 && len(ng.Runs) > 0 {
+		if gw, ng := t.get(TargetGateway), t.get(TargetNginx); gw != nil && ng != nil {
 			ratio := gw.MeanRPS() / ng.MeanRPS()
-			w("| gateway throughput ≥ 1.0× nginx | %.2f× | %s |\n", ratio, yesNo(ratio >= 1))
-			w("| gateway p99 ≤ nginx p99 | %s vs %s | %s |\n", ms(gw.MeanP99()), ms(ng.MeanP99()), yesNo(gw.MeanP99() <= ng.MeanP99()))
+			gs = append(gs, Goal{"gateway throughput ≥ 1.0× nginx", fmt.Sprintf("%.2f×", ratio), met(ratio >= 1)},
+				Goal{"gateway p99 ≤ nginx p99", ms(gw.P99()) + " vs " + ms(ng.P99()), met(gw.P99() <= ng.P99())})
 		}
 	}
-	for _, p := range r.Propagation {
-		if p.Missing != "" {
-			w("| propagation p99 ≤ 50 ms, 0 failed (%s) | %s: not available | |\n", p.Backend, strings.ToLower(p.Backend))
-			continue
+	for _, s := range r.Switches {
+		if !s.Seed {
+			p99 := pct(s.Propagation, 99)
+			gs = append(gs, Goal{"propagation p99 ≤ 50 ms (" + s.Name + ")", fmt.Sprintf("%s over %d flips", ms(p99), len(s.Propagation)),
+				met(p99 <= 50*time.Millisecond && s.Unfinished == 0 && len(s.Propagation) > 0)},
+				Goal{"0 failed requests across every flip (" + s.Name + ")", fmt.Sprintf("%d of %d", s.Failed, s.Requests), met(s.Failed == 0)})
 		}
-		p99 := pct(p.Propagation, 99)
-		w("| propagation p99 ≤ 50 ms (%s) | %s over %d flips | %s |\n", p.Backend, ms(p99), len(p.Propagation), yesNo(p99 <= 50*time.Millisecond && p.Unfinished == 0 && len(p.Propagation) > 0))
-		w("| 0 failed requests across every flip (%s) | %d of %d | %s |\n", p.Backend, p.Failed, p.Requests, yesNo(p.Failed == 0))
 	}
-	var at1000 *ScaleRow
+	var growth []string
 	for _, row := range r.Scale {
-		if row.Instances == 1000 && len(row.Durations) > 0 {
-			at1000 = row
+		if row.Instances == 1000 {
+			gs = append(gs, Goal{"1,000-instance switch ≤ 5 s", ms(row.Duration()), met(row.Duration() <= 5*time.Second)})
 		}
+		growth = append(growth, fmt.Sprintf("%s per instance at %d", ms(row.PerInstance()), row.Instances))
 	}
-	if at1000 != nil {
-		d := pct(at1000.Durations, 50)
-		w("| 1,000-instance switch ≤ 5 s | %s | %s |\n", ms(d), yesNo(d <= 5*time.Second))
+	if len(growth) > 0 {
+		gs = append(gs, Goal{"linear growth", strings.Join(growth, ", "), ""})
 	}
-	if g := growth(r.Scale); g != "" {
-		w("| linear growth | %s | |\n", g)
-	}
-	var gwPeak int64
+	var peak uint64
 	for _, m := range r.Memory {
 		if m.Process == "gateway" || m.Process == TargetGateway {
-			gwPeak = max(gwPeak, m.Mem.HWM)
+			peak = max(peak, m.Mem.HWM)
 		}
 	}
-	if gwPeak > 0 {
-		w("| gateway RSS ≤ 40 MB under load | peak %s | %s |\n", mbs(gwPeak), yesNo(gwPeak <= 40<<20))
+	if peak > 0 {
+		gs = append(gs, Goal{"gateway RSS ≤ 40 MB under load", "peak " + mb(peak), met(peak <= 40<<20)})
 	}
-}
-
-// growth describes the time per instance across the scale sizes.
-func growth(rows []*ScaleRow) string {
-	var parts []string
-	for _, row := range rows {
-		if len(row.Durations) == 0 || row.Instances == 0 {
-			continue
-		}
-		parts = append(parts, fmt.Sprintf("%s per instance at %d", ms(pct(row.Durations, 50)/time.Duration(row.Instances)), row.Instances))
-	}
-	return strings.Join(parts, ", ")
+	return gs
 }
 
 // Markers delimit the generated part of BENCHMARKS.md; the rest of the
@@ -418,11 +321,11 @@ const (
 	endMarker   = "<!-- make bench: generated results end -->"
 )
 
-// writeResults puts text between the markers of the file at path,
-// creating the file or the markers when missing.
+// writeResults puts text between the markers of the file at path, or
+// appends them with it.
 func writeResults(path, text string) error {
 	old, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err != nil && !os.IsNotExist(err) {
 		return err
 	}
 	return os.WriteFile(path, []byte(spliceResults(string(old), text)), 0o644)
@@ -430,13 +333,8 @@ func writeResults(path, text string) error {
 
 func spliceResults(doc, text string) string {
 	block := beginMarker + "\n" + text + "\n" + endMarker
-	i := strings.Index(doc, beginMarker)
-	j := strings.Index(doc, endMarker)
-	if i >= 0 && j > i {
+	if i, j := strings.Index(doc, beginMarker), strings.Index(doc, endMarker); i >= 0 && j > i {
 		return doc[:i] + block + doc[j+len(endMarker):]
 	}
-	if doc == "" {
-		doc = "# Benchmarks\n\n"
-	}
-	return strings.TrimRight(doc, "\n") + "\n\n## Results\n\n" + block + "\n"
+	return strings.TrimRight(cmp.Or(doc, "# Benchmarks\n"), "\n") + "\n\n## Results\n\n" + block + "\n"
 }

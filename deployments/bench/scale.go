@@ -10,50 +10,25 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-zookeeper/zk"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
 
 	sdk "github.com/switchyard/switchyard/client-sdk"
-	"github.com/switchyard/switchyard/controller/layout"
 	"github.com/switchyard/switchyard/deployments/local"
+	"github.com/switchyard/switchyard/internal/retry"
 	"github.com/switchyard/switchyard/registry"
+	"github.com/switchyard/switchyard/zkstate"
 )
-
-// ScaleRow is one size of the scale table.
-type ScaleRow struct {
-	Instances   int
-	Blue, Green int
-	Startup     time.Duration   // all instances started, blue UP and routed
-	Durations   []time.Duration // each switch record's duration
-	Phases      []Phases
-	LeaderMem   Mem
-	RegistryMem Mem
-	GatewayMem  Mem
-	Costs       StepCosts
-	// CPU is the CPU time each process used during the first measured
-	// switch (sampled every 100 ms, so only meaningful for long switches),
-	// over Wall.
-	CPU     map[string]time.Duration
-	Wall    time.Duration
-	Missing string
-}
-
-// StepCosts are the pieces a switch step is made of, each timed on its own
-// right after the switch (median of 20): what the controller's per-step
-// work would cost on an idle cluster.
-type StepCosts struct {
-	RecordBytes int           // the finished switch record
-	ZKSetSmall  time.Duration // a ZooKeeper write of 200 bytes
-	ZKSetHalf   time.Duration // a write of half the final record: the mean record write of the switch
-	ZKSetFull   time.Duration // a write of the final record's size
-	ZKGet       time.Duration // a read of /active_color, as checkTarget does per step
-	Health      time.Duration // GET /_switchyard/health on an instance
-	Instruct    time.Duration // PUT /_switchyard/status with the status it has: SDK and registry, no change
-}
 
 // scale switches clusters of simulated instances, half blue and half
 // green. Each instance is a real sdk.Instance (its own ZooKeeper session
@@ -62,12 +37,12 @@ type StepCosts struct {
 // this process, so the controller, registry and gateway processes do all
 // of their real work.
 func (b *bencher) scale(ctx context.Context) error {
-	for _, n := range b.opts.ScaleSizes {
+	for _, n := range b.ScaleSizes {
 		row := &ScaleRow{Instances: n, Blue: n / 2, Green: n - n/2}
-		b.report.Scale = append(b.report.Scale, row)
 		if err := b.scaleOne(ctx, row); err != nil {
-			row.Missing = firstLine(err.Error())
-			b.logf("scale %d: %v", n, err)
+			b.note("scale %d: %v", n, err)
+		} else {
+			b.r.Scale = append(b.r.Scale, row)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -78,7 +53,7 @@ func (b *bencher) scale(ctx context.Context) error {
 
 func (b *bencher) scaleOne(ctx context.Context, row *ScaleRow) error {
 	name := fmt.Sprintf("scale-%d", row.Instances)
-	c, err := b.startCluster(ctx, name, "", 0, 0)
+	c, err := b.startCluster(ctx, name, "", 0)
 	if err != nil {
 		return err
 	}
@@ -97,194 +72,159 @@ func (b *bencher) scaleOne(ctx context.Context, row *ScaleRow) error {
 	log.SetLevel(logrus.WarnLevel)
 
 	begin := time.Now()
-	fleet, err := startFleet(ctx, c, reg, b.token, log, row.Blue, row.Green)
-	defer fleet.stop()
+	fleet, stopFleet, err := startFleet(ctx, c, reg, b.token, log, row.Blue, row.Green)
+	defer stopFleet()
 	if err != nil {
 		return err
 	}
-	if err := waitUp(ctx, reg, layout.Blue, row.Blue, row.Instances, 5*time.Minute); err != nil {
+	if err := waitUp(ctx, reg, zkstate.Blue, row.Blue, row.Instances, 5*time.Minute); err != nil {
 		return err
 	}
-	row.Startup = time.Since(begin)
-	b.logf("scale %d: %d blue UP and %d green standing by after %s", row.Instances, row.Blue, row.Green, row.Startup.Round(100*time.Millisecond))
+	b.logf("scale %d: %d blue UP and %d green standing by after %s", row.Instances, row.Blue, row.Green, time.Since(begin).Round(100*time.Millisecond))
 	// Let the leader's start-up reconciles settle before the measured flip.
-	time.Sleep(2 * time.Second)
+	_ = retry.Sleep(ctx, 2*time.Second)
 
-	flips := 2
-	if row.Instances >= 1000 {
-		flips = 1
-	}
+	// The CPU time of every process, sampled across the flips, tells what
+	// the first switch cost each once its start and end are known.
 	pids := map[string]int{"bench process (the instances)": os.Getpid()}
 	if pid, err := childRunning("ZooKeeperServerMain"); err == nil {
 		pids["ZooKeeper"] = pid
 	}
-	if pid, err := pidOf(c.Registry); err == nil {
-		pids["registry"] = pid
-	}
-	if pid, err := pidOf(c.Gateway); err == nil {
-		pids["gateway"] = pid
-	}
-	for i, p := range c.Controllers {
+	for name, p := range map[string]*local.Proc{"registry": c.Registry, "gateway": c.Gateway, "controller-1": c.Controllers[0], "controller-2": c.Controllers[1]} {
 		if pid, err := pidOf(p); err == nil {
-			pids[fmt.Sprintf("controller-%d", i+1)] = pid
+			pids[name] = pid
 		}
 	}
-	cpu := sampleCPU(pids, 100*time.Millisecond)
-	defer cpu.Stop()
-	color := layout.Blue
-	for range flips {
-		color = layout.Other(color)
-		id, at, err := c.Flip(ctx, color)
+	var samples []cpuSample
+	stopCPU := every(100*time.Millisecond, func() {
+		s := cpuSample{at: time.Now(), cpu: map[string]time.Duration{}}
+		for name, pid := range pids {
+			s.cpu[name], _ = cpuTime(pid)
+		}
+		samples = append(samples, s)
+	})
+	defer stopCPU()
+	flips := 2
+	if row.Instances >= 1000 {
+		flips = 1
+	}
+	color := zkstate.Blue
+	var first zkstate.Switch
+	for i := range flips {
+		color = color.Other()
+		rec, at, err := flip(ctx, c, color, 5*time.Minute)
 		if err != nil {
 			return err
 		}
-		rec, err := c.WaitRecord(ctx, 5*time.Minute, func(s layout.Switch) bool {
-			return s.ID >= id && s.Target == color && s.Phase.Finished()
-		})
-		if err != nil {
-			return err
-		}
-		if rec.Phase != layout.PhaseDone {
-			return fmt.Errorf("switch to %s ended %s: %s", color, rec.Phase, rec.Reason)
-		}
-		ph := phasesOf(rec, at)
-		if row.CPU == nil && rec.FinishedAt != nil {
-			time.Sleep(150 * time.Millisecond) // one more sample after the end
-			row.CPU, row.Wall = cpu.Between(rec.StartedAt, *rec.FinishedAt)
+		if i == 0 {
+			first = rec
 		}
 		row.Durations = append(row.Durations, rec.Duration())
-		row.Phases = append(row.Phases, ph)
-		b.logf("scale %d: switch to %s took %s (write to done %s; react %s, prepare %s, %d UP in %s, gateways %s, %d OUT in %s, finish %s)",
-			row.Instances, color, rec.Duration().Round(time.Millisecond), ph.Total.Round(time.Millisecond),
-			ph.React.Round(time.Millisecond), ph.Prepare.Round(time.Millisecond), ph.UpSteps, ph.Up.Round(time.Millisecond),
-			ph.Gateways.Round(time.Millisecond), ph.OutSteps, ph.Out.Round(time.Millisecond), ph.Finish.Round(time.Millisecond))
-		time.Sleep(time.Second)
+		row.Phases = append(row.Phases, phasesOf(rec, at))
+		b.logf("scale %d: switch to %s took %s; %+v", row.Instances, color, rec.Duration(), row.Phases[i])
+		_ = retry.Sleep(ctx, time.Second)
 	}
+	stopCPU()
+	row.CPU, row.Wall = cpuBetween(samples, first.StartedAt, *first.FinishedAt)
+
 	if costs, err := probeCosts(ctx, c, fleet, b.token, color); err != nil {
 		b.logf("scale %d: timing the step's parts: %v", row.Instances, err)
 	} else {
 		row.Costs = costs
-		b.logf("scale %d: record %d B; ZooKeeper write 200 B %s, %d B %s, %d B %s; read %s; health %s; no-op instruction %s",
-			row.Instances, costs.RecordBytes, costs.ZKSetSmall, costs.RecordBytes/2, costs.ZKSetHalf, costs.RecordBytes, costs.ZKSetFull,
-			costs.ZKGet, costs.Health, costs.Instruct)
+		b.logf("scale %d: step parts %+v", row.Instances, costs)
 	}
-	leader := ""
-	if rec, err := c.Record(); err == nil {
-		leader = rec.Leader
-	}
-	for _, p := range c.Controllers {
-		if p.Name != leader {
-			continue
-		}
-		if pid, err := pidOf(p); err == nil {
-			row.LeaderMem, _ = memOf(pid)
-		}
-	}
-	if pid, err := pidOf(c.Registry); err == nil {
-		row.RegistryMem, _ = memOf(pid)
-	}
-	if pid, err := pidOf(c.Gateway); err == nil {
-		row.GatewayMem, _ = memOf(pid)
-	}
-	when := fmt.Sprintf("%d instances, after the switch", row.Instances)
-	b.report.addMem("controller (leader)", when, row.LeaderMem)
-	b.report.addMem("registry", when, row.RegistryMem)
-	b.report.addMem("gateway", when, row.GatewayMem)
+	row.Mem = clusterMem(c)
+	b.addMem(fmt.Sprintf("%d instances, after the switch", row.Instances), row.Mem, "controller (leader)", "registry", "gateway")
 	return nil
 }
 
-// waitUp waits until the registry lists total instances of which want of
-// color are UP and no other is.
-func waitUp(ctx context.Context, reg registry.Backend, color string, want, total int, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	var up, all int
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		snap, err := reg.Instances(ctx, "hello", 0, 0)
-		if err == nil && snap.Ready {
-			up, all = 0, len(snap.Instances)
-			others := 0
-			for _, in := range snap.Instances {
-				if in.Status == registry.StatusUp {
-					if in.Color == color {
-						up++
-					} else {
-						others++
-					}
-				}
-			}
-			if up == want && all == total && others == 0 {
-				return nil
-			}
+type cpuSample struct {
+	at  time.Time
+	cpu map[string]time.Duration
+}
+
+// cpuBetween is the CPU time each process used from the last sample at or
+// before from to the first at or after to, and that span.
+func cpuBetween(samples []cpuSample, from, to time.Time) (map[string]time.Duration, time.Duration) {
+	var a, b *cpuSample
+	for i := range samples {
+		if !samples[i].at.After(from) {
+			a = &samples[i]
 		}
-		time.Sleep(200 * time.Millisecond)
+		if b == nil && !samples[i].at.Before(to) {
+			b = &samples[i]
+		}
 	}
-	return fmt.Errorf("registry shows %d of %d %s instances UP among %d registered of %d after %s", up, want, color, all, total, within)
+	if a == nil || b == nil {
+		return nil, 0
+	}
+	out := map[string]time.Duration{}
+	for name, d := range b.cpu {
+		out[name] = d - a.cpu[name]
+	}
+	return out, b.at.Sub(a.at)
 }
 
-// fleet is many sdk.Instances in this process.
-type fleet struct {
-	mu    sync.Mutex
-	insts []*simInstance
-}
-
-type simInstance struct {
+// sim is one simulated instance in this process.
+type sim struct {
 	inst  *sdk.Instance
 	srv   *http.Server
-	color string
+	color zkstate.Color
 	addr  string
 }
 
-func startFleet(ctx context.Context, c *local.Cluster, reg registry.Backend, token string, log logrus.FieldLogger, blue, green int) (*fleet, error) {
-	f := &fleet{}
-	type job struct {
-		color string
-		n     int
-	}
-	jobs := make(chan job)
-	errs := make(chan error, blue+green)
-	var wg sync.WaitGroup
-	for range 32 {
-		wg.Go(func() {
-			for j := range jobs {
-				si, err := startSim(ctx, c, reg, token, log, j.color, j.n)
-				if err != nil {
-					errs <- err
-					continue
-				}
-				f.mu.Lock()
-				f.insts = append(f.insts, si)
-				f.mu.Unlock()
+// startFleet starts blue and green instances, 32 at a time; stop stops
+// those that started.
+func startFleet(ctx context.Context, c *local.Cluster, reg registry.Backend, token string, log logrus.FieldLogger, blue, green int) (fleet []*sim, stop func(), err error) {
+	var mu sync.Mutex
+	var g errgroup.Group
+	g.SetLimit(32)
+	for i := range blue + green {
+		color, n := zkstate.Blue, i
+		if i >= blue {
+			color, n = zkstate.Green, i-blue
+		}
+		g.Go(func() error {
+			s, err := startSim(ctx, c, reg, token, log, color, n)
+			if err == nil {
+				mu.Lock()
+				fleet = append(fleet, s)
+				mu.Unlock()
 			}
+			return err
 		})
 	}
-	for i := range blue + green {
-		color, n := layout.Blue, i
-		if i >= blue {
-			color, n = layout.Green, i-blue
+	err = g.Wait()
+	// Shut every instance down as the SDK does, many at a time.
+	stop = func() {
+		var g errgroup.Group
+		g.SetLimit(64)
+		for _, s := range fleet {
+			g.Go(func() error {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if err := s.inst.Shutdown(ctx, s.srv); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+					_ = s.srv.Close()
+				}
+				return nil
+			})
 		}
-		jobs <- job{color, n}
+		_ = g.Wait()
 	}
-	close(jobs)
-	wg.Wait()
-	close(errs)
-	var all []error
-	for err := range errs {
-		all = append(all, err)
+	if err != nil {
+		err = fmt.Errorf("%d of %d instances started: %w", len(fleet), blue+green, err)
 	}
-	if len(all) > 0 {
-		return f, fmt.Errorf("%d of %d instances did not start: %w", len(all), blue+green, all[0])
-	}
-	return f, nil
+	return fleet, stop, err
 }
 
-func startSim(ctx context.Context, c *local.Cluster, reg registry.Backend, token string, log logrus.FieldLogger, color string, n int) (*simInstance, error) {
+func startSim(ctx context.Context, c *local.Cluster, reg registry.Backend, token string, log logrus.FieldLogger, color zkstate.Color, n int) (*sim, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	inst, err := sdk.New(sdk.Config{
 		Service: "hello", Color: color, ID: fmt.Sprintf("sim-%s-%04d", color, n),
-		Version: map[string]string{layout.Blue: "v1", layout.Green: "v2"}[color],
+		Version: map[zkstate.Color]string{zkstate.Blue: "v1", zkstate.Green: "v2"}[color],
 		Address: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port,
 		ZK: []string{c.ZK.Addr}, ZKRoot: "/", Registry: reg, Token: token,
 		DrainTimeout: 500 * time.Millisecond, Log: log,
@@ -294,8 +234,8 @@ func startSim(ctx context.Context, c *local.Cluster, reg registry.Backend, token
 		return nil, err
 	}
 	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: inst.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("X-Switchyard-Color", color)
-		_, _ = w.Write([]byte(color + "\n"))
+		w.Header().Set("X-Switchyard-Color", string(color))
+		_, _ = w.Write([]byte(string(color) + "\n"))
 	}))}
 	go func() { _ = srv.Serve(ln) }()
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -304,37 +244,14 @@ func startSim(ctx context.Context, c *local.Cluster, reg registry.Backend, token
 		srv.Close()
 		return nil, err
 	}
-	return &simInstance{inst: inst, srv: srv, color: color, addr: ln.Addr().String()}, nil
+	return &sim{inst: inst, srv: srv, color: color, addr: ln.Addr().String()}, nil
 }
 
-// stop shuts every instance down as the SDK does, many at a time.
-func (f *fleet) stop() {
-	f.mu.Lock()
-	insts := f.insts
-	f.insts = nil
-	f.mu.Unlock()
-	sem := make(chan struct{}, 64)
-	var wg sync.WaitGroup
-	for _, si := range insts {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := si.inst.Shutdown(ctx, si.srv); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-				_ = si.srv.Close()
-			}
-		})
-	}
-	wg.Wait()
-}
-
-// probeCosts times each part of a switch step on its own.
-func probeCosts(ctx context.Context, c *local.Cluster, f *fleet, token, active string) (StepCosts, error) {
+// probeCosts times each part of a switch step on its own, median of 20.
+func probeCosts(ctx context.Context, c *local.Cluster, fleet []*sim, token string, active zkstate.Color) (StepCosts, error) {
 	var sc StepCosts
 	conn := c.ZKConn()
-	paths, _ := layout.NewPaths("/")
-	raw, _, err := conn.Get(paths.Switch())
+	raw, _, err := conn.Get(c.Paths.Switch())
 	if err != nil {
 		return sc, err
 	}
@@ -344,44 +261,14 @@ func probeCosts(ctx context.Context, c *local.Cluster, f *fleet, token, active s
 		return sc, err
 	}
 	defer func() { _ = conn.Delete(probe, -1) }()
-	timeIt := func(op func() error) (time.Duration, error) {
-		var ds []time.Duration
-		for range 20 {
-			start := time.Now()
-			if err := op(); err != nil {
-				return 0, err
-			}
-			ds = append(ds, time.Since(start))
-		}
-		return pct(ds, 50), nil
+	i := slices.IndexFunc(fleet, func(s *sim) bool { return s.color == active })
+	if i < 0 {
+		return sc, errors.New("no instance of the active color")
 	}
+	target := fleet[i]
 	set := func(n int) func() error {
 		data := bytes.Repeat([]byte("x"), max(n, 1))
 		return func() error { _, err := conn.Set(probe, data, -1); return err }
-	}
-	if sc.ZKSetSmall, err = timeIt(set(200)); err != nil {
-		return sc, err
-	}
-	if sc.ZKSetHalf, err = timeIt(set(sc.RecordBytes / 2)); err != nil {
-		return sc, err
-	}
-	if sc.ZKSetFull, err = timeIt(set(sc.RecordBytes)); err != nil {
-		return sc, err
-	}
-	if sc.ZKGet, err = timeIt(func() error { _, _, err := conn.Get(paths.ActiveColor()); return err }); err != nil {
-		return sc, err
-	}
-	var target *simInstance
-	f.mu.Lock()
-	for _, si := range f.insts {
-		if si.color == active {
-			target = si
-			break
-		}
-	}
-	f.mu.Unlock()
-	if target == nil {
-		return sc, errors.New("no instance of the active color")
 	}
 	hc := &http.Client{Timeout: 5 * time.Second}
 	call := func(method, path, body string) func() error {
@@ -401,11 +288,161 @@ func probeCosts(ctx context.Context, c *local.Cluster, f *fleet, token, active s
 			return nil
 		}
 	}
-	if sc.Health, err = timeIt(call(http.MethodGet, sdk.HealthPath, "")); err != nil {
-		return sc, err
-	}
-	if sc.Instruct, err = timeIt(call(http.MethodPut, sdk.StatusPath, `{"status":"UP"}`)); err != nil {
-		return sc, err
+	for _, part := range []struct {
+		into *time.Duration
+		op   func() error
+	}{
+		{&sc.ZKSetSmall, set(200)},
+		{&sc.ZKSetHalf, set(sc.RecordBytes / 2)},
+		{&sc.ZKSetFull, set(sc.RecordBytes)},
+		{&sc.ZKGet, func() error { _, _, err := conn.Get(c.Paths.ActiveColor()); return err }},
+		{&sc.Health, call(http.MethodGet, sdk.HealthPath, "")},
+		{&sc.Instruct, call(http.MethodPut, sdk.StatusPath, `{"status":"UP"}`)},
+	} {
+		var ds []time.Duration
+		for range 20 {
+			start := time.Now()
+			if err := part.op(); err != nil {
+				return sc, err
+			}
+			ds = append(ds, time.Since(start))
+		}
+		*part.into = pct(ds, 50)
 	}
 	return sc, nil
+}
+
+// leases starts a built-in registry process, registers Leases instances
+// and heartbeats each once a second (the SDK's default) through the same
+// registry client the SDK uses, while it reads the process's CPU time from
+// /proc.
+func (b *bencher) leases(ctx context.Context) error {
+	r := &LeaseResult{Leases: b.Leases, Interval: time.Second}
+	dir := filepath.Join(b.dir, "leases")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	p, err := startProc(ctx, dir, "registry", addr, []string{"SWITCHYARD_TOKEN=" + b.token},
+		filepath.Join(b.bin, "switchyard"), "registry", "--listen", addr, "--warmup", "0s", "--log-level", "warn")
+	if err != nil {
+		return err
+	}
+	defer p.stop(syscall.SIGTERM, 5*time.Second)
+	// The SDK's client keeps 16 idle connections per registry; several
+	// clients keep every heartbeat worker on a kept-alive connection.
+	const clients, workers = 4, 64
+	var cs []*registry.Client
+	for range clients {
+		cs = append(cs, registry.NewClient("http://"+addr, b.token))
+	}
+	id := func(i int) string { return fmt.Sprintf("lease-%05d", i) }
+	begin := time.Now()
+	var g errgroup.Group
+	for w := range workers {
+		g.Go(func() error {
+			for i := w; i < r.Leases; i += workers {
+				inst := registry.Instance{ID: id(i), Service: "lease", Color: "blue", Address: "127.0.0.1", Port: 10000 + i%50000, Status: registry.StatusOutOfService}
+				if err := cs[w%clients].Register(ctx, inst); err != nil {
+					return fmt.Errorf("register leases: %w", err)
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	b.logf("leases: %d registered in %s; heartbeating each every %s for %s", r.Leases, time.Since(begin).Round(100*time.Millisecond), r.Interval, b.LeaseRun)
+
+	cpu0, err := cpuTime(p.pid())
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	hctx, cancel := context.WithTimeout(ctx, b.LeaseRun)
+	defer cancel()
+	var beats, errs atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			c := cs[w%clients]
+			// Spread the workers over the interval, as independent
+			// instances' tickers are.
+			for next := t0.Add(r.Interval * time.Duration(w) / workers); retry.Sleep(hctx, time.Until(next)) == nil; next = next.Add(r.Interval) {
+				for i := w; i < r.Leases && hctx.Err() == nil; i += workers {
+					if err := c.Heartbeat(hctx, id(i)); err == nil {
+						beats.Add(1)
+					} else if hctx.Err() == nil {
+						errs.Add(1)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	run := time.Since(t0)
+	cpu1, err := cpuTime(p.pid())
+	if err != nil {
+		return err
+	}
+	r.Run, r.CPU, r.Heartbeats, r.Errors = run, cpu1-cpu0, beats.Load(), errs.Load()
+	r.Mem, _ = memOf(p.pid())
+	var lists []time.Duration
+	for range 3 {
+		start := time.Now()
+		snap, err := cs[0].Instances(ctx, "lease", 0, 0)
+		if err != nil {
+			return fmt.Errorf("list leases: %w", err)
+		}
+		lists = append(lists, time.Since(start))
+		r.Live = len(snap.Instances)
+	}
+	r.List = pct(lists, 50)
+	b.r.Leases = r
+	b.r.addMem("registry", fmt.Sprintf("%d heartbeating leases", r.Leases), r.Mem)
+	b.logf("leases: %d heartbeats (%.0f/s), %d errors, registry CPU %s over %s = %.0f%% of one core, RSS %s, %d live, full list %s",
+		r.Heartbeats, r.Rate(), r.Errors, r.CPU, r.Run.Round(time.Millisecond), r.Share(), mb(r.Mem.RSS), r.Live, r.List.Round(time.Millisecond))
+	return nil
+}
+
+// goBench runs the gateway's routing-table benchmark for 10,000 instances
+// (gateway/bench_test.go) so its figure lands in the same table.
+func (b *bencher) goBench(ctx context.Context) error {
+	out, err := b.command(ctx, "go", "test", "-run", "^$", "-bench", "^BenchmarkTableBuild10000$", "-benchmem", "-count", "1", "./gateway/")
+	if err != nil {
+		return err
+	}
+	b.r.TableBuild = parseGoBench(out)
+	if len(b.r.TableBuild) == 0 {
+		return fmt.Errorf("no benchmark lines in:\n%s", out)
+	}
+	for _, g := range b.r.TableBuild {
+		b.logf("%s: %s/op, %d B/op, %d allocs/op", g.Name, g.PerOp, g.BytesPerOp, g.AllocsPerOp)
+	}
+	return nil
+}
+
+// GoBench is one line of `go test -bench -benchmem` output.
+type GoBench struct {
+	Name        string
+	PerOp       time.Duration
+	BytesPerOp  uint64
+	AllocsPerOp int64
+}
+
+var goBenchLine = regexp.MustCompile(`(?m)^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op\s+(\d+) B/op\s+(\d+) allocs/op`)
+
+func parseGoBench(out string) []GoBench {
+	var res []GoBench
+	for _, m := range goBenchLine.FindAllStringSubmatch(out, -1) {
+		ns, _ := strconv.ParseFloat(m[2], 64)
+		bytes, _ := strconv.ParseUint(m[3], 10, 64)
+		allocs, _ := strconv.ParseInt(m[4], 10, 64)
+		res = append(res, GoBench{Name: m[1], PerOp: time.Duration(ns), BytesPerOp: bytes, AllocsPerOp: allocs})
+	}
+	return res
 }

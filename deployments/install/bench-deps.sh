@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what `make bench` compares switchyard against and a fresh Debian
-# machine lacks: wrk and nginx from the distribution, and Caddy built from
-# its Go module (Debian's Caddy is older, and only the Go module proxy is
-# reachable). Safe to run again: each step is skipped when done, so a
-# machine that has everything answers in well under a second. Prints the
-# Caddy binary's path last.
+# machine lacks: wrk and nginx from the distribution (nginx.sh leaves its
+# service stopped), and Caddy built from its Go module (Debian's Caddy is
+# older, and only the Go module proxy is reachable). Safe to run again: each
+# step is skipped when done, so a machine that has everything answers in
+# well under a second. Prints the Caddy binary's path last.
 #
 # Caddy is pinned to the newest release whose go.mod the local toolchain
 # accepts with GOTOOLCHAIN=local (v2.11.9 asks for go 1.26.0; switchyard
@@ -13,27 +13,22 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
 bash "$here/zookeeper.sh"
+bash "$here/nginx.sh"
 
-if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
+if ! command -v wrk >/dev/null; then
   if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-      sudo -n env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk nginx-light >/dev/null || apt-get install -y -qq --no-install-recommends wrk nginx >/dev/null'
+      sudo -n env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk >/dev/null'
     else
-      echo "wrk or nginx is missing. Install them as root: apt-get update && apt-get install -y wrk nginx" >&2
+      echo "wrk is missing. Install it as root: apt-get update && apt-get install -y wrk" >&2
       exit 1
     fi
   else
-    echo "installing wrk and nginx from the distribution's packages" >&2
+    echo "installing wrk from the distribution's package" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # nginx-light is enough (proxy and upstream keepalive are in the core);
-    # releases that dropped it have plain nginx.
-    apt-get install -y -qq --no-install-recommends wrk nginx-light >/dev/null 2>&1 ||
-      apt-get install -y -qq --no-install-recommends wrk nginx >/dev/null
+    apt-get install -y -qq --no-install-recommends wrk >/dev/null
   fi
-  # The package starts a system nginx on port 80; the benchmark never uses
-  # it and runs its own instances in temp dirs, so leave it as the package
-  # set it up.
 fi
 
 version="${CADDY_VERSION:-v2.11.9}"

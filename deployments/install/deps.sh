@@ -8,6 +8,8 @@ what="${1:-all}"
 
 bash "$here/zookeeper.sh"
 if [ "$what" = all ]; then
+  # nginx for deployments/bench's config test; its service is left stopped.
+  bash "$here/nginx.sh"
   bash "$here/consul.sh" >/dev/null
 fi
 (cd "$here/../.." && go mod download)

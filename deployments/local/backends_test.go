@@ -9,9 +9,9 @@ import (
 
 const sigUSR1 = syscall.SIGUSR1
 
-// backends lists the registries the end-to-end suite runs against: the
+// registries lists the registries the end-to-end suite runs against: the
 // built-in server, and a real Consul agent that the suite starts itself.
-func backends() []backend { return []backend{builtin(), consul()} }
+func registries() []backend { return []backend{builtin(), consul()} }
 
 func consul() backend {
 	return backend{name: "consul", start: func(t *testing.T) (string, func() error) {

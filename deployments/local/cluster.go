@@ -2,9 +2,8 @@ package local
 
 import (
 	"bufio"
+	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,8 +18,11 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
-	"github.com/switchyard/switchyard/controller/layout"
+	"github.com/switchyard/switchyard/internal/retry"
 	"github.com/switchyard/switchyard/registry"
+	"github.com/switchyard/switchyard/registry/backends"
+	"github.com/switchyard/switchyard/registry/server"
+	"github.com/switchyard/switchyard/zkstate"
 )
 
 // Build compiles switchyard and hello into dir.
@@ -85,7 +87,7 @@ func (p *Proc) signal(sig syscall.Signal, grace time.Duration) {
 // Instance is a running hello.
 type Instance struct {
 	*Proc
-	Color string
+	Color zkstate.Color
 	ID    string
 	Addr  string
 }
@@ -135,7 +137,7 @@ type Cluster struct {
 	mu              sync.Mutex
 	Instances       []*Instance
 	zk              *zk.Conn
-	Paths           layout.Paths
+	Paths           zkstate.Paths
 }
 
 // Start brings the whole topology up and waits until the active color (blue)
@@ -153,7 +155,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if c.ZK, err = StartZooKeeper(ctx, filepath.Join(opts.Dir, "zookeeper"), 250*time.Millisecond); err != nil {
 		return nil, err
 	}
-	c.Paths, _ = layout.NewPaths("/")
+	c.Paths, _ = zkstate.NewPaths("/")
 	if opts.ZKAuth != "" {
 		c.opts.Env = append(c.opts.Env, "SWITCHYARD_ZK_AUTH="+opts.ZKAuth)
 	}
@@ -213,17 +215,17 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	for range opts.Blue {
-		if _, err := c.StartInstance(ctx, layout.Blue); err != nil {
+		if _, err := c.StartInstance(ctx, zkstate.Blue); err != nil {
 			return nil, err
 		}
 	}
 	for range opts.Green {
-		if _, err := c.StartInstance(ctx, layout.Green); err != nil {
+		if _, err := c.StartInstance(ctx, zkstate.Green); err != nil {
 			return nil, err
 		}
 	}
 	if opts.Blue > 0 {
-		if err := c.WaitServing(ctx, layout.Blue, 30*time.Second); err != nil {
+		if err := c.WaitServing(ctx, zkstate.Blue, 30*time.Second); err != nil {
 			return nil, err
 		}
 	}
@@ -301,13 +303,13 @@ func (c *Cluster) StartController(ctx context.Context, id, addr string) (*Proc, 
 }
 
 // StartInstance starts a hello of color and waits until it listens.
-func (c *Cluster) StartInstance(ctx context.Context, color string, extra ...string) (*Instance, error) {
+func (c *Cluster) StartInstance(ctx context.Context, color zkstate.Color, extra ...string) (*Instance, error) {
 	c.mu.Lock()
 	n := len(c.Instances) + 1
 	c.mu.Unlock()
 	name := fmt.Sprintf("hello-%s-%d", color, n)
-	args := []string{filepath.Join(c.opts.Bin, "hello"), "--color", color, "--id", name, "--zk", c.ZK.Addr, "--registry", c.RegistryURL,
-		"--version", map[string]string{layout.Blue: "v1", layout.Green: "v2"}[color]}
+	args := []string{filepath.Join(c.opts.Bin, "hello"), "--color", string(color), "--id", name, "--zk", c.ZK.Addr, "--registry", c.RegistryURL,
+		"--version", map[zkstate.Color]string{zkstate.Blue: "v1", zkstate.Green: "v2"}[color]}
 	if c.opts.Fast {
 		args = append(args, "--heartbeat", "300ms", "--zk-session-timeout", "2s", "--drain-timeout", "3s")
 	}
@@ -330,92 +332,69 @@ func (c *Cluster) StartInstance(ctx context.Context, color string, extra ...stri
 }
 
 // waitListen reads the LISTEN line hello prints once bound.
-func waitListen(ctx context.Context, logPath string, p *Proc, within time.Duration) (string, error) {
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if f, err := os.Open(logPath); err == nil {
-			sc := bufio.NewScanner(f)
-			for sc.Scan() {
-				if rest, ok := strings.CutPrefix(sc.Text(), "LISTEN "); ok {
-					f.Close()
-					return strings.Fields(rest)[0], nil
-				}
+func waitListen(ctx context.Context, logPath string, p *Proc, within time.Duration) (addr string, err error) {
+	err = retry.Until(ctx, within, func() (bool, error) {
+		b, _ := os.ReadFile(logPath)
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		for sc.Scan() {
+			if rest, ok := strings.CutPrefix(sc.Text(), "LISTEN "); ok {
+				addr = strings.Fields(rest)[0]
+				return true, nil
 			}
-			f.Close()
 		}
 		if !p.Alive() {
-			b, _ := os.ReadFile(logPath)
-			return "", fmt.Errorf("exited before listening: %s", tail(b, 1500))
+			return true, fmt.Errorf("exited before listening: %s", tail(b, 1500))
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return "", errors.New("no LISTEN line in time")
+		return false, nil
+	})
+	return addr, err
 }
 
 // waitHTTP polls url until it answers (with want, when want is not 0).
 func waitHTTP(ctx context.Context, url string, within time.Duration, want int) error {
-	deadline := time.Now().Add(within)
-	var last error
-	for time.Now().Before(deadline) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	err := retry.Until(ctx, within, func() (bool, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return true, err
+		}
 		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if want == 0 || resp.StatusCode == want {
-				return nil
-			}
-			err = fmt.Errorf("%s answered %s", url, resp.Status)
+		if err != nil {
+			return false, err
 		}
-		last = err
-		if ctx.Err() != nil {
-			return ctx.Err()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if want == 0 || resp.StatusCode == want {
+			return true, nil
 		}
-		time.Sleep(25 * time.Millisecond)
+		return false, fmt.Errorf("%s answered %s", url, resp.Status)
+	})
+	if err != nil {
+		return fmt.Errorf("%s not ready: %w", url, err)
 	}
-	return fmt.Errorf("%s not ready in %s: %v", url, within, last)
+	return nil
 }
 
 // WaitServing waits until every response through the gateway is color.
-func (c *Cluster) WaitServing(ctx context.Context, color string, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	streak := 0
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if got, err := GetColor(ctx, http.DefaultClient, c.GatewayURL+"/"); err == nil && got == color {
-			if streak++; streak >= 20 {
-				return nil
+func (c *Cluster) WaitServing(ctx context.Context, color zkstate.Color, within time.Duration) error {
+	err := retry.Until(ctx, within, func() (bool, error) {
+		// Twenty answers in a row from color.
+		for range 20 {
+			if got, err := GetColor(ctx, http.DefaultClient, c.GatewayURL+"/"); err != nil || got != color {
+				return false, err
 			}
-			continue
 		}
-		streak = 0
-		time.Sleep(20 * time.Millisecond)
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("gateway did not serve only %s: %w", color, err)
 	}
-	return fmt.Errorf("gateway did not serve only %s within %s", color, within)
+	return nil
 }
 
 // GetColor fetches url and returns the X-Switchyard-Color of a 200.
-func GetColor(ctx context.Context, hc *http.Client, url string) (string, error) {
-	color, _, err := Get(ctx, hc, url)
+func GetColor(ctx context.Context, hc *http.Client, url string) (zkstate.Color, error) {
+	color, _, err := Send(ctx, hc, http.MethodGet, url)
 	return color, err
-}
-
-// Get fetches a hello page through url and returns who answered.
-func Get(ctx context.Context, hc *http.Client, url string) (color, instance string, err error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return "", "", err
-	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return "", "", fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
-	var who struct {
-		Instance string `json:"instance"`
-	}
-	_ = json.Unmarshal(body, &who)
-	return resp.Header.Get("X-Switchyard-Color"), who.Instance, nil
 }
 
 // Flip writes /active_color with the real zkCli.sh, as CI does, and
@@ -432,26 +411,26 @@ func (c *Cluster) Flip(ctx context.Context, value string) (int64, time.Time, err
 }
 
 // Record reads /switchyard/switch.
-func (c *Cluster) Record() (layout.Switch, error) {
-	rec, _, err := layout.ReadSwitch(c.zk, c.Paths)
+func (c *Cluster) Record() (zkstate.Switch, error) {
+	rec, _, err := zkstate.ReadSwitch(c.zk, c.Paths)
 	return rec, err
 }
 
 // WaitRecord polls the switch record until ok accepts it.
-func (c *Cluster) WaitRecord(ctx context.Context, within time.Duration, ok func(layout.Switch) bool) (layout.Switch, error) {
-	deadline := time.Now().Add(within)
-	var rec layout.Switch
-	for time.Now().Before(deadline) && ctx.Err() == nil {
+func (c *Cluster) WaitRecord(ctx context.Context, within time.Duration, ok func(zkstate.Switch) bool) (zkstate.Switch, error) {
+	var rec zkstate.Switch
+	err := retry.Until(ctx, within, func() (bool, error) {
 		r, err := c.Record()
-		if err == nil {
-			rec = r
-			if ok(r) {
-				return r, nil
-			}
+		if err != nil {
+			return false, err
 		}
-		time.Sleep(10 * time.Millisecond)
+		rec = r
+		return ok(r), nil
+	})
+	if err != nil {
+		return rec, fmt.Errorf("switch record not as expected (last: %+v): %w", rec, err)
 	}
-	return rec, fmt.Errorf("switch record not as expected within %s; last: %+v", within, rec)
+	return rec, nil
 }
 
 // CLI runs the switchyard command with the cluster's settings.
@@ -465,7 +444,7 @@ func (c *Cluster) CLI(ctx context.Context, args ...string) (string, error) {
 
 // Backend opens the cluster's registry as a client would.
 func (c *Cluster) Backend() (registry.Backend, error) {
-	return registry.Open(c.RegistryURL, c.opts.Token)
+	return backends.Open(c.RegistryURL, c.opts.Token)
 }
 
 // Stop ends every process the harness started, instances first so they
@@ -499,8 +478,8 @@ func (quiet) Printf(string, ...any) {}
 // ServeRegistry runs a built-in registry server in this process on a free
 // loopback port until ctx ends, and returns its URL and a channel closed
 // once it has stopped.
-func ServeRegistry(ctx context.Context, cfg registry.ServerConfig) (string, <-chan struct{}, error) {
-	srv, err := registry.NewServer(cfg)
+func ServeRegistry(ctx context.Context, cfg server.Config) (string, <-chan struct{}, error) {
+	srv, err := server.New(cfg)
 	if err != nil {
 		return "", nil, err
 	}

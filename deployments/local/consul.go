@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/switchyard/switchyard/internal/retry"
 )
 
 // Consul is a `consul agent -dev` private to its directory and bound to
@@ -149,33 +151,29 @@ func (c *Consul) start(ctx context.Context) error {
 	c.cmd, c.done = cmd, done
 	c.mu.Unlock()
 
-	deadline := time.Now().Add(60 * time.Second)
 	client := &http.Client{Timeout: time.Second}
-	for {
-		if hasLeader(client, c.Addr()) {
-			return nil
-		}
+	var exited error
+	err = retry.Until(ctx, 60*time.Second, func() (bool, error) {
 		select {
 		case <-done:
 			b, _ := os.ReadFile(logPath)
 			if int64(len(b)) > offset {
 				b = b[offset:]
 			}
-			err := fmt.Errorf("consul exited at start: %s", tail(b, 2000))
+			exited = fmt.Errorf("consul exited at start: %s", tail(b, 2000))
 			if strings.Contains(string(b), "address already in use") {
-				err = fmt.Errorf("%w: %w", errPortTaken, err)
+				exited = fmt.Errorf("%w: %w", errPortTaken, exited)
 			}
-			return err
-		case <-ctx.Done():
-			c.Stop()
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+			return true, exited
+		default:
 		}
-		if time.Now().After(deadline) {
-			c.Stop()
-			return errors.New("consul elected no leader within 60s; see " + logPath)
-		}
+		return hasLeader(client, c.Addr()), nil
+	})
+	if err != nil && exited == nil {
+		c.Stop()
+		return fmt.Errorf("consul elected no leader (see %s): %w", logPath, err)
 	}
+	return err
 }
 
 // hasLeader reports whether the agent at addr answers with a leader; a

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/switchyard/switchyard/controller/layout"
+	"github.com/switchyard/switchyard/zkstate"
 )
 
 // DemoOptions shape `make demo`.
@@ -61,14 +61,14 @@ func RunDemo(ctx context.Context, o DemoOptions, out io.Writer) error {
 	fmt.Fprintln(out, "\nsteady traffic: 8 keep-alive clients through the gateway")
 	var total, failed int
 	begin := time.Now()
-	for _, color := range []string{layout.Green, layout.Blue} {
+	for _, color := range []zkstate.Color{zkstate.Green, zkstate.Blue} {
 		fmt.Fprintf(out, "\n$ zkCli.sh -server %s set /active_color %s\n", c.ZK.Addr, color)
-		id, at, err := c.Flip(ctx, color)
+		id, at, err := c.Flip(ctx, string(color))
 		if err != nil {
 			load.Stop()
 			return err
 		}
-		rec, err := c.WaitRecord(ctx, 30*time.Second, func(r layout.Switch) bool {
+		rec, err := c.WaitRecord(ctx, 30*time.Second, func(r zkstate.Switch) bool {
 			return r.ID >= id && r.Target == color && r.Phase.Finished()
 		})
 		if err != nil {
@@ -111,7 +111,7 @@ the system keeps running; try it (Ctrl-C stops everything and removes %s):
 
 // colorShare describes which colors answered the requests started in [from, to).
 func colorShare(rs []Result, from, to time.Time) string {
-	n := map[string]int{}
+	n := map[zkstate.Color]int{}
 	all := 0
 	for _, r := range rs {
 		if r.Start.Before(from) || !r.Start.Before(to) || r.Err != "" {
@@ -124,7 +124,7 @@ func colorShare(rs []Result, from, to time.Time) string {
 		return "no requests"
 	}
 	s := ""
-	for _, color := range []string{layout.Blue, layout.Green} {
+	for _, color := range zkstate.Colors {
 		if n[color] > 0 {
 			s += fmt.Sprintf("%s %.1f%% ", color, 100*float64(n[color])/float64(all))
 		}

@@ -1,36 +1,64 @@
 package local
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchyard/switchyard/registry"
+	"github.com/switchyard/switchyard/zkstate"
 )
 
 // Result is one request of a load run.
 type Result struct {
 	Start, End time.Time
-	Color      string
+	Method     string
+	Color      zkstate.Color
 	Instance   string
-	Err        string // "" for a 200
+	Err        string // "" for a 200 whose body checked out
 }
 
 // Load sends steady keep-alive traffic from a fixed set of workers until
-// stopped; a load run is bounded by its context.
+// stopped; a load run is bounded by its context. No request is ever sent
+// twice: net/http's transport silently resends an idempotent request whose
+// reused connection failed, and Load counts such a resend as a failure, so
+// a dropped request can never pass for a success.
 type Load struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	sent    atomic.Int64
 	mu      sync.Mutex
 	results []Result
 }
 
-// StartLoad starts workers that each GET url, pausing between requests.
+// Sent is how many requests have been answered or failed so far.
+func (l *Load) Sent() int { return int(l.sent.Load()) }
+
+// LoadPostBody is the size of each POST body a load sends.
+const LoadPostBody = 2048
+
+// StartLoad starts workers that each alternate GET and POST (with a body
+// the instance must echo the digest of) to url, pausing between requests.
 func StartLoad(ctx context.Context, url string, workers int, pause time.Duration) *Load {
+	return StartLoadMethods(ctx, url, workers, pause, http.MethodGet, http.MethodPost)
+}
+
+// StartLoadMethods is StartLoad with the methods each worker cycles through.
+func StartLoadMethods(ctx context.Context, url string, workers int, pause time.Duration, methods ...string) *Load {
 	ctx, cancel := context.WithCancel(ctx)
 	l := &Load{cancel: cancel}
 	tr := &http.Transport{
@@ -39,32 +67,32 @@ func StartLoad(ctx context.Context, url string, workers int, pause time.Duration
 		IdleConnTimeout:     30 * time.Second,
 	}
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	for range workers {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
+	for w := range workers {
+		l.wg.Go(func() {
 			var local []Result
 			defer func() {
 				l.mu.Lock()
 				l.results = append(l.results, local...)
 				l.mu.Unlock()
 			}()
-			for ctx.Err() == nil {
+			for n := w; ctx.Err() == nil; n++ {
+				method := methods[n%len(methods)]
 				start := time.Now()
-				color, instance, err := Get(ctx, hc, url)
+				color, instance, err := Send(ctx, hc, method, url)
 				if ctx.Err() != nil {
 					return // the run ended, not the request
 				}
-				r := Result{Start: start, End: time.Now(), Color: color, Instance: instance}
+				r := Result{Start: start, End: time.Now(), Method: method, Color: color, Instance: instance}
 				if err != nil {
 					r.Err = err.Error()
 				}
 				local = append(local, r)
+				l.sent.Add(1)
 				if pause > 0 {
 					time.Sleep(pause)
 				}
 			}
-		}()
+		})
 	}
 	return l
 }
@@ -79,6 +107,57 @@ func (l *Load) Stop() []Result {
 	return l.results
 }
 
+// ErrResent marks a request the HTTP transport sent more than once.
+var ErrResent = errors.New("the client transport sent the request again on a new connection")
+
+// Send makes one request through a hello instance and returns who
+// answered. A POST carries a random body, and the answer must carry its
+// SHA-256. A request the transport sent twice is an error, whatever the
+// second attempt answered.
+func Send(ctx context.Context, hc *http.Client, method, url string) (color zkstate.Color, instance string, err error) {
+	var body []byte
+	if method == http.MethodPost {
+		body = make([]byte, LoadPostBody)
+		_, _ = rand.Read(body)
+	}
+	var conns atomic.Int32
+	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { conns.Add(1) }}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), method, url, bytes.NewReader(body))
+	if err != nil {
+		return "", "", err
+	}
+	if body == nil {
+		req.Body, req.GetBody, req.ContentLength = http.NoBody, nil, 0
+	}
+	resp, err := hc.Do(req)
+	if n := conns.Load(); n > 1 {
+		return "", "", fmt.Errorf("%s %s: %w (%d connections used)", method, url, ErrResent, n)
+	}
+	if err != nil {
+		return "", "", err
+	}
+	got, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", "", fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(got)))
+	}
+	var who struct {
+		Instance string `json:"instance"`
+		SHA256   string `json:"sha256"`
+		Bytes    int    `json:"bytes"`
+	}
+	if err := json.Unmarshal(got, &who); err != nil {
+		return "", "", fmt.Errorf("%s: unreadable answer %q: %w", method, got, err)
+	}
+	if body != nil {
+		sum := sha256.Sum256(body)
+		if who.Bytes != len(body) || who.SHA256 != hex.EncodeToString(sum[:]) {
+			return "", "", fmt.Errorf("POST body arrived damaged: %d bytes with sha256 %s, sent %d", who.Bytes, who.SHA256, len(body))
+		}
+	}
+	return zkstate.Color(resp.Header.Get("X-Switchyard-Color")), who.Instance, nil
+}
+
 // Failures lists the failed results.
 func Failures(rs []Result) []Result {
 	var out []Result
@@ -90,10 +169,21 @@ func Failures(rs []Result) []Result {
 	return out
 }
 
+// Count counts the results of method.
+func Count(rs []Result, method string) int {
+	n := 0
+	for _, r := range rs {
+		if r.Method == method {
+			n++
+		}
+	}
+	return n
+}
+
 // Propagation is the time from a flip at `at` until every request started
 // afterwards was answered by color: the start of the first request of color
 // after the last one that was not. ok is false when color never took over.
-func Propagation(rs []Result, at time.Time, until time.Time, color string) (time.Duration, bool) {
+func Propagation(rs []Result, at time.Time, until time.Time, color zkstate.Color) (time.Duration, bool) {
 	var lastOther time.Time
 	for _, r := range rs {
 		if r.Start.Before(at) || !r.Start.Before(until) || r.Err != "" {

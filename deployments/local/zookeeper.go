@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/switchyard/switchyard/internal/retry"
 )
 
 const zkHome = "/usr/share/zookeeper"
@@ -137,25 +139,20 @@ admin.enableServer=false
 	}
 	z := &ZooKeeper{Addr: fmt.Sprintf("127.0.0.1:%d", port), dir: dir, cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(z.done) }()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if ruok(z.Addr) {
-			return z, nil
-		}
+	err = retry.Until(ctx, 60*time.Second, func() (bool, error) {
 		select {
 		case <-z.done:
 			b, _ := os.ReadFile(logf.Name())
-			return nil, fmt.Errorf("zookeeper exited at start: %s", tail(b, 2000))
-		case <-ctx.Done():
-			z.Stop()
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+			return true, fmt.Errorf("zookeeper exited at start: %s", tail(b, 2000))
+		default:
 		}
-		if time.Now().After(deadline) {
-			z.Stop()
-			return nil, errors.New("zookeeper did not answer ruok within 60s")
-		}
+		return ruok(z.Addr), nil
+	})
+	if err != nil {
+		z.Stop()
+		return nil, fmt.Errorf("zookeeper did not answer ruok: %w", err)
 	}
+	return z, nil
 }
 
 func ruok(addr string) bool {

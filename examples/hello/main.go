@@ -4,9 +4,12 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -21,8 +24,9 @@ import (
 	"github.com/sirupsen/logrus"
 
 	sdk "github.com/switchyard/switchyard/client-sdk"
-	"github.com/switchyard/switchyard/controller/layout"
-	"github.com/switchyard/switchyard/registry"
+	"github.com/switchyard/switchyard/client-sdk/sdkecho"
+	"github.com/switchyard/switchyard/registry/backends"
+	"github.com/switchyard/switchyard/zkstate"
 )
 
 func env(name, def string) string {
@@ -75,7 +79,7 @@ func main() {
 		}
 		return nil
 	}
-	auth, err := layout.ParseAuth(*zkAuth)
+	auth, err := zkstate.ParseAuth(*zkAuth)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hello:", err)
 		os.Exit(2)
@@ -86,9 +90,9 @@ func main() {
 	}
 }
 
-func run(color, listen, advertise, service, version, id, zkAddr, regURL, token, zkRoot string, auth layout.Auth,
+func run(color, listen, advertise, service, version, id, zkAddr, regURL, token, zkRoot string, auth zkstate.Auth,
 	heartbeat, session, drain time.Duration, health func(context.Context) error, log *logrus.Logger) error {
-	reg, err := registry.Open(regURL, token)
+	reg, err := backends.Open(regURL, token)
 	if err != nil {
 		return err
 	}
@@ -105,7 +109,7 @@ func run(color, listen, advertise, service, version, id, zkAddr, regURL, token, 
 		}
 	}
 	inst, err := sdk.New(sdk.Config{
-		Service: service, Color: color, ID: id, Version: version, Address: host, Port: addr.Port,
+		Service: service, Color: zkstate.Color(color), ID: id, Version: version, Address: host, Port: addr.Port,
 		ZK: strings.Split(zkAddr, ","), ZKRoot: zkRoot, ZKAuth: auth, ZKSessionTimeout: session,
 		Registry: reg, Token: token, HeartbeatInterval: heartbeat, DrainTimeout: drain, Health: health, Log: log,
 	})
@@ -114,7 +118,7 @@ func run(color, listen, advertise, service, version, id, zkAddr, regURL, token, 
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	e.Pre(inst.Middleware())
+	e.Pre(sdkecho.Middleware(inst))
 	e.GET("/*", func(c echo.Context) error {
 		// ?sleep=50ms holds the request, to show draining in flight.
 		if d, err := time.ParseDuration(c.QueryParam("sleep")); err == nil && d > 0 {
@@ -125,6 +129,18 @@ func run(color, listen, advertise, service, version, id, zkAddr, regURL, token, 
 		}
 		c.Response().Header().Set("X-Switchyard-Color", color)
 		return c.JSON(http.StatusOK, map[string]string{"service": service, "color": color, "instance": inst.ID(), "version": version})
+	})
+	// POST echoes the size and SHA-256 of its body, so a load can prove
+	// that a body crossed the gateway intact.
+	e.POST("/*", func(c echo.Context) error {
+		h := sha256.New()
+		n, err := io.Copy(h, http.MaxBytesReader(c.Response(), c.Request().Body, 1<<20))
+		if err != nil {
+			return echo.NewHTTPError(http.StatusRequestEntityTooLarge, "body over 1 MiB or unreadable: "+err.Error())
+		}
+		c.Response().Header().Set("X-Switchyard-Color", color)
+		return c.JSON(http.StatusOK, map[string]any{"service": service, "color": color, "instance": inst.ID(), "version": version,
+			"bytes": n, "sha256": hex.EncodeToString(h.Sum(nil))})
 	})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

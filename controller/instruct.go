@@ -1,0 +1,112 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard/switchyard/internal/retry"
+	"github.com/switchyard/switchyard/registry"
+	"github.com/switchyard/switchyard/signing"
+	"github.com/switchyard/switchyard/zkstate"
+)
+
+var (
+	// errPreempted stops a switch whose target is no longer /active_color.
+	errPreempted = errors.New("controller: switch superseded by a newer /active_color")
+	// errGone means the instance's node went away while it was instructed.
+	errGone = errors.New("controller: instance left")
+)
+
+// instruct tells an instance to set its status, retrying with backoff:
+// until limit when limit > 0, otherwise until the instance leaves. It gives
+// up early when target is no longer what /active_color asks for.
+func (c *Controller) instruct(ctx context.Context, target zkstate.Color, m Member, st registry.Status, limit time.Duration) (uint64, int, error) {
+	var deadline time.Time
+	if limit > 0 {
+		deadline = time.Now().Add(limit)
+	}
+	body, err := json.Marshal(map[string]registry.Status{"status": st})
+	if err != nil {
+		return 0, 0, fmt.Errorf("encode instruction: %w", err)
+	}
+	backoff := retry.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
+	for attempt := 1; ; attempt++ {
+		if err := c.checkTarget(ctx, target); err != nil {
+			return 0, attempt - 1, err
+		}
+		idx, err := c.sendInstruction(ctx, m, body)
+		if err == nil {
+			c.metrics.instructions.WithLabelValues(string(st), "ok").Inc()
+			return idx, attempt, nil
+		}
+		c.metrics.instructions.WithLabelValues(string(st), "error").Inc()
+		if ctx.Err() != nil {
+			return 0, attempt, ctx.Err()
+		}
+		if ok, _, zerr := c.conn.Exists(c.paths.Instance(m.Color, m.ID)); zerr == nil && !ok {
+			return 0, attempt, errGone
+		}
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			return 0, attempt, fmt.Errorf("instance did not apply %s after %d attempts: %w", st, attempt, err)
+		}
+		wait := backoff.Next()
+		c.log.WithError(err).WithFields(logrus.Fields{"instance": m.ID, "status": st, "attempt": attempt, "retry_in": wait}).
+			Warn("instruction failed; retrying")
+		if err := retry.Sleep(ctx, wait); err != nil {
+			return 0, attempt, err
+		}
+	}
+}
+
+// sendInstruction makes one PUT /_switchyard/status to the instance. The
+// instance answers only once the registry confirmed, with the index at
+// which the change is visible.
+func (c *Controller) sendInstruction(ctx context.Context, m Member, body []byte) (uint64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+m.HostPort()+"/_switchyard/status", bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if err := c.keys.Sign(req, body, signing.Claims{Subject: m.ID, Epoch: c.epoch.Load()}); err != nil {
+		return 0, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Index uint64 `json:"index"`
+		Error string `json:"error"`
+	}
+	derr := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&out)
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("instance answered %s: %s", resp.Status, out.Error)
+	}
+	if derr != nil {
+		return 0, fmt.Errorf("instance answered 200 with an unreadable body: %w", derr)
+	}
+	return out.Index, nil
+}
+
+// checkTarget tells whether /active_color still asks for target, as the
+// leader's watch last read it. A value that is not a color does not
+// interrupt a switch.
+func (c *Controller) checkTarget(ctx context.Context, target zkstate.Color) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if asked := c.asked.Load(); asked != nil && *asked != target {
+		c.log.WithFields(logrus.Fields{"target": target, "new_target": *asked}).Info("switch superseded; converging on the newest target")
+		return errPreempted
+	}
+	return nil
+}

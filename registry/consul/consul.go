@@ -1,0 +1,729 @@
+// Package consul keeps the registry in Consul itself, so that Consul's
+// own tools (the UI, `consul catalog`, DNS, /v1/health/service/<name>?passing)
+// tell the same truth the gateways route on.
+//
+// Every instance is a Consul service registered with the local agent:
+// service name = Instance.Service, service ID = Instance.ID, its address and
+// port, Meta switchyard_color and switchyard_version, and the tags
+// "switchyard" and its color. The agent probes
+// GET http://address:port/_switchyard/health (200 healthy, 503 unhealthy or
+// draining) every CheckInterval, and removes an instance whose check stayed
+// critical for DeregisterAfter. The status maps onto Consul's mechanisms:
+//
+//	OUT_OF_SERVICE  service maintenance mode is on (so is node maintenance)
+//	STARTING        the registration is still in progress, or a check is
+//	                warning (the health endpoint answered 429)
+//	DOWN            a check is critical: the health endpoint failed or has
+//	                not passed yet since registration, or the node is failing
+//	UP              maintenance off and every check passing, which is exactly
+//	                the set /v1/health/service/<name>?passing returns
+//
+// The earlier rows win. Only UP and OUT_OF_SERVICE can be set, with
+// Register or SetStatus; DOWN and STARTING are the health check's to decide.
+// A check starts critical, so an instance is never UP before its health
+// endpoint has answered 200 once.
+package consul
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard/switchyard/registry"
+)
+
+// Config configures the Consul backend; the zero value works.
+type Config struct {
+	// Address is the local agent's HTTP API, host:port. Empty means
+	// CONSUL_HTTP_ADDR, else 127.0.0.1:8500.
+	Address string
+	// Token is a Consul ACL token. Empty means CONSUL_HTTP_TOKEN.
+	Token string
+	// CheckInterval is how often the agent probes an instance's health
+	// endpoint; default 1s, which is also the shortest Consul runs.
+	CheckInterval time.Duration
+	// CheckTimeout bounds one probe; default 1s.
+	CheckTimeout time.Duration
+	// DeregisterAfter is how long an instance may stay critical before its
+	// agent removes it; default 1m, the shortest Consul honours.
+	DeregisterAfter time.Duration
+	// Warmup is how long views are not Ready after Consul lost its state,
+	// while the instances register again; default 3s.
+	Warmup time.Duration
+	// GatewayTTL is how long a gateway report counts after it was written;
+	// default 10s.
+	GatewayTTL time.Duration
+	// StatusTimeout bounds how long SetStatus waits for its change to show
+	// in the catalog; default 5s.
+	StatusTimeout time.Duration
+	// KVPrefix roots switchyard's keys in Consul KV; default "switchyard/".
+	KVPrefix string
+	Log      logrus.FieldLogger
+}
+
+// Registry is the registry kept in a Consul cluster through the local agent.
+// It is safe for concurrent use.
+type Registry struct {
+	cfg Config
+	api *api.Client
+	log logrus.FieldLogger
+
+	mu    sync.Mutex
+	gen   uint64              // bumped whenever Consul may have lost its state
+	keys  map[string]keyState // what each listed service ("" for all) last answered
+	epoch epoch
+}
+
+// keyState is a service's last answered index and the generation it was
+// answered in.
+type keyState struct{ index, gen uint64 }
+
+// epoch is the cluster's state as this backend last saw it.
+type epoch struct {
+	id      string
+	readyAt time.Time
+	seenAt  time.Time // when the read that saw it started
+}
+
+// epochRecord is the value of <KVPrefix>epoch: whoever finds it missing
+// writes a new one, so a new id means Consul lost its data.
+type epochRecord struct {
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+}
+
+// gatewayRecord is a gateway report as kept under <KVPrefix>gateways/.
+type gatewayRecord struct {
+	registry.GatewayReport
+	Expires time.Time `json:"expires"`
+}
+
+const (
+	metaColor   = "switchyard_color"
+	metaVersion = "switchyard_version"
+	tagOwned    = "switchyard"
+	// healthPath is what the SDK serves as sdk.HealthPath.
+	healthPath = "/_switchyard/health"
+	// requestTimeout bounds a call that does not block by design.
+	requestTimeout = 10 * time.Second
+	maintReason    = "switchyard: OUT_OF_SERVICE"
+)
+
+var _ registry.Backend = (*Registry)(nil)
+
+// ChecksHealth tells the SDK that the agent's HTTP check decides DOWN.
+func (c *Registry) ChecksHealth() bool { return true }
+
+// New returns a backend that talks to the Consul agent cfg names.
+// It does not contact the agent yet.
+func New(cfg Config) (*Registry, error) {
+	if cfg.CheckInterval <= 0 {
+		cfg.CheckInterval = time.Second
+	}
+	if cfg.CheckTimeout <= 0 {
+		cfg.CheckTimeout = time.Second
+	}
+	if cfg.DeregisterAfter <= 0 {
+		cfg.DeregisterAfter = time.Minute
+	}
+	if cfg.Warmup <= 0 {
+		cfg.Warmup = 3 * time.Second
+	}
+	if cfg.GatewayTTL <= 0 {
+		cfg.GatewayTTL = 10 * time.Second
+	}
+	if cfg.StatusTimeout <= 0 {
+		cfg.StatusTimeout = 5 * time.Second
+	}
+	if cfg.KVPrefix == "" {
+		cfg.KVPrefix = "switchyard/"
+	}
+	if !strings.HasSuffix(cfg.KVPrefix, "/") {
+		cfg.KVPrefix += "/"
+	}
+	if cfg.Log == nil {
+		cfg.Log = logrus.StandardLogger()
+	}
+	ac := api.DefaultConfig()
+	if cfg.Address != "" {
+		ac.Address = cfg.Address
+	}
+	if cfg.Token != "" {
+		ac.Token = cfg.Token
+	}
+	client, err := api.NewClient(ac)
+	if err != nil {
+		return nil, fmt.Errorf("registry: consul client for %s: %w", ac.Address, err)
+	}
+	return &Registry{
+		cfg:  cfg,
+		api:  client,
+		log:  cfg.Log.WithField("consul", ac.Address),
+		keys: map[string]keyState{},
+	}, nil
+}
+
+// Register adds or replaces an instance with its health check. An instance
+// registered OUT_OF_SERVICE enters maintenance before it can ever pass: a
+// critical "registering" check holds it out until maintenance is on.
+func (c *Registry) Register(ctx context.Context, inst registry.Instance) error {
+	if err := inst.Validate(); err != nil {
+		return fmt.Errorf("register %s: %w", inst.ID, err)
+	}
+	if err := settable(inst.Status); err != nil {
+		return fmt.Errorf("register %s: %w", inst.ID, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	out := inst.Status == registry.StatusOutOfService
+	checks := api.AgentServiceChecks{{
+		CheckID:                        healthCheckID(inst.ID),
+		Name:                           "switchyard health",
+		HTTP:                           "http://" + inst.HostPort() + healthPath,
+		Method:                         "GET",
+		Interval:                       c.cfg.CheckInterval.String(),
+		Timeout:                        c.cfg.CheckTimeout.String(),
+		Status:                         api.HealthCritical,
+		DeregisterCriticalServiceAfter: c.cfg.DeregisterAfter.String(),
+	}}
+	if out {
+		checks = append(checks, &api.AgentServiceCheck{
+			CheckID: gateCheckID(inst.ID),
+			Name:    "switchyard registration in progress",
+			Notes:   "Removed once the instance is in maintenance; should it stay, the instance is removed after " + c.cfg.DeregisterAfter.String() + " and registers again.",
+			TTL:     c.cfg.DeregisterAfter.String(),
+			Status:  api.HealthCritical,
+			// A registration that died halfway must not pin the instance.
+			DeregisterCriticalServiceAfter: c.cfg.DeregisterAfter.String(),
+		})
+	}
+	tags := []string{tagOwned}
+	if inst.Color != "" {
+		tags = append(tags, inst.Color)
+	}
+	reg := &api.AgentServiceRegistration{
+		ID:      inst.ID,
+		Name:    inst.Service,
+		Tags:    tags,
+		Address: inst.Address,
+		Port:    inst.Port,
+		Meta:    map[string]string{metaColor: inst.Color, metaVersion: inst.Version},
+		Checks:  checks,
+	}
+	// Replacing the checks also drops an earlier maintenance check, so an
+	// instance registered UP is never left in maintenance.
+	opts := api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)
+	if err := c.api.Agent().ServiceRegisterOpts(reg, opts); err != nil {
+		return fmt.Errorf("register %s with the consul agent: %w", inst.ID, consulError(err))
+	}
+	if !out {
+		return nil
+	}
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	if err := c.api.Agent().EnableServiceMaintenanceOpts(inst.ID, maintReason, q); err != nil {
+		return fmt.Errorf("register %s: enter maintenance: %w", inst.ID, consulError(err))
+	}
+	if err := c.api.Agent().CheckDeregisterOpts(gateCheckID(inst.ID), q); err != nil {
+		return fmt.Errorf("register %s: remove the registration check: %w", inst.ID, consulError(err))
+	}
+	return nil
+}
+
+// Heartbeat checks that the local agent still knows the instance; the
+// agent's own health check is what keeps it alive. An agent that lost it
+// (a restart without its data) answers ErrNotFound, and the SDK registers
+// again.
+func (c *Registry) Heartbeat(ctx context.Context, id string) error {
+	if _, err := c.agentService(ctx, id); err != nil {
+		return fmt.Errorf("heartbeat %s: %w", id, err)
+	}
+	return nil
+}
+
+// SetStatus turns maintenance on (OUT_OF_SERVICE) or off (UP) and waits
+// until a consistent read of the service shows the status, up to
+// StatusTimeout. UP needs the health check passing too; when it does not
+// pass in time, maintenance goes back on if it was on, so an error always
+// means nothing changed.
+func (c *Registry) SetStatus(ctx context.Context, id string, st registry.Status) (uint64, error) {
+	if _, err := registry.ParseStatus(string(st)); err != nil {
+		return 0, fmt.Errorf("set status of %s: %w", id, err)
+	}
+	if err := settable(st); err != nil {
+		return 0, fmt.Errorf("set status of %s: %w", id, err)
+	}
+	svc, err := c.agentService(ctx, id)
+	if err != nil {
+		return 0, fmt.Errorf("set status of %s to %s: %w", id, st, err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	q := (&api.QueryOptions{}).WithContext(rctx)
+	if st == registry.StatusOutOfService {
+		err = c.api.Agent().EnableServiceMaintenanceOpts(id, maintReason, q)
+		if err != nil {
+			return 0, fmt.Errorf("set status of %s to %s: enter maintenance: %w", id, st, consulError(err))
+		}
+		idx, err := c.awaitStatus(ctx, svc.Service, id, st)
+		if err != nil {
+			return 0, fmt.Errorf("set status of %s to %s: %w", id, st, err)
+		}
+		return idx, nil
+	}
+	checks, err := c.api.Agent().ChecksWithFilterOpts("", q)
+	if err != nil {
+		return 0, fmt.Errorf("set status of %s to %s: read its checks: %w", id, st, consulError(err))
+	}
+	_, wasOut := checks[maintCheckID(id)]
+	if err := c.api.Agent().DisableServiceMaintenanceOpts(id, q); err != nil {
+		return 0, fmt.Errorf("set status of %s to %s: leave maintenance: %w", id, st, consulError(err))
+	}
+	idx, err := c.awaitStatus(ctx, svc.Service, id, st)
+	if err == nil {
+		return idx, nil
+	}
+	err = fmt.Errorf("set status of %s to %s: %w", id, st, err)
+	if wasOut {
+		// The caller still believes the instance is out: make it so.
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
+		defer cancel()
+		back := (&api.QueryOptions{}).WithContext(bctx)
+		if rerr := c.api.Agent().EnableServiceMaintenanceOpts(id, maintReason, back); rerr != nil {
+			return 0, errors.Join(err, fmt.Errorf("put %s back into maintenance: %w", id, consulError(rerr)))
+		}
+		if check, ok := c.healthOutput(bctx, id); ok {
+			err = fmt.Errorf("%w; it stays OUT_OF_SERVICE (health check: %s)", err, check)
+		}
+	}
+	return 0, err
+}
+
+// awaitStatus reads service consistently, by blocking queries, until the
+// instance shows st, and returns the index of that read.
+func (c *Registry) awaitStatus(ctx context.Context, service, id string, st registry.Status) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.StatusTimeout)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	var index uint64
+	seen := registry.Status("absent")
+	for {
+		q := &api.QueryOptions{RequireConsistent: true}
+		if index > 0 {
+			q.WaitIndex, q.WaitTime = index, max(time.Until(deadline), time.Millisecond)
+		}
+		entries, meta, err := c.api.Health().Service(service, "", false, q.WithContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return 0, fmt.Errorf("the catalog still shows it %s after %s: %w", seen, c.cfg.StatusTimeout, ctx.Err())
+			}
+			return 0, fmt.Errorf("read %s from consul: %w", service, consulError(err))
+		}
+		for _, e := range entries {
+			if e.Service != nil && e.Service.ID == id {
+				seen = statusOf(e)
+			}
+		}
+		if seen == st {
+			return meta.LastIndex, nil
+		}
+		index = meta.LastIndex
+	}
+}
+
+// healthOutput is what the agent's last probe of id said.
+func (c *Registry) healthOutput(ctx context.Context, id string) (string, bool) {
+	checks, err := c.api.Agent().ChecksWithFilterOpts("", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return "", false
+	}
+	ch, ok := checks[healthCheckID(id)]
+	if !ok {
+		return "", false
+	}
+	out := strings.TrimSpace(ch.Output)
+	if len(out) > 200 {
+		out = out[:200] + "..."
+	}
+	return ch.Status + ": " + out, true
+}
+
+// Deregister removes the instance from its agent.
+func (c *Registry) Deregister(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	if err := c.api.Agent().ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("deregister %s: %w", id, consulError(err))
+	}
+	return nil
+}
+
+func (c *Registry) agentService(ctx context.Context, id string) (*api.AgentService, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	svc, _, err := c.api.Agent().Service(id, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("look %s up in the consul agent: %w", id, consulError(err))
+	}
+	return svc, nil
+}
+
+// Instances lists service ("" for all of switchyard's services) with a
+// blocking query on waitIndex for up to wait.
+//
+// Ready works like this. Consul restarted without its data (a -dev agent,
+// a lost cluster) comes back empty, and the instances register again over
+// about one heartbeat; until then its views are partial. The key
+// <KVPrefix>epoch marks the data: whoever finds it missing writes a new
+// random id with the time, so a new id means the data was lost. After
+// every read this backend reads the epoch again and reports Ready only
+// from Warmup after the epoch was written. Reading it after the read
+// closes the gap where Consul restarts between the two. Two cheaper
+// signals, a failed call and an index that went backwards, make the next
+// blocking query check the index first: a query that waits on an index
+// the restarted Consul has not reached would otherwise hold for all of
+// wait.
+func (c *Registry) Instances(ctx context.Context, service string, waitIndex uint64, wait time.Duration) (registry.Snapshot, error) {
+	what := "all services"
+	if service != "" {
+		what = service
+	}
+	snap, err := c.instances(ctx, service, waitIndex, wait)
+	if err != nil {
+		return registry.Snapshot{}, fmt.Errorf("list instances of %s in consul: %w", what, err)
+	}
+	if snap.Ready, err = c.verifyEpoch(ctx); err != nil {
+		return registry.Snapshot{}, fmt.Errorf("list instances of %s in consul: %w", what, err)
+	}
+	return snap, nil
+}
+
+func (c *Registry) instances(ctx context.Context, service string, waitIndex uint64, wait time.Duration) (registry.Snapshot, error) {
+	if waitIndex == 0 || wait <= 0 {
+		return c.read(ctx, service, 0, 0)
+	}
+	if c.mustCheckIndex(service, waitIndex) {
+		snap, err := c.read(ctx, service, 0, 0)
+		if err != nil || snap.Index != waitIndex {
+			return snap, err
+		}
+	}
+	// Return when the warm-up ends, so that the watch learns of Ready.
+	if until := c.untilReady(); until > 0 {
+		wait = min(wait, until+10*time.Millisecond)
+	}
+	return c.read(ctx, service, waitIndex, wait)
+}
+
+// read is one (blocking) query, recorded for the restart signals.
+func (c *Registry) read(ctx context.Context, service string, waitIndex uint64, wait time.Duration) (registry.Snapshot, error) {
+	timeout := requestTimeout
+	if waitIndex > 0 {
+		// Consul adds up to wait/16 of jitter; give up only well after.
+		timeout = wait + wait/16 + 5*time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	q := (&api.QueryOptions{WaitIndex: waitIndex, WaitTime: wait}).WithContext(ctx)
+	var snap registry.Snapshot
+	var err error
+	if service != "" {
+		snap, err = c.readService(service, q)
+	} else {
+		snap, err = c.readAll(ctx, q)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			c.gen++
+		}
+		return registry.Snapshot{}, consulError(err)
+	}
+	if prev, ok := c.keys[service]; ok && snap.Index < prev.index {
+		c.gen++
+		c.log.WithFields(logrus.Fields{"service": service, "was": prev.index, "now": snap.Index}).
+			Info("consul index went backwards; checking whether consul lost its data")
+	}
+	c.keys[service] = keyState{index: snap.Index, gen: c.gen}
+	return snap, nil
+}
+
+// mustCheckIndex tells whether waitIndex may be one Consul has not reached:
+// it came from elsewhere, or Consul may have lost its data since.
+func (c *Registry) mustCheckIndex(service string, waitIndex uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, ok := c.keys[service]
+	return !ok || k.gen != c.gen || waitIndex > k.index
+}
+
+func (c *Registry) untilReady() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Until(c.epoch.readyAt)
+}
+
+func (c *Registry) readService(service string, q *api.QueryOptions) (registry.Snapshot, error) {
+	entries, meta, err := c.api.Health().Service(service, "", false, q)
+	if err != nil {
+		return registry.Snapshot{}, err
+	}
+	snap := registry.Snapshot{Index: meta.LastIndex, Instances: []registry.Instance{}}
+	for _, e := range entries {
+		if inst, ok := instanceOf(e); ok {
+			snap.Instances = append(snap.Instances, inst)
+		}
+	}
+	sortInstances(snap.Instances)
+	return snap, nil
+}
+
+// readAll blocks on the checks of switchyard's services, which change with
+// every registration, maintenance toggle and probe result, then lists each
+// service that has any.
+func (c *Registry) readAll(ctx context.Context, q *api.QueryOptions) (registry.Snapshot, error) {
+	q.Filter = fmt.Sprintf("%q in ServiceTags", tagOwned)
+	checks, meta, err := c.api.Health().State(api.HealthAny, q)
+	if err != nil {
+		return registry.Snapshot{}, err
+	}
+	var names []string
+	for _, ch := range checks {
+		if ch.ServiceName != "" && !slices.Contains(names, ch.ServiceName) {
+			names = append(names, ch.ServiceName)
+		}
+	}
+	sort.Strings(names)
+	snap := registry.Snapshot{Index: meta.LastIndex, Instances: []registry.Instance{}}
+	for _, name := range names {
+		s, err := c.readService(name, (&api.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return registry.Snapshot{}, err
+		}
+		snap.Instances = append(snap.Instances, s.Instances...)
+	}
+	sortInstances(snap.Instances)
+	return snap, nil
+}
+
+// verifyEpoch reads the epoch, writing a new one when it is missing, and
+// tells whether views are Ready.
+func (c *Registry) verifyEpoch(ctx context.Context) (bool, error) {
+	start := time.Now()
+	rec, err := c.readEpoch(ctx)
+	if err != nil {
+		c.mu.Lock()
+		c.gen++
+		c.mu.Unlock()
+		return false, fmt.Errorf("read the registry epoch: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !start.Before(c.epoch.seenAt) && rec.ID != c.epoch.id {
+		// Warm up from when the epoch was written, but never longer than
+		// from now: a clock behind the writer's must not stretch it.
+		readyAt := rec.Created.Add(c.cfg.Warmup)
+		if latest := start.Add(c.cfg.Warmup); latest.Before(readyAt) {
+			readyAt = latest
+		}
+		fields := logrus.Fields{"epoch": rec.ID, "ready_in": time.Until(readyAt).Round(time.Millisecond)}
+		switch {
+		case c.epoch.id != "":
+			c.gen++
+			c.log.WithFields(fields).Warn("consul lost its data (restarted?); views are not Ready while instances register again")
+		case readyAt.After(start):
+			c.log.WithFields(fields).Info("consul holds a new registry; views are not Ready while instances register")
+		}
+		c.epoch = epoch{id: rec.ID, readyAt: readyAt, seenAt: start}
+	} else if start.After(c.epoch.seenAt) {
+		c.epoch.seenAt = start
+	}
+	return !time.Now().Before(c.epoch.readyAt), nil
+}
+
+func (c *Registry) readEpoch(ctx context.Context) (epochRecord, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	kv := c.api.KV()
+	key := c.cfg.KVPrefix + "epoch"
+	for range 3 {
+		pair, _, err := kv.Get(key, (&api.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return epochRecord{}, consulError(err)
+		}
+		var rec epochRecord
+		if pair != nil && json.Unmarshal(pair.Value, &rec) == nil && rec.ID != "" {
+			return rec, nil
+		}
+		rec = epochRecord{ID: randomID(), Created: time.Now().UTC()}
+		b, _ := json.Marshal(rec)
+		p := &api.KVPair{Key: key, Value: b}
+		if pair != nil {
+			p.ModifyIndex = pair.ModifyIndex // replace a malformed value
+		}
+		ok, _, err := kv.CAS(p, (&api.WriteOptions{}).WithContext(ctx))
+		if err != nil {
+			return epochRecord{}, consulError(err)
+		}
+		if ok {
+			return rec, nil
+		}
+		// Someone else wrote it first; theirs counts.
+	}
+	return epochRecord{}, fmt.Errorf("%s keeps changing", key)
+}
+
+// ReportGateway writes the report under <KVPrefix>gateways/<id>, valid for
+// GatewayTTL.
+func (c *Registry) ReportGateway(ctx context.Context, r registry.GatewayReport) error {
+	if r.ID == "" || len(r.ID) > 256 {
+		return fmt.Errorf("report gateway: %w: gateway id must be 1 to 256 characters", registry.ErrInvalid)
+	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	b, err := json.Marshal(gatewayRecord{GatewayReport: r, Expires: time.Now().Add(c.cfg.GatewayTTL).UTC()})
+	if err != nil {
+		return fmt.Errorf("report gateway %s: %w", r.ID, err)
+	}
+	p := &api.KVPair{Key: c.gatewayKey(r.ID), Value: b}
+	if _, err := c.api.KV().Put(p, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("report gateway %s: %w", r.ID, consulError(err))
+	}
+	return nil
+}
+
+// Gateways lists the reports that have not expired. Expired ones are
+// deleted on the way, unless they were renewed meanwhile; unreadable ones
+// are skipped.
+func (c *Registry) Gateways(ctx context.Context) ([]registry.GatewayReport, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	pairs, _, err := c.api.KV().List(c.cfg.KVPrefix+"gateways/", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("list gateways: %w", consulError(err))
+	}
+	now := time.Now()
+	out := []registry.GatewayReport{}
+	for _, p := range pairs {
+		var rec gatewayRecord
+		if err := json.Unmarshal(p.Value, &rec); err != nil || rec.ID == "" {
+			c.log.WithField("key", p.Key).Debug("skipping an unreadable gateway report")
+			continue
+		}
+		if now.After(rec.Expires) {
+			_, _, _ = c.api.KV().DeleteCAS(p, (&api.WriteOptions{}).WithContext(ctx))
+			continue
+		}
+		out = append(out, rec.GatewayReport)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+func (c *Registry) gatewayKey(id string) string {
+	return c.cfg.KVPrefix + "gateways/" + url.PathEscape(id)
+}
+
+// instanceOf maps a health entry, when switchyard registered it.
+func instanceOf(e *api.ServiceEntry) (registry.Instance, bool) {
+	if e.Service == nil {
+		return registry.Instance{}, false
+	}
+	color, ok := e.Service.Meta[metaColor]
+	if !ok {
+		return registry.Instance{}, false
+	}
+	addr := e.Service.Address
+	if addr == "" && e.Node != nil {
+		addr = e.Node.Address
+	}
+	return registry.Instance{
+		ID:      e.Service.ID,
+		Service: e.Service.Service,
+		Color:   color,
+		Version: e.Service.Meta[metaVersion],
+		Address: addr,
+		Port:    e.Service.Port,
+		Status:  statusOf(e),
+	}, true
+}
+
+// statusOf applies the mapping at the top of this file to an entry's
+// service and node checks.
+func statusOf(e *api.ServiceEntry) registry.Status {
+	var registering, critical, warning bool
+	for _, ch := range e.Checks {
+		switch {
+		case ch.CheckID == api.NodeMaint || strings.HasPrefix(ch.CheckID, api.ServiceMaintPrefix):
+			return registry.StatusOutOfService
+		case strings.HasPrefix(ch.CheckID, gateCheckPrefix):
+			registering = true
+		case ch.Status == api.HealthCritical:
+			critical = true
+		case ch.Status == api.HealthWarning:
+			warning = true
+		}
+	}
+	switch {
+	case registering:
+		return registry.StatusStarting
+	case critical:
+		return registry.StatusDown
+	case warning:
+		return registry.StatusStarting
+	}
+	return registry.StatusUp
+}
+
+// settable rejects the statuses that Consul's health check decides.
+func settable(st registry.Status) error {
+	if st == registry.StatusUp || st == registry.StatusOutOfService {
+		return nil
+	}
+	return fmt.Errorf("%w: status %q cannot be set in consul, whose health check decides DOWN and STARTING (want UP or OUT_OF_SERVICE)", registry.ErrInvalid, st)
+}
+
+const gateCheckPrefix = "switchyard-registering:"
+
+func gateCheckID(id string) string   { return gateCheckPrefix + id }
+func healthCheckID(id string) string { return "service:" + id }
+func maintCheckID(id string) string  { return api.ServiceMaintPrefix + id }
+
+func sortInstances(s []registry.Instance) {
+	sort.Slice(s, func(i, j int) bool { return s[i].ID < s[j].ID })
+}
+
+func randomID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// consulError maps Consul's answers onto the registry's sentinels.
+func consulError(err error) error {
+	var se api.StatusError
+	if !errors.As(err, &se) {
+		return err
+	}
+	switch se.Code {
+	case 400:
+		return fmt.Errorf("%w: %w", registry.ErrInvalid, err)
+	case 401, 403:
+		return fmt.Errorf("%w: %w", registry.ErrUnauthorized, err)
+	case 404:
+		return fmt.Errorf("%w: %w", registry.ErrNotFound, err)
+	}
+	return err
+}

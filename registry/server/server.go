@@ -1,0 +1,306 @@
+// Package server is the built-in registry: an HTTP API over an in-memory
+// store with leases, blocking queries on an index, and gateway reports.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard/switchyard/registry"
+)
+
+// MaxWait caps how long one blocking query may hold a connection.
+const MaxWait = 5 * time.Minute
+
+// Config configures the built-in registry server.
+type Config struct {
+	Listen string // host:port
+	// Token is the shared secret every instance write must carry. Reads
+	// and gateway reports take it or the read token derived from it
+	// (registry.ReadToken), which is all a gateway needs.
+	Token    string
+	LeaseTTL time.Duration // an instance silent this long is evicted
+	Warmup   time.Duration // after a start, how long views are not Ready
+	// MaxWaiters caps the blocking queries held at once (default 4096),
+	// MaxWaitersPerClient those of one client address (default 512).
+	// A blocking query beyond a cap is answered 429 at once.
+	MaxWaiters, MaxWaitersPerClient int
+	Log                             logrus.FieldLogger
+}
+
+// Server is the built-in registry over HTTP.
+type Server struct {
+	cfg       Config
+	readToken string
+	store     *Store
+	echo      *echo.Echo
+	evictions prometheus.Counter
+	waiters   *waiters
+}
+
+// New builds a server around a fresh Store.
+func New(cfg Config) (*Server, error) {
+	if cfg.Token == "" {
+		return nil, errors.New("registry: a token is required (SWITCHYARD_TOKEN or --token)")
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 10 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = logrus.StandardLogger()
+	}
+	if cfg.MaxWaiters <= 0 {
+		cfg.MaxWaiters = 4096
+	}
+	if cfg.MaxWaitersPerClient <= 0 {
+		cfg.MaxWaitersPerClient = 512
+	}
+	s := &Server{cfg: cfg, readToken: registry.ReadToken(cfg.Token), store: NewStore(cfg.LeaseTTL, cfg.Warmup, nil),
+		waiters: newWaiters(cfg.MaxWaiters, cfg.MaxWaitersPerClient)}
+	metrics, evictions := newServerMetrics(s.store, s.waiters)
+	s.evictions = evictions
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = jsonError
+	e.Use(middleware.BodyLimit("64K"))
+	v1 := e.Group("/v1")
+	write := v1.Group("", s.auth(cfg.Token))
+	write.PUT("/instances/:id", s.register)
+	write.PUT("/instances/:id/heartbeat", s.heartbeat)
+	write.PUT("/instances/:id/status", s.setStatus)
+	write.DELETE("/instances/:id", s.deregister)
+	read := v1.Group("", s.auth(cfg.Token, s.readToken))
+	read.PUT("/gateways/:id", s.reportGateway)
+	read.GET("/instances", s.list)
+	read.GET("/gateways", s.listGateways)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(metrics, promhttp.HandlerOpts{})))
+	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	s.echo = e
+	return s, nil
+}
+
+// Handler is the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Store exposes the state, for tests and benchmarks.
+func (s *Server) Store() *Store { return s.store }
+
+// Serve listens on cfg.Listen until ctx ends.
+func (s *Server) Serve(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("registry: listen: %w", err)
+	}
+	return s.ServeListener(ctx, ln)
+}
+
+// ServeListener serves on ln until ctx ends.
+func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
+	go s.expireLoop(ctx)
+	// Blocking queries end with ctx, so a shutdown never waits out their wait.
+	srv := &http.Server{Handler: s.echo, ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return ctx }}
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			_ = srv.Close()
+		}
+	}()
+	s.cfg.Log.WithFields(logrus.Fields{"listen": ln.Addr().String(), "lease_ttl": s.cfg.LeaseTTL, "warmup": s.cfg.Warmup}).Info("registry serving")
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("registry: serve: %w", err)
+	}
+	<-stopped
+	return nil
+}
+
+func (s *Server) expireLoop(ctx context.Context) {
+	t := time.NewTicker(max(s.cfg.LeaseTTL/10, 50*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for _, inst := range s.store.Expire() {
+				s.evictions.Inc()
+				s.cfg.Log.WithFields(logrus.Fields{"instance": inst.ID, "service": inst.Service, "color": inst.Color}).
+					Warn("lease expired without a heartbeat; instance evicted")
+			}
+		}
+	}
+}
+
+// auth lets through requests that carry one of tokens.
+func (s *Server) auth(tokens ...string) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			for _, t := range tokens {
+				if registry.TokenOK(c.Request(), t) {
+					return next(c)
+				}
+			}
+			return echo.NewHTTPError(http.StatusUnauthorized, "missing or wrong token")
+		}
+	}
+}
+
+func (s *Server) register(c echo.Context) error {
+	var inst registry.Instance
+	if err := decode(c, &inst); err != nil {
+		return err
+	}
+	if inst.ID == "" {
+		inst.ID = c.Param("id")
+	}
+	if inst.ID != c.Param("id") {
+		return echo.NewHTTPError(http.StatusBadRequest, "instance id in the body differs from the path")
+	}
+	idx, err := s.store.Register(inst)
+	if err != nil {
+		return err
+	}
+	s.cfg.Log.WithFields(logrus.Fields{"instance": inst.ID, "service": inst.Service, "color": inst.Color, "status": inst.Status}).Info("instance registered")
+	return c.JSON(http.StatusOK, map[string]uint64{"index": idx})
+}
+
+func (s *Server) heartbeat(c echo.Context) error {
+	if err := s.store.Heartbeat(c.Param("id")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) setStatus(c echo.Context) error {
+	var body struct {
+		Status registry.Status `json:"status"`
+	}
+	if err := decode(c, &body); err != nil {
+		return err
+	}
+	idx, err := s.store.SetStatus(c.Param("id"), body.Status)
+	if err != nil {
+		return err
+	}
+	s.cfg.Log.WithFields(logrus.Fields{"instance": c.Param("id"), "status": body.Status, "index": idx}).Info("status changed")
+	return c.JSON(http.StatusOK, map[string]uint64{"index": idx})
+}
+
+func (s *Server) deregister(c echo.Context) error {
+	idx, err := s.store.Deregister(c.Param("id"))
+	if err != nil {
+		return err
+	}
+	s.cfg.Log.WithField("instance", c.Param("id")).Info("instance deregistered")
+	return c.JSON(http.StatusOK, map[string]uint64{"index": idx})
+}
+
+func (s *Server) reportGateway(c echo.Context) error {
+	var r registry.GatewayReport
+	if err := decode(c, &r); err != nil {
+		return err
+	}
+	r.ID = c.Param("id")
+	if err := s.store.ReportGateway(r); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) listGateways(c echo.Context) error {
+	return c.JSON(http.StatusOK, s.store.Gateways())
+}
+
+func (s *Server) list(c echo.Context) error {
+	q := c.QueryParams()
+	var index uint64
+	if v := q.Get("index"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, "index must be an unsigned integer")
+		}
+		index = n
+	}
+	wait := 30 * time.Second
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return echo.NewHTTPError(http.StatusBadRequest, "wait must be a duration such as 30s")
+		}
+		wait = min(d, MaxWait)
+	}
+	service := q.Get("service")
+	if service != "" {
+		if err := registry.CheckName("service", service); err != nil {
+			return err
+		}
+	}
+	if index > 0 && wait > 0 {
+		// The peer's own address: forwarded headers are the client's to choose.
+		client, _, _ := net.SplitHostPort(c.Request().RemoteAddr)
+		release, err := s.waiters.acquire(client)
+		if err != nil {
+			c.Response().Header().Set("Retry-After", "1")
+			return echo.NewHTTPError(http.StatusTooManyRequests, err.Error())
+		}
+		defer release()
+	}
+	idx, body, err := s.store.Encoded(c.Request().Context(), service, index, wait)
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set(IndexHeader, strconv.FormatUint(idx, 10))
+	return c.JSONBlob(http.StatusOK, body)
+}
+
+// IndexHeader carries a list's index, as X-Consul-Index does.
+const IndexHeader = "X-Switchyard-Index"
+
+// decode reads exactly one JSON value with known fields: trailing data
+// after it is refused, not ignored.
+func decode(c echo.Context, v any) error {
+	dec := json.NewDecoder(c.Request().Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, "malformed JSON body: "+err.Error())
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return echo.NewHTTPError(http.StatusBadRequest, "malformed JSON body: trailing data after the JSON value")
+	}
+	return nil
+}
+
+// jsonError answers every error as {"error": "..."} with a fitting code.
+func jsonError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	code, msg := http.StatusInternalServerError, err.Error()
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &he):
+		code, msg = he.Code, fmt.Sprint(he.Message)
+	case errors.Is(err, registry.ErrNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, registry.ErrInvalid):
+		code = http.StatusBadRequest
+	}
+	_ = c.JSON(code, map[string]string{"error": msg})
+}

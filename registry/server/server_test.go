@@ -1,0 +1,207 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/internal/testutil"
+	"github.com/switchyard/switchyard/registry"
+	"github.com/switchyard/switchyard/registry/server"
+)
+
+func serve(t *testing.T, token string) string {
+	t.Helper()
+	srv, err := server.New(server.Config{Token: token, LeaseTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.ServeListener(ctx, ln); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return "http://" + ln.Addr().String()
+}
+
+func TestServerRefusesWritesWithoutTheToken(t *testing.T) {
+	url := serve(t, "secret")
+	ctx := context.Background()
+	good := registry.NewClient(url, "secret")
+	inst := registry.Instance{ID: "a", Service: "hello", Color: "blue", Address: "127.0.0.1", Port: 9, Status: registry.StatusOutOfService}
+	if err := good.Register(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		desc  string
+		token string
+		read  bool // may read and report, not change instances
+	}{
+		{desc: "a wrong token", token: "guess"},
+		{desc: "no token", token: ""},
+		{desc: "the token with a suffix", token: "secretX"},
+		{desc: "the read token, which may not change instances", token: registry.ReadToken("secret"), read: true},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			bad := registry.NewClient(url, tc.token)
+			if _, err := bad.SetStatus(ctx, "a", registry.StatusUp); !errors.Is(err, registry.ErrUnauthorized) {
+				t.Errorf("SetStatus err = %v, want ErrUnauthorized", err)
+			}
+			if err := bad.Deregister(ctx, "a"); !errors.Is(err, registry.ErrUnauthorized) {
+				t.Errorf("Deregister err = %v, want ErrUnauthorized", err)
+			}
+			if err := bad.Register(ctx, registry.Instance{ID: "x", Service: "hello", Color: "green", Address: "127.0.0.1", Port: 9, Status: registry.StatusUp}); !errors.Is(err, registry.ErrUnauthorized) {
+				t.Errorf("Register err = %v, want ErrUnauthorized", err)
+			}
+			if tc.read {
+				if _, err := bad.Instances(ctx, "hello", 0, 0); err != nil {
+					t.Errorf("the read token cannot read: %v", err)
+				}
+				return
+			}
+			if _, err := bad.Instances(ctx, "hello", 0, 0); !errors.Is(err, registry.ErrUnauthorized) {
+				t.Errorf("Instances err = %v, want ErrUnauthorized: reads are authenticated", err)
+			}
+			if err := bad.ReportGateway(ctx, registry.GatewayReport{ID: "g", Applied: map[string]uint64{"hello": 1 << 62}}); !errors.Is(err, registry.ErrUnauthorized) {
+				t.Errorf("ReportGateway err = %v, want ErrUnauthorized", err)
+			}
+		})
+	}
+	snap, err := good.Instances(ctx, "hello", 0, 0)
+	if err != nil || len(snap.Instances) != 1 || snap.Instances[0].Status != registry.StatusOutOfService {
+		t.Fatalf("after refused writes: %+v, %v", snap, err)
+	}
+	if gws, _ := good.Gateways(ctx); len(gws) != 0 {
+		t.Fatalf("a refused gateway report was stored: %+v", gws)
+	}
+}
+
+func TestServerAnswersBadRequestsClearly(t *testing.T) {
+	url := serve(t, "secret")
+	for _, tc := range []struct {
+		desc, method, path, body string
+		want                     int
+		wantText                 string
+	}{
+		{desc: "malformed JSON", method: "PUT", path: "/v1/instances/a", body: "{", want: 400, wantText: "malformed JSON"},
+		{desc: "unknown field", method: "PUT", path: "/v1/instances/a", body: `{"id":"a","colour":"blue"}`, want: 400, wantText: "unknown field"},
+		{desc: "id differs from the path", method: "PUT", path: "/v1/instances/a", body: `{"id":"b","service":"s","address":"h","port":1,"status":"UP"}`, want: 400, wantText: "differs"},
+		{desc: "unknown status", method: "PUT", path: "/v1/instances/a", body: `{"service":"s","color":"blue","address":"h","port":1,"status":"HAPPY"}`, want: 400, wantText: "unknown status"},
+		{desc: "two JSON documents", method: "PUT", path: "/v1/instances/a", body: `{"service":"s","color":"blue","address":"h","port":1,"status":"UP"}{}`, want: 400, wantText: "trailing data"},
+		{desc: "an oversized address", method: "PUT", path: "/v1/instances/a", body: `{"service":"s","color":"blue","address":"` + strings.Repeat("a", 900) + `","port":1,"status":"UP"}`, want: 400, wantText: "address"},
+		{desc: "an address that is not a host", method: "PUT", path: "/v1/instances/a", body: `{"service":"s","color":"blue","address":"h/../x","port":1,"status":"UP"}`, want: 400, wantText: "address"},
+		{desc: "a service name with a slash", method: "PUT", path: "/v1/instances/a", body: `{"service":"s/t","color":"blue","address":"h","port":1,"status":"UP"}`, want: 400, wantText: "service"},
+		{desc: "a color that is neither blue nor green", method: "PUT", path: "/v1/instances/a", body: `{"service":"s","color":"purple","address":"h","port":1,"status":"UP"}`, want: 400, wantText: "color"},
+		{desc: "a version with control characters", method: "PUT", path: "/v1/instances/a", body: `{"service":"s","color":"blue","address":"h","port":1,"status":"UP","version":"v1\u0000"}`, want: 400, wantText: "version"},
+		{desc: "status of an unknown instance", method: "PUT", path: "/v1/instances/zz/status", body: `{"status":"UP"}`, want: 404, wantText: "not found"},
+		{desc: "bad index", method: "GET", path: "/v1/instances?index=x", want: 400, wantText: "index"},
+		{desc: "bad wait", method: "GET", path: "/v1/instances?index=1&wait=forever", want: 400, wantText: "wait"},
+		{desc: "oversized body", method: "PUT", path: "/v1/instances/a", body: `{"id":"` + strings.Repeat("a", 2<<20) + `"}`, want: 413},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, url+tc.path, strings.NewReader(tc.body))
+			req.Header.Set("Authorization", "Bearer secret")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			buf := new(strings.Builder)
+			_, _ = io.Copy(buf, resp.Body)
+			if resp.StatusCode != tc.want || !strings.Contains(buf.String(), tc.wantText) {
+				t.Fatalf("%s %s: %d %s; want %d with %q", tc.method, tc.path, resp.StatusCode, buf, tc.want, tc.wantText)
+			}
+		})
+	}
+	snap, err := registry.NewClient(url, registry.ReadToken("secret")).Instances(context.Background(), "", 0, 0)
+	if err != nil || len(snap.Instances) != 0 {
+		t.Fatalf("bad requests changed the registry: %+v %v", snap, err)
+	}
+}
+
+func TestWatchSeesChangesAndSkipsUnchanged(t *testing.T) {
+	url := serve(t, "secret")
+	c := registry.NewClient(url, "secret")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	inst := registry.Instance{ID: "a", Service: "hello", Color: "blue", Address: "127.0.0.1", Port: 9, Status: registry.StatusOutOfService}
+	if err := c.Register(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	l := &countingLister{Lister: c}
+	ch := registry.Watch(ctx, l, "hello", registry.WatchOptions{Wait: 200 * time.Millisecond})
+	first := <-ch
+	if len(first.Instances) != 1 || first.Instances[0].Status != registry.StatusOutOfService {
+		t.Fatalf("first snapshot %+v", first)
+	}
+	if _, err := c.SetStatus(ctx, "a", registry.StatusUp); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case snap := <-ch:
+		if snap.Instances[0].Status != registry.StatusUp || snap.Index <= first.Index {
+			t.Fatalf("second snapshot %+v", snap)
+		}
+	case <-ctx.Done():
+		t.Fatal("the watch missed a change")
+	}
+	// Blocking queries time out every 200ms with nothing new: none may be
+	// sent. Three more queries started mean at least two came back
+	// unchanged and were handled.
+	asked := l.calls.Load()
+	testutil.Eventually(t, 10*time.Second, "the watch to ask three more times", func() bool { return l.calls.Load() >= asked+3 })
+	select {
+	case snap := <-ch:
+		t.Fatalf("the watch sent an unchanged snapshot %+v", snap)
+	default:
+	}
+}
+
+// countingLister counts the queries a watch starts.
+type countingLister struct {
+	registry.Lister
+	calls atomic.Int64
+}
+
+func (l *countingLister) Instances(ctx context.Context, service string, waitIndex uint64, wait time.Duration) (registry.Snapshot, error) {
+	l.calls.Add(1)
+	return l.Lister.Instances(ctx, service, waitIndex, wait)
+}
+
+func TestMetricsShowInstancesByStatus(t *testing.T) {
+	url := serve(t, "secret")
+	c := registry.NewClient(url, "secret")
+	ctx := context.Background()
+	for _, id := range []string{"a", "b"} {
+		if err := c.Register(ctx, registry.Instance{ID: id, Service: "hello", Color: "blue", Address: "127.0.0.1", Port: 9, Status: registry.StatusOutOfService}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.SetStatus(ctx, "a", registry.StatusUp); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`switchyard_registry_instances{color="blue",service="hello",status="UP"} 1`,
+		`switchyard_registry_instances{color="blue",service="hello",status="OUT_OF_SERVICE"} 1`,
+		`switchyard_registry_evictions_total 0`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}

@@ -1,0 +1,285 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/switchyard/switchyard/registry"
+)
+
+// Store is the built-in registry's state: instances and gateway reports,
+// each held under a lease, and a change index that blocking queries wait on.
+// It is safe for concurrent use.
+type Store struct {
+	ttl time.Duration
+	now func() time.Time
+
+	mu        sync.Mutex
+	index     uint64
+	svcIndex  map[string]uint64
+	instances map[string]*lease[registry.Instance]
+	gateways  map[string]*lease[registry.GatewayReport]
+	changed   chan struct{} // closed and replaced on every change
+	readyAt   time.Time
+	ready     bool
+	// encoded caches each view's JSON until the next change, so a change
+	// that wakes thousands of waiters encodes each view once.
+	encoded map[string][]byte
+}
+
+type lease[T any] struct {
+	val     T
+	expires time.Time
+}
+
+// NewStore returns a store whose leases last ttl and which reports itself
+// not Ready for warmup, the time its instances need to register again after
+// a restart. now is the clock; nil means time.Now.
+func NewStore(ttl, warmup time.Duration, now func() time.Time) *Store {
+	if now == nil {
+		now = time.Now
+	}
+	t := now()
+	return &Store{
+		ttl: ttl,
+		now: now,
+		// Starting from the wall clock keeps indexes moving forward across a
+		// restart, so a client's old index never hides new changes.
+		index:     uint64(t.UnixMicro()),
+		svcIndex:  map[string]uint64{},
+		instances: map[string]*lease[registry.Instance]{},
+		gateways:  map[string]*lease[registry.GatewayReport]{},
+		changed:   make(chan struct{}),
+		encoded:   map[string][]byte{},
+		readyAt:   t.Add(warmup),
+		ready:     warmup <= 0,
+	}
+}
+
+// bump records a change to service and wakes every waiter. Callers hold mu.
+func (s *Store) bump(service string) uint64 {
+	s.index++
+	s.svcIndex[service] = s.index
+	s.wake()
+	return s.index
+}
+
+// wake tells every waiter that views changed. Callers hold mu.
+func (s *Store) wake() {
+	clear(s.encoded)
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// Register adds or replaces an instance with a fresh lease.
+func (s *Store) Register(inst registry.Instance) (uint64, error) {
+	if err := inst.Validate(); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.instances[inst.ID]; ok && old.val.Service != inst.Service {
+		s.bump(old.val.Service)
+	}
+	s.instances[inst.ID] = &lease[registry.Instance]{val: inst, expires: s.now().Add(s.ttl)}
+	return s.bump(inst.Service), nil
+}
+
+// Heartbeat renews an instance's lease.
+func (s *Store) Heartbeat(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.instances[id]
+	if !ok {
+		return registry.ErrNotFound
+	}
+	l.expires = s.now().Add(s.ttl)
+	return nil
+}
+
+// SetStatus changes an instance's status. Setting the status it already has
+// changes nothing and returns the current index.
+func (s *Store) SetStatus(id string, st registry.Status) (uint64, error) {
+	if _, err := registry.ParseStatus(string(st)); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.instances[id]
+	if !ok {
+		return 0, registry.ErrNotFound
+	}
+	l.expires = s.now().Add(s.ttl)
+	if l.val.Status == st {
+		return s.svcIndex[l.val.Service], nil
+	}
+	l.val.Status = st
+	return s.bump(l.val.Service), nil
+}
+
+// Deregister removes an instance.
+func (s *Store) Deregister(id string) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.instances[id]
+	if !ok {
+		return 0, registry.ErrNotFound
+	}
+	delete(s.instances, id)
+	return s.bump(l.val.Service), nil
+}
+
+// ReportGateway stores a gateway's report under a lease.
+func (s *Store) ReportGateway(r registry.GatewayReport) error {
+	if r.ID == "" || len(r.ID) > 256 {
+		return errInvalid("gateway id must be 1 to 256 characters")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gateways[r.ID] = &lease[registry.GatewayReport]{val: r, expires: s.now().Add(s.ttl)}
+	return nil
+}
+
+// Gateways lists the reports of gateways whose lease is current.
+func (s *Store) Gateways() []registry.GatewayReport {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]registry.GatewayReport, 0, len(s.gateways))
+	for _, l := range s.gateways {
+		out = append(out, l.val)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Expire evicts every lease that has run out, and ends the warm-up once
+// its time has come. It returns the evicted instances.
+func (s *Store) Expire() []registry.Instance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	var evicted []registry.Instance
+	for id, l := range s.instances {
+		if now.After(l.expires) {
+			delete(s.instances, id)
+			evicted = append(evicted, l.val)
+			s.bump(l.val.Service)
+		}
+	}
+	for id, l := range s.gateways {
+		if now.After(l.expires) {
+			delete(s.gateways, id)
+		}
+	}
+	if !s.ready && !now.Before(s.readyAt) {
+		s.ready = true
+		// Every service's view just became authoritative: wake all waiters.
+		s.index++
+		for svc := range s.svcIndex {
+			s.svcIndex[svc] = s.index
+		}
+		s.wake()
+	}
+	return evicted
+}
+
+// snapshot reads service's view ("" for all). Callers hold mu.
+func (s *Store) snapshot(service string) registry.Snapshot {
+	snap := registry.Snapshot{Index: s.index, Ready: s.ready, Instances: []registry.Instance{}}
+	if service != "" {
+		snap.Index = s.svcIndex[service]
+		if snap.Index == 0 {
+			// An unknown service still needs an index to wait from.
+			snap.Index = s.index
+		}
+	}
+	for _, l := range s.instances {
+		if service == "" || l.val.Service == service {
+			snap.Instances = append(snap.Instances, l.val)
+		}
+	}
+	sort.Slice(snap.Instances, func(i, j int) bool { return snap.Instances[i].ID < snap.Instances[j].ID })
+	return snap
+}
+
+// Encoded is Instances as JSON, with the view's index. Every waiter woken
+// by one change shares one encoding.
+func (s *Store) Encoded(ctx context.Context, service string, waitIndex uint64, wait time.Duration) (uint64, []byte, error) {
+	var timeout <-chan time.Time
+	if waitIndex > 0 && wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for {
+		s.mu.Lock()
+		index := s.index
+		if service != "" {
+			if index = s.svcIndex[service]; index == 0 {
+				index = s.index
+			}
+		}
+		ch := s.changed
+		if waitIndex == 0 || index != waitIndex || timeout == nil {
+			b, ok := s.encoded[service]
+			if !ok {
+				var err error
+				if b, err = json.Marshal(s.snapshot(service)); err != nil {
+					s.mu.Unlock()
+					return 0, nil, fmt.Errorf("encode the view of %q: %w", service, err)
+				}
+				s.encoded[service] = b
+			}
+			s.mu.Unlock()
+			return index, b, nil
+		}
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timeout:
+			timeout = nil
+		case <-ctx.Done():
+			timeout = nil
+		}
+	}
+}
+
+// Instances returns service's view, first waiting up to wait for its index
+// to pass waitIndex when waitIndex is not zero.
+func (s *Store) Instances(ctx context.Context, service string, waitIndex uint64, wait time.Duration) registry.Snapshot {
+	var timeout <-chan time.Time
+	if waitIndex > 0 && wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for {
+		s.mu.Lock()
+		snap := s.snapshot(service)
+		ch := s.changed
+		s.mu.Unlock()
+		// An index below the client's means the registry restarted with a
+		// clock behind; answer at once so the client resets.
+		if waitIndex == 0 || snap.Index != waitIndex || timeout == nil {
+			return snap
+		}
+		select {
+		case <-ch:
+		case <-timeout:
+			return snap
+		case <-ctx.Done():
+			return snap
+		}
+	}
+}
+
+func errInvalid(msg string) error { return &invalidError{msg} }
+
+type invalidError struct{ msg string }
+
+func (e *invalidError) Error() string { return "registry: invalid request: " + e.msg }
+func (e *invalidError) Unwrap() error { return registry.ErrInvalid }

@@ -1,0 +1,99 @@
+package zkstate
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/switchyard/switchyard/registry"
+)
+
+// Announced is one instance node as read from ZooKeeper: its color, its
+// name (which must be the instance id), and its data or why the data is
+// unusable.
+type Announced struct {
+	Color Color
+	Name  string
+	Node  InstanceNode
+	Err   error
+}
+
+// Path names the node relative to the root, as "green/<id>".
+func (a Announced) Path() string { return string(a.Color) + "/" + a.Name }
+
+// Member is an instance whose ZooKeeper node and registration agree on
+// service, id, color and address: the only kind the controller instructs
+// or counts.
+type Member struct {
+	ID      string
+	Service string
+	Color   Color
+	Address string
+	Port    int
+	Version string
+	Status  registry.Status
+}
+
+// HostPort is the member's dialable address.
+func (m Member) HostPort() string {
+	return registry.Instance{Address: m.Address, Port: m.Port}.HostPort()
+}
+
+// Quarantined is a node that is not trusted: never instructed, never
+// counted toward a guard, and shown with the reason.
+type Quarantined struct {
+	Node   string `json:"node"`
+	Reason string `json:"reason"`
+}
+
+// Join pairs the announced nodes with the registry's instances. A node is a
+// member only when its name, its data and its registration name the same
+// id, service, color and address. Anything else is quarantined: malformed
+// data, the same id under both colors, no registration, or a registration
+// that says something else. Planted or duplicated nodes therefore can
+// neither receive an instruction nor stand in for a real instance. Both
+// results are sorted by service and id (quarantine by node).
+func Join(nodes []Announced, regs []registry.Instance) (members []Member, quarantined []Quarantined) {
+	byID := make(map[string]registry.Instance, len(regs))
+	for _, in := range regs {
+		byID[in.ID] = in
+	}
+	colorsOf := map[string]int{}
+	for _, a := range nodes {
+		colorsOf[a.Name]++
+	}
+	quarantine := func(a Announced, format string, args ...any) {
+		quarantined = append(quarantined, Quarantined{Node: a.Path(), Reason: fmt.Sprintf(format, args...)})
+	}
+	for _, a := range nodes {
+		n := a.Node
+		in, registered := byID[a.Name]
+		switch {
+		case a.Err != nil:
+			quarantine(a, "malformed node data: %v", a.Err)
+		case colorsOf[a.Name] > 1:
+			quarantine(a, "instance id %q is announced under both blue and green", a.Name)
+		case n.ID != a.Name:
+			quarantine(a, "node name differs from the id %q in its data", n.ID)
+		case !registered:
+			quarantine(a, "no registration for instance %q", a.Name)
+		case in.Service != n.Service:
+			quarantine(a, "node says service %q, registration says %q", n.Service, in.Service)
+		case Color(in.Color) != a.Color:
+			quarantine(a, "node is under %s, registration says color %q", a.Color, in.Color)
+		case in.Address != n.Address || in.Port != n.Port:
+			quarantine(a, "node points at %s, registration at %s",
+				registry.Instance{Address: n.Address, Port: n.Port}.HostPort(), in.HostPort())
+		default:
+			members = append(members, Member{ID: a.Name, Service: n.Service, Color: a.Color,
+				Address: n.Address, Port: n.Port, Version: n.Version, Status: in.Status})
+		}
+	}
+	sort.Slice(members, func(i, j int) bool {
+		if members[i].Service != members[j].Service {
+			return members[i].Service < members[j].Service
+		}
+		return members[i].ID < members[j].ID
+	})
+	sort.Slice(quarantined, func(i, j int) bool { return quarantined[i].Node < quarantined[j].Node })
+	return members, quarantined
+}

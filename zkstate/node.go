@@ -1,0 +1,35 @@
+package zkstate
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// InstanceNode is the JSON an instance writes into its ephemeral node.
+type InstanceNode struct {
+	Service   string    `json:"service"`
+	ID        string    `json:"id"`
+	Address   string    `json:"address"`
+	Port      int       `json:"port"`
+	Version   string    `json:"version,omitempty"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// ParseInstanceNode decodes and checks an instance node's data.
+func ParseInstanceNode(b []byte) (InstanceNode, error) {
+	var n InstanceNode
+	if err := json.Unmarshal(b, &n); err != nil {
+		return n, fmt.Errorf("zkstate: instance node is not JSON (%w): %s", err, Describe(b))
+	}
+	if n.Service == "" || n.ID == "" || n.Address == "" || n.Port <= 0 || n.Port > 65535 {
+		return n, fmt.Errorf("zkstate: instance node lacks service, id, address or a valid port: %s", Describe(b))
+	}
+	return n, nil
+}
+
+// Candidate is what a controller publishes in its election node.
+type Candidate struct {
+	ID  string `json:"id"`
+	API string `json:"api,omitempty"`
+}

@@ -1,0 +1,119 @@
+package zkstate
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/switchyard/switchyard/registry"
+)
+
+// Phase is where a switch is.
+type Phase string
+
+// The phases of a switch.
+const (
+	PhaseSwitching Phase = "switching"
+	PhaseDone      Phase = "done"
+	PhaseRefused   Phase = "refused"
+	PhaseFailed    Phase = "failed"
+)
+
+// Finished reports whether the phase is final.
+func (p Phase) Finished() bool { return p != PhaseSwitching }
+
+// String is the phase's name.
+func (p Phase) String() string { return string(p) }
+
+// StepState is where one step of a switch is.
+type StepState int
+
+// The states of a step. A step is pending until the instance acknowledged
+// it (done) or the leader gave up on that instance (skipped).
+const (
+	StepPending StepState = iota
+	StepDone
+	StepSkipped
+)
+
+var stepStates = [...]string{StepPending: "pending", StepDone: "done", StepSkipped: "skipped"}
+
+// String is the state's name, as the record stores it.
+func (s StepState) String() string {
+	if s >= 0 && int(s) < len(stepStates) {
+		return stepStates[s]
+	}
+	return fmt.Sprintf("StepState(%d)", int(s))
+}
+
+// MarshalText stores the state by name.
+func (s StepState) MarshalText() ([]byte, error) {
+	if s < 0 || int(s) >= len(stepStates) {
+		return nil, fmt.Errorf("zkstate: no step state %d", int(s))
+	}
+	return []byte(stepStates[s]), nil
+}
+
+// UnmarshalText reads a state by name.
+func (s *StepState) UnmarshalText(b []byte) error {
+	for i, name := range stepStates {
+		if name == string(b) {
+			*s = StepState(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("zkstate: unknown step state %q", b)
+}
+
+// Step is one instruction of a switch.
+type Step struct {
+	Instance string          `json:"instance"`
+	Service  string          `json:"service"`
+	Color    Color           `json:"color"`
+	Action   registry.Status `json:"action"` // UP or OUT_OF_SERVICE
+	State    StepState       `json:"state"`
+	Attempts int             `json:"attempts,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	At       time.Time       `json:"at,omitzero"`
+}
+
+// Switch is the record the leader keeps in /switchyard/switch.
+type Switch struct {
+	// ID is the zxid of the /active_color write this switch answers, so a
+	// writer can wait for the outcome of its own write.
+	ID     int64 `json:"id"`
+	Target Color `json:"target"`
+	// Goal is the last valid color asked for, which the controller keeps
+	// driving toward when /active_color holds a bad value.
+	Goal Color `json:"goal,omitempty"`
+	// Active is the color that serves: the target once done, the previous
+	// color while switching or after a refusal.
+	Active Color  `json:"active,omitempty"`
+	From   Color  `json:"from,omitempty"`
+	Phase  Phase  `json:"phase"`
+	Reason string `json:"reason,omitempty"`
+	Leader string `json:"leader,omitempty"`
+	// Steps are the newest steps, at most a few hundred; StepsTotal counts
+	// them all.
+	Steps      []Step `json:"steps"`
+	StepsTotal int    `json:"steps_total,omitempty"`
+	// Quarantined lists the nodes the switch did not trust, and why.
+	Quarantined []Quarantined `json:"quarantined,omitempty"`
+	StartedAt   time.Time     `json:"started_at"`
+	FinishedAt  *time.Time    `json:"finished_at,omitempty"`
+}
+
+// Duration is how long the switch took, or has taken so far.
+func (s Switch) Duration() time.Duration {
+	if s.FinishedAt != nil {
+		return s.FinishedAt.Sub(s.StartedAt)
+	}
+	return time.Since(s.StartedAt)
+}
+
+// GoalColor is the valid color the record drives toward.
+func (s Switch) GoalColor() Color {
+	if s.Goal != "" {
+		return s.Goal
+	}
+	return s.Active
+}

@@ -1,0 +1,130 @@
+package zkstate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// ErrSuperseded means a later write to /active_color replaced the one
+// being waited for.
+var ErrSuperseded = errors.New("zkstate: switch superseded by a later write to /active_color")
+
+// ErrNotDone wraps the outcome of a switch that finished without being
+// done: refused or failed. The error says why.
+var ErrNotDone = errors.New("zkstate: switch not done")
+
+// Connect opens a session and waits until it is established, then logs in
+// with auth. A first connect may take longer than the session timeout on a
+// loaded machine, so it gets at least 30 s. The returned channel carries
+// the session's later events; nobody has to read it. The library's own log
+// lines go to log.
+func Connect(ctx context.Context, servers []string, sessionTimeout time.Duration, auth Auth, log zk.Logger) (*zk.Conn, <-chan zk.Event, error) {
+	conn, events, err := zk.Connect(servers, sessionTimeout, zk.WithLogInfo(false), zk.WithLogger(log))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to zookeeper: %w", err)
+	}
+	within := max(30*time.Second, sessionTimeout)
+	timeout := time.NewTimer(within)
+	defer timeout.Stop()
+	for {
+		select {
+		case ev := <-events:
+			if ev.State != zk.StateHasSession {
+				continue
+			}
+			if err := auth.Login(conn); err != nil {
+				conn.Close()
+				return nil, nil, err
+			}
+			return conn, events, nil
+		case <-timeout.C:
+			conn.Close()
+			return nil, nil, fmt.Errorf("no ZooKeeper session with %v within %s", servers, within)
+		case <-ctx.Done():
+			conn.Close()
+			return nil, nil, ctx.Err()
+		}
+	}
+}
+
+// ReadSwitch reads the switch record; ok is false when there is none yet.
+func ReadSwitch(c *zk.Conn, p Paths) (rec Switch, ok bool, err error) {
+	b, _, err := c.Get(p.Switch())
+	if errors.Is(err, zk.ErrNoNode) {
+		return rec, false, nil
+	}
+	if err != nil {
+		return rec, false, fmt.Errorf("read %s: %w", p.Switch(), err)
+	}
+	if len(b) == 0 {
+		return rec, false, nil
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return rec, false, fmt.Errorf("decode %s: %w", p.Switch(), err)
+	}
+	return rec, true, nil
+}
+
+// RequestSwitch writes color to /active_color, as zkCli.sh set would, and
+// returns the write's zxid to wait on. A bad color is refused before
+// anything is written.
+func RequestSwitch(conn *zk.Conn, paths Paths, auth Auth, color string) (int64, error) {
+	if _, err := ParseColor([]byte(color)); err != nil {
+		return 0, err
+	}
+	stat, err := conn.Set(paths.ActiveColor(), []byte(color), -1)
+	if errors.Is(err, zk.ErrNoAuth) {
+		return 0, fmt.Errorf("write %s: %w (set SWITCHYARD_ZK_AUTH to the switchyard identity)", paths.ActiveColor(), err)
+	}
+	if errors.Is(err, zk.ErrNoNode) {
+		if err := EnsurePath(conn, paths.Root(), auth.ACL()); err != nil {
+			return 0, err
+		}
+		if _, err := conn.Create(paths.ActiveColor(), []byte(color), 0, auth.ACL()); err != nil {
+			return 0, fmt.Errorf("create %s: %w", paths.ActiveColor(), err)
+		}
+		_, stat, err = conn.Get(paths.ActiveColor())
+	}
+	if err != nil {
+		return 0, fmt.Errorf("write %s: %w", paths.ActiveColor(), err)
+	}
+	return stat.Mzxid, nil
+}
+
+// WaitSwitch waits for the leader's outcome of the write with zxid id to
+// target. It returns the finished record; a refused or failed switch is
+// returned with an error wrapping ErrNotDone that carries its reason, and
+// a later write with one wrapping ErrSuperseded.
+func WaitSwitch(ctx context.Context, conn *zk.Conn, paths Paths, id int64, target Color) (Switch, error) {
+	for {
+		_, _, watch, err := conn.GetW(paths.Switch())
+		if err != nil && !errors.Is(err, zk.ErrNoNode) {
+			return Switch{}, fmt.Errorf("watch %s: %w", paths.Switch(), err)
+		}
+		rec, ok, err := ReadSwitch(conn, paths)
+		if err != nil {
+			return rec, err
+		}
+		if ok && rec.ID >= id {
+			switch {
+			case rec.Target != target && rec.ID > id && rec.Goal != target:
+				return rec, fmt.Errorf("%w (now %s)", ErrSuperseded, rec.Target)
+			case rec.Target == target && rec.Phase == PhaseDone:
+				return rec, nil
+			case rec.Target == target && rec.Phase.Finished():
+				return rec, fmt.Errorf("%w: switch to %s %s: %s", ErrNotDone, target, rec.Phase, rec.Reason)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return rec, fmt.Errorf("waiting for the switch to %s: %w", target, ctx.Err())
+		case <-watch:
+		case <-time.After(time.Second): // a watch may be lost with a reconnect
+		}
+	}
+}
