@@ -61,8 +61,11 @@ type Config struct {
 	ZKAuth           zkstate.Auth  // digest credentials, when the ensemble is locked
 
 	Registry Registry
-	// Token holds the keys that verify the controller's signed
-	// instructions: "current[,previous]" during a key rotation.
+	// Token is the shared secret ("current[,previous]" during a key
+	// rotation), or, better, this instance's own token from `switchyard
+	// token instance ID`, which needs ID set. Either verifies the
+	// controller's instructions to this instance and authenticates its
+	// registry calls; an instance token can act for this instance only.
 	Token             string
 	HeartbeatInterval time.Duration // default 1s
 	DrainTimeout      time.Duration // cap on waiting for gateways at shutdown; default 10s
@@ -103,9 +106,11 @@ func New(cfg Config) (*Instance, error) {
 	if cfg.Registry == nil || len(cfg.ZK) == 0 {
 		return nil, errors.New("sdk: a registry and ZooKeeper servers are required")
 	}
-	keys, err := signing.ParseKeys(cfg.Token)
-	if err != nil {
+	if _, err := signing.ParseKeys(cfg.Token); err != nil {
 		return nil, fmt.Errorf("sdk: a token is required to verify the controller's instructions: %w", err)
+	}
+	if strings.HasPrefix(cfg.Token, registry.InstancePrefix) && cfg.ID == "" {
+		return nil, errors.New("sdk: an instance token is made for one instance id: set ID to it")
 	}
 	paths, err := zkstate.NewPaths(cfg.ZKRoot)
 	if err != nil {
@@ -133,6 +138,11 @@ func New(cfg Config) (*Instance, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
+	}
+	// Instructions are signed with this instance's own key.
+	keys, err := signing.ParseKeys(registry.InstanceTokens(cfg.Token, cfg.ID))
+	if err != nil {
+		return nil, fmt.Errorf("sdk: a token is required to verify the controller's instructions: %w", err)
 	}
 	i := &Instance{cfg: cfg, paths: paths, verifier: signing.NewVerifier(keys, 0), done: make(chan struct{})}
 	i.log = cfg.Log.WithFields(logrus.Fields{"instance": cfg.ID, "service": cfg.Service, "color": cfg.Color})

@@ -93,7 +93,8 @@ const key = "instruction-key-0123456789"
 // instruction is one PUT /_switchyard/status as a controller (or an
 // attacker) would send it.
 type instruction struct {
-	key     string // signs; "" sends no signature
+	key     string // the shared token the signing key derives from; "" sends no signature
+	keyFor  string // the instance whose key signs; default subject
 	bearer  string // sent as a bearer token instead
 	subject string // the instance the signature names
 	epoch   int64
@@ -110,7 +111,11 @@ func (in instruction) request(t *testing.T, base string) *http.Request {
 		req.Header.Set("Authorization", "Bearer "+in.bearer)
 	}
 	if in.key != "" {
-		keys, err := signing.ParseKeys(in.key)
+		whose := in.keyFor
+		if whose == "" {
+			whose = in.subject
+		}
+		keys, err := signing.ParseKeys(registry.InstanceToken(in.key, whose))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -168,7 +173,9 @@ func TestInstructions(t *testing.T) {
 		{desc: "a wrong key is refused", in: instruction{key: "guessed-key-0123456789", subject: id, epoch: 1, body: `{"status":"UP"}`}, want: 401, status: registry.StatusOutOfService},
 		{desc: "no signature is refused", in: instruction{subject: id, body: `{"status":"UP"}`}, want: 401, status: registry.StatusOutOfService},
 		{desc: "the key sent as a bearer token is refused: no secret travels", in: instruction{bearer: key, body: `{"status":"UP"}`}, want: 401, status: registry.StatusOutOfService},
-		{desc: "an instruction signed for another instance is refused", in: instruction{key: key, subject: "hello-green-other", epoch: 1, body: `{"status":"UP"}`}, want: 403, status: registry.StatusOutOfService},
+		{desc: "an instruction signed for another instance fails this instance's key", in: instruction{key: key, subject: "hello-green-other", epoch: 1, body: `{"status":"UP"}`}, want: 401, status: registry.StatusOutOfService},
+		{desc: "an instruction with this instance's key naming another instance is refused", in: instruction{key: key, keyFor: id, subject: "hello-green-other", epoch: 1, body: `{"status":"UP"}`}, want: 403, status: registry.StatusOutOfService},
+		{desc: "a made-up instance key is refused", in: instruction{key: "instance.x." + key, keyFor: "ignored", subject: id, epoch: 1, body: `{"status":"UP"}`}, want: 401, status: registry.StatusOutOfService},
 		{desc: "malformed JSON is refused", in: instruction{key: key, subject: id, epoch: 1, body: `{"status":`}, want: 400, status: registry.StatusOutOfService},
 		{desc: "two JSON documents are refused", in: instruction{key: key, subject: id, epoch: 1, body: `{"status":"OUT_OF_SERVICE"}{"status":"UP"}`}, want: 400, status: registry.StatusOutOfService},
 		{desc: "DOWN is not the controller's to set", in: instruction{key: key, subject: id, epoch: 1, body: `{"status":"DOWN"}`}, want: 400, status: registry.StatusOutOfService},

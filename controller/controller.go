@@ -41,8 +41,9 @@ type Config struct {
 	ZKAuth         zkstate.Auth  // digest credentials; set, they lock the nodes to this identity
 	SessionTimeout time.Duration // default 10s
 	Registry       Registry
-	// Token holds the keys that sign instructions to instances,
-	// "current[,previous]"; the first signs.
+	// Token is the shared secret, "current[,previous]" during a rotation;
+	// each instruction is signed with the instance's key derived from the
+	// first (registry.InstanceToken).
 	Token  string
 	Listen string // HTTP API address; "" for none
 	// HealthTimeout bounds the health gate of one instance before it is
@@ -52,7 +53,15 @@ type Config struct {
 	GatewayTimeout time.Duration
 	// Resync is how often the leader reconciles without an event; default 2s.
 	Resync time.Duration
-	Log    logrus.FieldLogger
+	// AllowLoopback lets instances live on loopback addresses, as on a
+	// single host; otherwise a node pointing there is quarantined.
+	AllowLoopback bool
+	// PreservationHold is how long the leader holds every status when more
+	// than half of the instance nodes vanish at once, as after a ZooKeeper
+	// outage that expired every session, waiting for them to come back
+	// (Eureka's self-preservation). Default 30s.
+	PreservationHold time.Duration
+	Log              logrus.FieldLogger
 }
 
 // Controller is one candidate; the elected one acts.
@@ -72,12 +81,12 @@ type Controller struct {
 	// epoch fences this leader's instructions: the creation zxid of its
 	// election node, which only grows from one leader to the next.
 	epoch atomic.Int64
-	keys  signing.Keyring
 	// nodes caches instance node data by path; it is written once per
 	// node, so only the leader's reconcile loop reads and prunes it, as it
 	// does quarantined, the reason of each node last logged as quarantined.
 	nodes       map[string]zkstate.Announced
 	quarantined map[string]string
+	preserve    preservation
 	metrics     *metrics
 }
 
@@ -86,8 +95,7 @@ func New(cfg Config) (*Controller, error) {
 	if len(cfg.ZK) == 0 || cfg.Registry == nil {
 		return nil, errors.New("controller: ZooKeeper servers and a registry are required")
 	}
-	keys, err := signing.ParseKeys(cfg.Token)
-	if err != nil {
+	if _, err := signing.ParseKeys(cfg.Token); err != nil {
 		return nil, fmt.Errorf("controller: a token is required to sign instructions (SWITCHYARD_TOKEN or --token): %w", err)
 	}
 	paths, err := zkstate.NewPaths(cfg.ZKRoot)
@@ -112,18 +120,21 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Resync <= 0 {
 		cfg.Resync = 2 * time.Second
 	}
+	if cfg.PreservationHold <= 0 {
+		cfg.PreservationHold = 30 * time.Second
+	}
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.DialContext = (&net.Dialer{Timeout: time.Second}).DialContext
 	return &Controller{
-		cfg: cfg, paths: paths, keys: keys,
+		cfg: cfg, paths: paths,
 		log: cfg.Log.WithField("controller", cfg.ID),
 		// A health check may take up to HealthTimeout; an instruction
 		// waits for the registry's confirmation.
 		http:    &http.Client{Transport: tr, Timeout: max(2*time.Second, cfg.HealthTimeout)},
-		sess:    newSession(),
+		sess:    newSession(cfg.SessionTimeout),
 		nodes:   map[string]zkstate.Announced{},
 		metrics: newMetrics(),
 	}, nil
@@ -139,8 +150,12 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	defer conn.Close()
 	c.conn = conn
+	c.sess.bind(conn)
 	c.rec = newRecorder(conn, c.paths.Switch(), c.log)
 
+	if c.cfg.ZKAuth == "" {
+		c.log.Warn("ZooKeeper is open: anyone who reaches it can switch or announce instances; set SWITCHYARD_ZK_AUTH to lock switchyard's nodes")
+	}
 	var api string
 	if c.cfg.Listen != "" {
 		ln, err := net.Listen("tcp", c.cfg.Listen)
@@ -183,8 +198,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	return nil
 }
 
-// Leading reports whether this controller is acting as leader now.
-func (c *Controller) Leading() bool { return c.leading.Load() }
+// Leading reports whether this controller is acting as leader now: it won
+// the election and is connected to ZooKeeper. A leader whose connection
+// dropped does nothing until it is back on the same session.
+func (c *Controller) Leading() bool { return c.leading.Load() && c.sess.Connected() }
 
 // ensureLayout logs in, creates the persistent nodes and a default
 // /active_color, and in digest mode locks them to the switchyard identity.
@@ -226,7 +243,7 @@ func (c *Controller) lead(parent context.Context) {
 		select {
 		case <-lost:
 			c.leading.Store(false)
-			c.log.Warn("ZooKeeper session lost; stopping all leader actions")
+			c.log.Warn("ZooKeeper session lost (expired, or disconnected past its timeout); stopping all leader actions")
 			cancel()
 		case <-ctx.Done():
 		}

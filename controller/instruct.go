@@ -75,7 +75,13 @@ func (c *Controller) sendInstruction(ctx context.Context, m Member, body []byte)
 		return 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if err := c.keys.Sign(req, body, signing.Claims{Subject: m.ID, Epoch: c.epoch.Load()}); err != nil {
+	// Each instance verifies with its own key, derived from the token, so
+	// an instance can forge nothing for another.
+	keys, err := signing.ParseKeys(registry.InstanceToken(c.cfg.Token, m.ID))
+	if err != nil {
+		return 0, err
+	}
+	if err := keys.Sign(req, body, signing.Claims{Subject: m.ID, Epoch: c.epoch.Load()}); err != nil {
 		return 0, err
 	}
 	resp, err := c.http.Do(req)
@@ -100,7 +106,18 @@ func (c *Controller) sendInstruction(ctx context.Context, m Member, body []byte)
 // checkTarget tells whether /active_color still asks for target, as the
 // leader's watch last read it. A value that is not a color does not
 // interrupt a switch.
+//
+// While the ZooKeeper connection is down the leader cannot know whether it
+// still leads, so it waits here, before every instruction, until it is back
+// on its session; if the session is over instead, ctx ends.
 func (c *Controller) checkTarget(ctx context.Context, target zkstate.Color) error {
+	if !c.sess.Connected() {
+		c.log.Warn("ZooKeeper connection lost; pausing leader actions until it is back on the same session")
+		if err := c.sess.Wait(ctx); err != nil {
+			return err
+		}
+		c.log.Info("ZooKeeper connection back on the same session; resuming")
+	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}

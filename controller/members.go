@@ -3,6 +3,7 @@ package controller
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/go-zookeeper/zk"
 	"github.com/sirupsen/logrus"
@@ -14,6 +15,33 @@ import (
 // Member is an instance the controller may instruct and count: its
 // ZooKeeper node and its registration agree.
 type Member = zkstate.Member
+
+// preservation is the leader's memory of how many instance nodes there
+// were, to notice a mass disappearance.
+type preservation struct {
+	known     int       // nodes at the last pass outside a hold
+	holdUntil time.Time // zero when not holding
+}
+
+// hold reports whether the leader must hold every status this pass: more
+// than half of the nodes it knew vanished at once, which is what a
+// ZooKeeper outage that expired every session looks like, not a fleet that
+// left. It holds until the nodes are back to half or hold time passed.
+func (p *preservation) hold(nodes int, now time.Time, holdFor time.Duration) (holding, started bool) {
+	if !p.holdUntil.IsZero() {
+		if nodes*2 >= p.known || now.After(p.holdUntil) {
+			p.holdUntil, p.known = time.Time{}, nodes
+			return false, false
+		}
+		return true, false
+	}
+	if p.known >= 2 && nodes*2 < p.known {
+		p.holdUntil = now.Add(holdFor)
+		return true, true
+	}
+	p.known = nodes
+	return false, false
+}
 
 // members reads the instance nodes and joins them with the registry. A
 // node whose identity does not check out is quarantined: it is never
@@ -57,10 +85,20 @@ func (c *Controller) members(snap registry.Snapshot) ([]Member, []zkstate.Quaran
 			delete(c.nodes, p)
 		}
 	}
-	members, quarantined := zkstate.Join(nodes, snap.Instances)
+	if holding, started := c.preserve.hold(len(nodes), time.Now(), c.cfg.PreservationHold); holding {
+		if started {
+			c.log.WithFields(logrus.Fields{"nodes": len(nodes), "known": c.preserve.known, "hold": c.cfg.PreservationHold}).
+				Warn("self-preservation: more than half of the instance nodes vanished at once; holding every status until they return")
+		}
+		return nil, nil, errPreserving
+	}
+	members, quarantined := zkstate.Join(nodes, snap.Instances, zkstate.AddressPolicy(c.cfg.AllowLoopback))
 	c.warnQuarantined(quarantined)
 	return members, quarantined, nil
 }
+
+// errPreserving ends a pass that holds every status (self-preservation).
+var errPreserving = errors.New("controller: holding statuses while instance nodes return")
 
 // warnQuarantined logs each quarantined node when it first appears or its
 // reason changes, not on every pass.

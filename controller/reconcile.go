@@ -14,6 +14,9 @@ import (
 // reconcile makes one pass toward /active_color: it observes, lets Decide
 // choose, and acts.
 func (c *Controller) reconcile(ctx context.Context) error {
+	if err := c.sess.Wait(ctx); err != nil {
+		return err
+	}
 	raw, stat, err := c.conn.Get(c.paths.ActiveColor())
 	if err != nil {
 		return fmt.Errorf("read %s: %w", c.paths.ActiveColor(), err)
@@ -40,6 +43,9 @@ func (c *Controller) reconcile(ctx context.Context) error {
 		return nil
 	}
 	members, quarantined, err := c.members(snap)
+	if errors.Is(err, errPreserving) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

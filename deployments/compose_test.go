@@ -29,6 +29,7 @@ const (
 	zkAddr        = "zookeeper:2181"
 	registryURL   = "http://registry:8761"
 	tokenVar      = "SWITCHYARD_TOKEN"
+	zkAuthVar     = "SWITCHYARD_ZK_AUTH"
 	switchyardBin = "switchyard" // binary name for registry/controller/gateway
 	helloBin      = "hello"
 )
@@ -78,7 +79,7 @@ func loadProject(t *testing.T, env []string, extra ...cli.ProjectOptionsFn) (*ty
 
 func mustLoad(t *testing.T, token string) *types.Project {
 	t.Helper()
-	p, err := loadProject(t, []string{tokenVar + "=" + token})
+	p, err := loadProject(t, []string{tokenVar + "=" + token, zkAuthVar + "=switchyard:" + token})
 	if err != nil {
 		t.Fatalf("loading %s with %s set: %v", composeFile, tokenVar, err)
 	}
@@ -298,8 +299,8 @@ func TestComposeZKRootPassThrough(t *testing.T) {
 		env  []string
 		want string // "" = must be absent so the binaries' default applies
 	}{
-		{desc: "unset on host: absent in containers", env: []string{tokenVar + "=x"}},
-		{desc: "set on host: passed through", env: []string{tokenVar + "=x", rootVar + "=/staging"}, want: "/staging"},
+		{desc: "unset on host: absent in containers", env: []string{tokenVar + "=x", zkAuthVar + "=u:p"}},
+		{desc: "set on host: passed through", env: []string{tokenVar + "=x", zkAuthVar + "=u:p", rootVar + "=/staging"}, want: "/staging"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			p, err := loadProject(t, tc.env)
@@ -319,25 +320,27 @@ func TestComposeZKRootPassThrough(t *testing.T) {
 	}
 }
 
-func TestComposeMissingTokenFails(t *testing.T) {
+func TestComposeMissingSecretsFail(t *testing.T) {
 	for _, tc := range []struct {
-		desc string
-		env  []string
+		desc, missing string
+		env           []string
 	}{
-		{desc: "unset", env: nil},
-		{desc: "empty", env: []string{tokenVar + "="}},
-		{desc: "other vars only", env: []string{"SWITCHYARD_ZK=elsewhere:2181"}},
+		{desc: "token unset", missing: tokenVar, env: []string{zkAuthVar + "=u:p"}},
+		{desc: "token empty", missing: tokenVar, env: []string{tokenVar + "=", zkAuthVar + "=u:p"}},
+		{desc: "other vars only", missing: tokenVar, env: []string{"SWITCHYARD_ZK=elsewhere:2181", zkAuthVar + "=u:p"}},
+		{desc: "ZooKeeper identity unset: ZooKeeper is never open by default", missing: zkAuthVar, env: []string{tokenVar + "=x"}},
+		{desc: "ZooKeeper identity empty", missing: zkAuthVar, env: []string{tokenVar + "=x", zkAuthVar + "="}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			p, err := loadProject(t, tc.env)
 			if err == nil {
-				tok, _ := envValue(p.Services["registry"], tokenVar)
-				t.Fatalf("load succeeded without a token (registry got %q)", tok)
+				got, _ := envValue(p.Services["registry"], tc.missing)
+				t.Fatalf("load succeeded without %s (registry got %q)", tc.missing, got)
 			}
 			// The :? message from the compose file should reach the user.
 			msg := err.Error()
-			if !strings.Contains(msg, tokenVar) || !strings.Contains(msg, "required") || !strings.Contains(msg, "set "+tokenVar) {
-				t.Errorf("error should name %s as required, got: %v", tokenVar, err)
+			if !strings.Contains(msg, tc.missing) || !strings.Contains(msg, "required") || !strings.Contains(msg, "set "+tc.missing) {
+				t.Errorf("error should name %s as required, got: %v", tc.missing, err)
 			}
 			t.Logf("error (as expected): %v", err)
 		})

@@ -126,6 +126,11 @@ func New(cfg Config) (*Gateway, error) {
 			},
 		},
 		ModifyResponse: func(resp *http.Response) error {
+			// net/http reads a status like 099, which ReverseProxy would
+			// panic writing: answer 502 instead.
+			if resp.StatusCode < 100 || resp.StatusCode > 999 {
+				return fmt.Errorf("upstream answered the invalid status %d", resp.StatusCode)
+			}
 			if pool, ok := g.table.Load().Lookup(resp.Request.URL.Path); ok {
 				g.metrics.count(pool.service, resp.StatusCode)
 			}

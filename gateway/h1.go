@@ -233,7 +233,9 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 		for _, v := range vs {
 			bw.WriteString(k)
 			bw.WriteString(": ")
-			bw.WriteString(strings.TrimSpace(v))
+			// As http.Request.Write trims: ASCII whitespace only, so a
+			// value ending in, say, U+00A0 reaches the backend whole.
+			bw.WriteString(textproto.TrimString(v))
 			bw.WriteString("\r\n")
 		}
 	}
@@ -274,8 +276,10 @@ func (b *h1Body) Close() error {
 	b.done = true
 	err := b.rc.Close()
 	// stop fails when the request's context already ended and the
-	// connection's deadline was, or is being, set in the past.
-	if b.stop() && b.eof && b.reuse && err == nil {
+	// connection's deadline was, or is being, set in the past. Bytes the
+	// backend sent past the answer would be read as the next request's
+	// answer: such a connection is closed, as http.Transport does.
+	if b.stop() && b.eof && b.reuse && err == nil && b.c.br.Buffered() == 0 {
 		b.t.putConn(b.c)
 	} else {
 		b.c.Close()

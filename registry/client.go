@@ -24,7 +24,11 @@ type Client struct {
 func NewClient(base, token string) *Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 16
-	return &Client{base: base, token: token, http: &http.Client{Transport: tr}}
+	var key string
+	if keys := Keys(token); len(keys) > 0 {
+		key = keys[0] // during a rotation, the current key
+	}
+	return &Client{base: base, token: key, http: &http.Client{Transport: tr}}
 }
 
 var _ Backend = (*Client)(nil)

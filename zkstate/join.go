@@ -2,7 +2,9 @@ package zkstate
 
 import (
 	"fmt"
+	"net/netip"
 	"sort"
+	"strings"
 
 	"github.com/switchyard/switchyard/registry"
 )
@@ -52,7 +54,10 @@ type Quarantined struct {
 // that says something else. Planted or duplicated nodes therefore can
 // neither receive an instruction nor stand in for a real instance. Both
 // results are sorted by service and id (quarantine by node).
-func Join(nodes []Announced, regs []registry.Instance) (members []Member, quarantined []Quarantined) {
+//
+// allowed, when not nil, vets each node's address; an address it refuses
+// (see AddressPolicy) quarantines the node with its reason.
+func Join(nodes []Announced, regs []registry.Instance, allowed func(address string) error) (members []Member, quarantined []Quarantined) {
 	byID := make(map[string]registry.Instance, len(regs))
 	for _, in := range regs {
 		byID[in.ID] = in
@@ -83,6 +88,8 @@ func Join(nodes []Announced, regs []registry.Instance) (members []Member, quaran
 		case in.Address != n.Address || in.Port != n.Port:
 			quarantine(a, "node points at %s, registration at %s",
 				registry.Instance{Address: n.Address, Port: n.Port}.HostPort(), in.HostPort())
+		case allowed != nil && allowed(n.Address) != nil:
+			quarantine(a, "%v", allowed(n.Address))
 		default:
 			members = append(members, Member{ID: a.Name, Service: n.Service, Color: a.Color,
 				Address: n.Address, Port: n.Port, Version: n.Version, Status: in.Status})
@@ -96,4 +103,33 @@ func Join(nodes []Announced, regs []registry.Instance) (members []Member, quaran
 	})
 	sort.Slice(quarantined, func(i, j int) bool { return quarantined[i].Node < quarantined[j].Node })
 	return members, quarantined
+}
+
+// AddressPolicy refuses the addresses no instance of a deployment should
+// have, so that nobody can point the controller at a metadata service or a
+// local port: link-local (169.254.0.0/16, fe80::/10, which hold cloud
+// metadata endpoints such as 169.254.169.254), unspecified and multicast
+// addresses, and loopback unless allowLoopback (a single-host deployment,
+// as in tests and the demo). Host names other than localhost are allowed:
+// their registration must match the node anyway.
+func AddressPolicy(allowLoopback bool) func(address string) error {
+	return func(address string) error {
+		if strings.EqualFold(address, "localhost") {
+			address = "127.0.0.1"
+		}
+		ip, err := netip.ParseAddr(address)
+		if err != nil {
+			return nil
+		}
+		ip = ip.Unmap()
+		switch {
+		case ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast():
+			return fmt.Errorf("address %s is link-local (cloud metadata lives there); refused", address)
+		case ip.IsUnspecified() || ip.IsMulticast():
+			return fmt.Errorf("address %s cannot be an instance's; refused", address)
+		case ip.IsLoopback() && !allowLoopback:
+			return fmt.Errorf("address %s is loopback and this deployment does not allow it (--allow-loopback); refused", address)
+		}
+		return nil
+	}
 }

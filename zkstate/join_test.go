@@ -67,13 +67,19 @@ func TestJoin(t *testing.T) {
 			quarantined: map[string]string{"blue/b1": "malformed"},
 		},
 		{
+			desc:        "a node and registration that agree on a metadata address are still refused",
+			nodes:       []Announced{node(Blue, "m1", "m1", "169.254.169.254", 80)},
+			regs:        []registry.Instance{reg("m1", Blue, "169.254.169.254", 80, registry.StatusUp)},
+			quarantined: map[string]string{"blue/m1": "link-local"},
+		},
+		{
 			desc:    "a registration without a node is not a member: the controller only instructs what is announced",
 			regs:    []registry.Instance{b1},
 			members: nil,
 		},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			members, quarantined := Join(tc.nodes, tc.regs)
+			members, quarantined := Join(tc.nodes, tc.regs, AddressPolicy(true))
 			var ids []string
 			for _, m := range members {
 				ids = append(ids, m.ID)
@@ -90,5 +96,23 @@ func TestJoin(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestAddressPolicy(t *testing.T) {
+	for _, tc := range []struct {
+		addr     string
+		loopback bool
+		refused  bool
+	}{
+		{addr: "10.1.2.3"}, {addr: "hello-blue-1"}, {addr: "2001:db8::1"},
+		{addr: "127.0.0.1", loopback: true}, {addr: "localhost", loopback: true},
+		{addr: "127.0.0.1", refused: true}, {addr: "::1", refused: true}, {addr: "LOCALHOST", refused: true},
+		{addr: "169.254.169.254", loopback: true, refused: true}, {addr: "fe80::1", loopback: true, refused: true},
+		{addr: "0.0.0.0", loopback: true, refused: true}, {addr: "::ffff:169.254.169.254", loopback: true, refused: true},
+	} {
+		if err := AddressPolicy(tc.loopback)(tc.addr); (err != nil) != tc.refused {
+			t.Errorf("address %s (loopback allowed: %v): %v; want refused %v", tc.addr, tc.loopback, err, tc.refused)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package zkstate
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -20,13 +21,31 @@ type InstanceNode struct {
 func ParseInstanceNode(b []byte) (InstanceNode, error) {
 	var n InstanceNode
 	if err := json.Unmarshal(b, &n); err != nil {
-		return n, fmt.Errorf("zkstate: instance node is not JSON (%w): %s", err, Describe(b))
+		return n, fmt.Errorf("zkstate: instance node is not JSON (%w): %s", boundedError{err}, Describe(b))
 	}
 	if n.Service == "" || n.ID == "" || n.Address == "" || n.Port <= 0 || n.Port > 65535 {
 		return n, fmt.Errorf("zkstate: instance node lacks service, id, address or a valid port: %s", Describe(b))
 	}
 	return n, nil
 }
+
+// maxDetail bounds what a decoder's own error adds to a refusal: some
+// quote the offending value whole (a time, a number), and the value is the
+// node writer's to choose.
+const maxDetail = 48
+
+// boundedError is err with its message cut to maxDetail bytes.
+type boundedError struct{ err error }
+
+func (e boundedError) Error() string {
+	s := e.err.Error()
+	if len(s) <= maxDetail {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxDetail], "") + "..."
+}
+
+func (e boundedError) Unwrap() error { return e.err }
 
 // Candidate is what a controller publishes in its election node.
 type Candidate struct {

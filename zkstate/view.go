@@ -105,7 +105,7 @@ func ReadView(ctx context.Context, conn *zk.Conn, paths Paths, reg RegistryReade
 	if err != nil {
 		v.Errors = append(v.Errors, "read registry: "+err.Error())
 	}
-	members, quarantined := Join(nodes, snap.Instances)
+	members, quarantined := Join(nodes, snap.Instances, nil)
 	inView := map[string]bool{}
 	for _, m := range members {
 		inView[m.ID] = true

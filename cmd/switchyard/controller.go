@@ -34,5 +34,7 @@ func controllerCmd(c *common) *cobra.Command {
 	f.DurationVar(&cfg.HealthTimeout, "health-timeout", 5*time.Second, "how long an instance may take to pass its health check")
 	f.DurationVar(&cfg.GatewayTimeout, "gateway-timeout", 5*time.Second, "how long to wait for gateways to apply a change")
 	f.DurationVar(&cfg.Resync, "resync", 2*time.Second, "reconcile at least this often")
+	f.BoolVar(&cfg.AllowLoopback, "allow-loopback", false, "accept instances on loopback addresses (a single-host deployment)")
+	f.DurationVar(&cfg.PreservationHold, "preservation-hold", 30*time.Second, "when over half of the instance nodes vanish at once, hold every status this long for them to return")
 	return cmd
 }

@@ -75,7 +75,7 @@ func main() {
 	pf.StringVar(&c.zkRoot, "zk-root", env("SWITCHYARD_ZK_ROOT", "/"), "ZooKeeper root of this deployment (SWITCHYARD_ZK_ROOT)")
 	pf.StringVar(&c.zkAuth, "zk-auth", env("SWITCHYARD_ZK_AUTH", ""), "ZooKeeper digest user:password; locks switchyard's nodes to it (SWITCHYARD_ZK_AUTH)")
 	pf.StringVar(&c.logLevel, "log-level", env("SWITCHYARD_LOG_LEVEL", "info"), "debug, info, warn or error")
-	root.AddCommand(registryCmd(c), controllerCmd(c), gatewayCmd(c), statusCmd(c), switchCmd(c), rollbackCmd(c))
+	root.AddCommand(registryCmd(c), controllerCmd(c), gatewayCmd(c), statusCmd(c), switchCmd(c), rollbackCmd(c), tokenCmd(c))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := root.ExecuteContext(ctx)

@@ -108,6 +108,12 @@ type Options struct {
 	Env []string
 	// ZKAuth, when set, runs in digest mode: every process logs in with it.
 	ZKAuth string
+	// Ensemble, when above 1, runs ZooKeeper as an ensemble of that many
+	// servers instead of a standalone one.
+	Ensemble int
+	// InstanceZK, when set, maps the ZooKeeper connection string to the
+	// one instances use, so that a test can put proxies in between.
+	InstanceZK func(zkAddr string) (string, error)
 	// Fixed listen addresses; empty means a free loopback port.
 	GatewayAddr, RegistryAddr string
 	ControllerAddrs           []string
@@ -152,14 +158,19 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			c.Stop()
 		}
 	}()
-	if c.ZK, err = StartZooKeeper(ctx, filepath.Join(opts.Dir, "zookeeper"), 250*time.Millisecond); err != nil {
+	if opts.Ensemble > 1 {
+		c.ZK, err = StartEnsemble(ctx, filepath.Join(opts.Dir, "zookeeper"), opts.Ensemble, 250*time.Millisecond)
+	} else {
+		c.ZK, err = StartZooKeeper(ctx, filepath.Join(opts.Dir, "zookeeper"), 250*time.Millisecond)
+	}
+	if err != nil {
 		return nil, err
 	}
 	c.Paths, _ = zkstate.NewPaths("/")
 	if opts.ZKAuth != "" {
 		c.opts.Env = append(c.opts.Env, "SWITCHYARD_ZK_AUTH="+opts.ZKAuth)
 	}
-	conn, events, err := zk.Connect([]string{c.ZK.Addr}, 5*time.Second, zk.WithLogInfo(false), zk.WithLogger(quiet{}))
+	conn, events, err := zk.Connect(strings.Split(c.ZK.Addr, ","), 5*time.Second, zk.WithLogInfo(false), zk.WithLogger(quiet{}))
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +219,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	c.GatewayAdminURL = "http://" + admin
-	if c.Gateway, err = c.start("gateway", c.sy("gateway", "--listen", gaddr, "--admin", admin, "--route", "/=hello", "--id", "gateway-1")...); err != nil {
+	if c.Gateway, err = c.start("gateway", c.sy("gateway", "--listen", gaddr, "--admin", admin, "--route", "/=hello", "--id", "gateway-1",
+		// A gateway needs only the read token: it cannot change an instance.
+		"--token", registry.ReadToken(c.opts.Token))...); err != nil {
 		return nil, err
 	}
 	if err := waitHTTP(ctx, c.GatewayURL+"/", 10*time.Second, 0); err != nil {
@@ -283,17 +296,19 @@ func (c *Cluster) StartRegistry(ctx context.Context) error {
 	}
 }
 
-// StartController starts a controller with id, on addr or a free port.
-func (c *Cluster) StartController(ctx context.Context, id, addr string) (*Proc, error) {
+// StartController starts a controller with id, on addr or a free port;
+// extra flags come last and win (e.g. another --zk).
+func (c *Cluster) StartController(ctx context.Context, id, addr string, extra ...string) (*Proc, error) {
 	addr, err := addrOr(addr)
 	if err != nil {
 		return nil, err
 	}
-	args := c.sy("controller", "--id", id, "--listen", addr)
+	// Every instance of the harness lives on loopback.
+	args := c.sy("controller", "--id", id, "--listen", addr, "--allow-loopback")
 	if c.opts.Fast {
-		args = append(args, "--session-timeout", "2s", "--health-timeout", "2s", "--resync", "500ms")
+		args = append(args, "--session-timeout", "2s", "--health-timeout", "2s", "--resync", "500ms", "--preservation-hold", "10s")
 	}
-	p, err := c.start(id, args...)
+	p, err := c.start(id, append(args, extra...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -308,7 +323,16 @@ func (c *Cluster) StartInstance(ctx context.Context, color zkstate.Color, extra 
 	n := len(c.Instances) + 1
 	c.mu.Unlock()
 	name := fmt.Sprintf("hello-%s-%d", color, n)
-	args := []string{filepath.Join(c.opts.Bin, "hello"), "--color", string(color), "--id", name, "--zk", c.ZK.Addr, "--registry", c.RegistryURL,
+	zkAddr := c.ZK.Addr
+	if c.opts.InstanceZK != nil {
+		var err error
+		if zkAddr, err = c.opts.InstanceZK(zkAddr); err != nil {
+			return nil, err
+		}
+	}
+	// Each instance holds only its own token: it can act for itself alone.
+	args := []string{filepath.Join(c.opts.Bin, "hello"), "--color", string(color), "--id", name, "--zk", zkAddr, "--registry", c.RegistryURL,
+		"--token", registry.InstanceToken(c.opts.Token, name),
 		"--version", map[zkstate.Color]string{zkstate.Blue: "v1", zkstate.Green: "v2"}[color]}
 	if c.opts.Fast {
 		args = append(args, "--heartbeat", "300ms", "--zk-session-timeout", "2s", "--drain-timeout", "3s")
@@ -397,10 +421,20 @@ func GetColor(ctx context.Context, hc *http.Client, url string) (zkstate.Color, 
 	return color, err
 }
 
-// Flip writes /active_color with the real zkCli.sh, as CI does, and
-// returns the write's zxid and server time.
+// Flip writes /active_color with the real zkCli.sh, as CI does (logging
+// in first in digest mode), and returns the write's zxid and server time.
 func (c *Cluster) Flip(ctx context.Context, value string) (int64, time.Time, error) {
-	if _, err := ZkCli(ctx, c.ZK.Addr, "set", "/active_color", value); err != nil {
+	var err error
+	if c.opts.ZKAuth != "" {
+		var out string
+		out, err = ZkCliScript(ctx, c.ZK.Addr, "addauth digest "+c.opts.ZKAuth, "set /active_color "+value)
+		if err == nil && strings.Contains(out, "Insufficient permission") {
+			err = fmt.Errorf("zkCli.sh set /active_color: %s", out)
+		}
+	} else {
+		_, err = ZkCli(ctx, c.ZK.Addr, "set", "/active_color", value)
+	}
+	if err != nil {
 		return 0, time.Time{}, err
 	}
 	_, stat, err := c.zk.Get("/active_color")

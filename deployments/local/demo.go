@@ -36,10 +36,14 @@ func RunDemo(ctx context.Context, o DemoOptions, out io.Writer) error {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	tok := hex.EncodeToString(b)
+	// ZooKeeper is locked by default: only the switchyard identity may
+	// switch or announce instances.
+	_, _ = rand.Read(b)
+	zkAuth := "switchyard:" + hex.EncodeToString(b)
 
 	fmt.Fprintln(out, "switchyard demo: starting ZooKeeper, the registry, two controllers, the gateway and 2 blue + 2 green hello instances")
 	c, err := Start(ctx, Options{
-		Bin: o.Bin, Dir: dir, Token: tok, Controllers: 2, Blue: 2, Green: 2, Fast: true,
+		Bin: o.Bin, Dir: dir, Token: tok, ZKAuth: zkAuth, Controllers: 2, Blue: 2, Green: 2, Fast: true,
 		GatewayAddr: o.GatewayAddr, RegistryAddr: o.RegistryAddr, ControllerAddrs: o.ControllerAddrs,
 	})
 	if err != nil {
@@ -62,7 +66,7 @@ func RunDemo(ctx context.Context, o DemoOptions, out io.Writer) error {
 	var total, failed int
 	begin := time.Now()
 	for _, color := range []zkstate.Color{zkstate.Green, zkstate.Blue} {
-		fmt.Fprintf(out, "\n$ zkCli.sh -server %s set /active_color %s\n", c.ZK.Addr, color)
+		fmt.Fprintf(out, "\n$ printf 'addauth digest $SWITCHYARD_ZK_AUTH\\nset /active_color %s\\n' | zkCli.sh -server %s\n", color, c.ZK.Addr)
 		id, at, err := c.Flip(ctx, string(color))
 		if err != nil {
 			load.Stop()
@@ -100,11 +104,13 @@ func RunDemo(ctx context.Context, o DemoOptions, out io.Writer) error {
 	}
 	fmt.Fprintf(out, `
 the system keeps running; try it (Ctrl-C stops everything and removes %s):
-  export SWITCHYARD_ZK=%s SWITCHYARD_REGISTRY=%s SWITCHYARD_TOKEN=%s
+  export SWITCHYARD_ZK=%s SWITCHYARD_REGISTRY=%s SWITCHYARD_TOKEN=%s SWITCHYARD_ZK_AUTH=%s
   %s status
   %s switch green --wait
   curl -si %s/
-`, dir, c.ZK.Addr, c.RegistryURL, tok, filepath.Join(o.Bin, "switchyard"), filepath.Join(o.Bin, "switchyard"), c.GatewayURL)
+ZooKeeper is locked to the switchyard identity: a zkCli.sh write needs
+"addauth digest $SWITCHYARD_ZK_AUTH" first in the same session.
+`, dir, c.ZK.Addr, c.RegistryURL, tok, zkAuth, filepath.Join(o.Bin, "switchyard"), filepath.Join(o.Bin, "switchyard"), c.GatewayURL)
 	<-ctx.Done()
 	return nil
 }

@@ -23,7 +23,7 @@ import (
 // that duplicates a live blue id under /green once made a switch to green
 // report done with zero instances UP.
 func TestPlantedNodesNeitherLeakTheTokenNorCountTowardTheGuard(t *testing.T) {
-	c, _ := startCluster(t, builtin(), 2, 2)
+	c := startEnsembleCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -67,6 +67,7 @@ func TestPlantedNodesNeitherLeakTheTokenNorCountTowardTheGuard(t *testing.T) {
 	}
 
 	load := StartLoad(ctx, c.GatewayURL+"/", 4, 2*time.Millisecond)
+	since := time.Now()
 	out, err := c.CLI(ctx, "switch", "green", "--wait", "--timeout", "60s")
 	if err == nil || !strings.Contains(out, "refused") {
 		t.Errorf("a switch to an unhealthy green was not refused with planted nodes present: %v\n%s", err, out)
@@ -99,7 +100,8 @@ func TestPlantedNodesNeitherLeakTheTokenNorCountTowardTheGuard(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertStatuses(t, ctx, c, zkstate.Green)
-	assertServed(t, load.Stop(), "with planted nodes in ZooKeeper")
+	results := load.Stop()
+	assertServed(t, results, "with planted nodes in ZooKeeper")
 	if n := trapped.Load(); n > 0 || sawToken.Load() {
 		t.Errorf("the planted address received %d requests (token seen: %v)", n, sawToken.Load())
 	}
@@ -107,6 +109,8 @@ func TestPlantedNodesNeitherLeakTheTokenNorCountTowardTheGuard(t *testing.T) {
 		r, err := c.Record()
 		return err == nil && r.Phase == zkstate.PhaseDone && len(r.Quarantined) == 0
 	})
+	report(t, "planted and duplicate instance nodes (a live id under the other color, an unregistered id) with green unhealthy", results, time.Since(since),
+		"the switch to unhealthy green is refused; the planted address gets no request and no token; quarantined nodes shown in status and the record; once cleaned and healthy the switch goes ahead")
 }
 
 func splitHostPort(t *testing.T, hostport string) (string, int) {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -23,13 +24,21 @@ import (
 
 const zkHome = "/usr/share/zookeeper"
 
-// ZooKeeper is a standalone ZooKeeper server started from the distribution's
-// package, private to its directory.
+// ZooKeeper is a ZooKeeper started from the distribution's package,
+// private to its directory: one standalone server, or an ensemble whose
+// Members are servers of their own.
 type ZooKeeper struct {
-	Addr string // 127.0.0.1:port
-	dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
+	// Addr is the connection string: the server's client address, or every
+	// member's, comma-separated.
+	Addr string
+	// Members are an ensemble's servers; empty for a standalone server.
+	Members []*ZooKeeper
+	ID      int // an ensemble member's myid
+
+	dir, cfgPath string
+	mu           sync.Mutex
+	cmd          *exec.Cmd
+	done         chan struct{}
 }
 
 // RepoRoot finds the switchyard checkout from the working directory.
@@ -94,8 +103,9 @@ func FreePort() (int, error) {
 	return 0, errors.New("local: no fresh loopback port after 100 tries")
 }
 
-// StartZooKeeper runs a ZooKeeper in dir on a free loopback port and waits
-// until it serves. tickTime sets the session timeout range to 2 to 20 ticks.
+// StartZooKeeper runs a standalone ZooKeeper in dir on a free loopback
+// port and waits until it serves. tick sets the session timeout range to 2
+// to 20 ticks.
 func StartZooKeeper(ctx context.Context, dir string, tick time.Duration) (*ZooKeeper, error) {
 	if err := EnsureZooKeeper(ctx); err != nil {
 		return nil, err
@@ -104,12 +114,73 @@ func StartZooKeeper(ctx context.Context, dir string, tick time.Duration) (*ZooKe
 	if err != nil {
 		return nil, err
 	}
+	z := &ZooKeeper{Addr: fmt.Sprintf("127.0.0.1:%d", port), dir: dir}
+	if err := z.configure(tick, port, ""); err != nil {
+		return nil, err
+	}
+	if err := z.Start(ctx); err != nil {
+		return nil, err
+	}
+	return z, nil
+}
+
+// StartEnsemble runs n ZooKeeper servers as one ensemble on loopback, each
+// with its own config, data and ports under dir, and waits until every one
+// serves.
+func StartEnsemble(ctx context.Context, dir string, n int, tick time.Duration) (*ZooKeeper, error) {
+	if err := EnsureZooKeeper(ctx); err != nil {
+		return nil, err
+	}
+	e := &ZooKeeper{}
+	var servers, addrs []string
+	ports := make([]int, n)
+	for i := range n {
+		var peer, election int
+		var err error
+		for _, p := range []*int{&ports[i], &peer, &election} {
+			if *p, err = FreePort(); err != nil {
+				return nil, err
+			}
+		}
+		servers = append(servers, fmt.Sprintf("server.%d=127.0.0.1:%d:%d", i+1, peer, election))
+		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", ports[i]))
+	}
+	for i := range n {
+		m := &ZooKeeper{Addr: addrs[i], ID: i + 1, dir: filepath.Join(dir, fmt.Sprintf("zk%d", i+1))}
+		if err := m.configure(tick, ports[i], "initLimit=10\nsyncLimit=5\n"+strings.Join(servers, "\n")+"\n"); err != nil {
+			return nil, err
+		}
+		e.Members = append(e.Members, m)
+	}
+	e.Addr = strings.Join(addrs, ",")
+	for _, m := range e.Members {
+		if err := m.launch(); err != nil {
+			e.Stop()
+			return nil, err
+		}
+	}
+	for _, m := range e.Members {
+		if err := m.waitServing(ctx); err != nil {
+			e.Stop()
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// configure writes the server's config (and myid for a member).
+func (z *ZooKeeper) configure(tick time.Duration, port int, ensemble string) error {
 	if tick <= 0 {
 		tick = 500 * time.Millisecond
 	}
-	data := filepath.Join(dir, "data")
+	data := filepath.Join(z.dir, "data")
 	if err := os.MkdirAll(data, 0o755); err != nil {
-		return nil, err
+		return err
+	}
+	if z.ID > 0 {
+		if err := os.WriteFile(filepath.Join(data, "myid"), []byte(fmt.Sprint(z.ID)), 0o644); err != nil {
+			return err
+		}
 	}
 	cfg := fmt.Sprintf(`tickTime=%d
 dataDir=%s
@@ -118,64 +189,140 @@ clientPortAddress=127.0.0.1
 maxClientCnxns=0
 admin.enableServer=false
 4lw.commands.whitelist=ruok,srvr,mntr
-`, tick.Milliseconds(), data, port)
-	cfgPath := filepath.Join(dir, "zoo.cfg")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		return nil, err
+%s`, tick.Milliseconds(), data, port, ensemble)
+	z.cfgPath = filepath.Join(z.dir, "zoo.cfg")
+	return os.WriteFile(z.cfgPath, []byte(cfg), 0o644)
+}
+
+// Start starts the server (again, with the same config and data) and waits
+// until it serves. An ensemble member serves only once a quorum is up.
+func (z *ZooKeeper) Start(ctx context.Context) error {
+	if err := z.launch(); err != nil {
+		return err
 	}
-	logf, err := os.Create(filepath.Join(dir, "zookeeper.log"))
+	if err := z.waitServing(ctx); err != nil {
+		z.Stop()
+		return err
+	}
+	return nil
+}
+
+func (z *ZooKeeper) launch() error {
+	logf, err := os.OpenFile(filepath.Join(z.dir, "zookeeper.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer logf.Close()
+	main := "org.apache.zookeeper.server.ZooKeeperServerMain"
+	if z.ID > 0 {
+		main = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
+	}
 	cmd := exec.Command("java", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-		"-Dzookeeper.log.dir="+dir, "-Dzookeeper.admin.enableServer=false",
-		"-cp", dir+":"+"/etc/zookeeper/conf:/usr/share/java/zookeeper.jar",
-		"org.apache.zookeeper.server.ZooKeeperServerMain", cfgPath)
+		"-Dzookeeper.log.dir="+z.dir, "-Dzookeeper.admin.enableServer=false",
+		"-cp", z.dir+":"+"/etc/zookeeper/conf:/usr/share/java/zookeeper.jar", main, z.cfgPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start zookeeper: %w", err)
+		return fmt.Errorf("start zookeeper: %w", err)
 	}
-	z := &ZooKeeper{Addr: fmt.Sprintf("127.0.0.1:%d", port), dir: dir, cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(z.done) }()
-	err = retry.Until(ctx, 60*time.Second, func() (bool, error) {
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	z.mu.Lock()
+	z.cmd, z.done = cmd, done
+	z.mu.Unlock()
+	return nil
+}
+
+func (z *ZooKeeper) waitServing(ctx context.Context) error {
+	z.mu.Lock()
+	done := z.done
+	z.mu.Unlock()
+	err := retry.Until(ctx, 90*time.Second, func() (bool, error) {
 		select {
-		case <-z.done:
-			b, _ := os.ReadFile(logf.Name())
+		case <-done:
+			b, _ := os.ReadFile(filepath.Join(z.dir, "zookeeper.log"))
 			return true, fmt.Errorf("zookeeper exited at start: %s", tail(b, 2000))
 		default:
 		}
-		return ruok(z.Addr), nil
+		return z.Mode() != "", nil
 	})
 	if err != nil {
-		z.Stop()
-		return nil, fmt.Errorf("zookeeper did not answer ruok: %w", err)
+		return fmt.Errorf("zookeeper %s does not serve: %w", z.Addr, err)
 	}
-	return z, nil
+	return nil
 }
 
-func ruok(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+// Mode is what the server's srvr command says it is: standalone, leader
+// or follower; "" while it does not serve (no quorum) or does not answer.
+func (z *ZooKeeper) Mode() string {
+	c, err := net.DialTimeout("tcp", z.Addr, time.Second)
 	if err != nil {
-		return false
+		return ""
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("ruok")); err != nil {
-		return false
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("srvr")); err != nil {
+		return ""
 	}
-	buf := make([]byte, 4)
-	n, _ := c.Read(buf)
-	return string(buf[:n]) == "imok"
+	b, _ := io.ReadAll(c)
+	for _, line := range strings.Split(string(b), "\n") {
+		if mode, ok := strings.CutPrefix(line, "Mode: "); ok {
+			return strings.TrimSpace(mode)
+		}
+	}
+	return ""
 }
 
-// Stop ends the server and waits for it.
-func (z *ZooKeeper) Stop() {
-	if z.cmd.Process != nil {
-		_ = z.cmd.Process.Kill()
+// Leader is the ensemble member that leads now, or nil.
+func (z *ZooKeeper) Leader() *ZooKeeper {
+	for _, m := range z.Members {
+		if m.Mode() == "leader" {
+			return m
+		}
 	}
-	<-z.done
+	return nil
+}
+
+// Alive reports whether the server's process runs.
+func (z *ZooKeeper) Alive() bool {
+	z.mu.Lock()
+	done := z.done
+	z.mu.Unlock()
+	if done == nil {
+		return false
+	}
+	select {
+	case <-done:
+		return false
+	default:
+		return true
+	}
+}
+
+// PID is the server's process id, 0 when it does not run.
+func (z *ZooKeeper) PID() int {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if z.cmd == nil || z.cmd.Process == nil {
+		return 0
+	}
+	return z.cmd.Process.Pid
+}
+
+// Stop kills the server, or every member of an ensemble, and waits.
+// Stopping twice is harmless; Start brings a server back.
+func (z *ZooKeeper) Stop() {
+	for _, m := range z.Members {
+		m.Stop()
+	}
+	z.mu.Lock()
+	cmd, done := z.cmd, z.done
+	z.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-done
 }
 
 // ZkCli runs the real zkCli.sh against addr, as CI would, and returns its

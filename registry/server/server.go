@@ -53,7 +53,7 @@ type Server struct {
 
 // New builds a server around a fresh Store.
 func New(cfg Config) (*Server, error) {
-	if cfg.Token == "" {
+	if len(registry.Keys(cfg.Token)) == 0 {
 		return nil, errors.New("registry: a token is required (SWITCHYARD_TOKEN or --token)")
 	}
 	if cfg.LeaseTTL <= 0 {
@@ -68,7 +68,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxWaitersPerClient <= 0 {
 		cfg.MaxWaitersPerClient = 512
 	}
-	s := &Server{cfg: cfg, readToken: registry.ReadToken(cfg.Token), store: NewStore(cfg.LeaseTTL, cfg.Warmup, nil),
+	s := &Server{cfg: cfg, readToken: registry.ReadTokens(cfg.Token), store: NewStore(cfg.LeaseTTL, cfg.Warmup, nil),
 		waiters: newWaiters(cfg.MaxWaiters, cfg.MaxWaitersPerClient)}
 	metrics, evictions := newServerMetrics(s.store, s.waiters)
 	s.evictions = evictions
@@ -77,13 +77,15 @@ func New(cfg Config) (*Server, error) {
 	e.HTTPErrorHandler = jsonError
 	e.Use(middleware.BodyLimit("64K"))
 	v1 := e.Group("/v1")
-	write := v1.Group("", s.auth(cfg.Token))
-	write.PUT("/instances/:id", s.register)
-	write.PUT("/instances/:id/heartbeat", s.heartbeat)
-	write.PUT("/instances/:id/status", s.setStatus)
-	write.DELETE("/instances/:id", s.deregister)
-	read := v1.Group("", s.auth(cfg.Token, s.readToken))
-	read.PUT("/gateways/:id", s.reportGateway)
+	// An instance's routes take the shared token or that instance's own.
+	own := v1.Group("", s.authInstance)
+	own.PUT("/instances/:id", s.register)
+	own.PUT("/instances/:id/heartbeat", s.heartbeat)
+	own.PUT("/instances/:id/status", s.setStatus)
+	own.DELETE("/instances/:id", s.deregister)
+	// Gateways report with the read token; instances may read too.
+	v1.PUT("/gateways/:id", s.reportGateway, s.auth(cfg.Token, s.readToken))
+	read := v1.Group("", s.auth(cfg.Token, s.readToken, instanceTokens))
 	read.GET("/instances", s.list)
 	read.GET("/gateways", s.listGateways)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(metrics, promhttp.HandlerOpts{})))
@@ -148,12 +150,31 @@ func (s *Server) expireLoop(ctx context.Context) {
 	}
 }
 
+// authInstance lets through requests for instance :id that carry the
+// shared token or that instance's token.
+func (s *Server) authInstance(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		if id, ok := registry.InstanceOf(r, s.cfg.Token); registry.TokenOK(r, s.cfg.Token) || ok && id == c.Param("id") {
+			return next(c)
+		}
+		return echo.NewHTTPError(http.StatusUnauthorized, "missing or wrong token for instance "+strconv.Quote(c.Param("id")))
+	}
+}
+
+// instanceTokens stands, in auth's list, for any valid instance token.
+const instanceTokens = "\x00any instance token"
+
 // auth lets through requests that carry one of tokens.
 func (s *Server) auth(tokens ...string) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			for _, t := range tokens {
-				if registry.TokenOK(c.Request(), t) {
+				if t == instanceTokens {
+					if _, ok := registry.InstanceOf(c.Request(), s.cfg.Token); ok {
+						return next(c)
+					}
+				} else if registry.TokenOK(c.Request(), t) {
 					return next(c)
 				}
 			}
@@ -274,14 +295,21 @@ func (s *Server) list(c echo.Context) error {
 const IndexHeader = "X-Switchyard-Index"
 
 // decode reads exactly one JSON value with known fields: trailing data
-// after it is refused, not ignored.
+// after it is refused, not ignored. A body over the limit is answered 413
+// whether it announced its length or was sent in chunks.
 func decode(c echo.Context, v any) error {
 	dec := json.NewDecoder(c.Request().Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, echo.ErrStatusRequestEntityTooLarge) {
+			return err
+		}
 		return echo.NewHTTPError(http.StatusBadRequest, "malformed JSON body: "+err.Error())
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		if errors.Is(err, echo.ErrStatusRequestEntityTooLarge) {
+			return err
+		}
 		return echo.NewHTTPError(http.StatusBadRequest, "malformed JSON body: trailing data after the JSON value")
 	}
 	return nil

@@ -205,3 +205,70 @@ func TestMetricsShowInstancesByStatus(t *testing.T) {
 		}
 	}
 }
+
+func TestKeyRotationWithoutDowntime(t *testing.T) {
+	ctx := context.Background()
+	inst := registry.Instance{ID: "a", Service: "hello", Color: "blue", Address: "127.0.0.1", Port: 9, Status: registry.StatusOutOfService}
+	// Step 1: the registry accepts both keys; an instance still on the old
+	// key and one already on "new,old" both work, and so do both read tokens.
+	during := serve(t, "new-key-0123456789,old-key-0123456789")
+	for _, token := range []string{"old-key-0123456789", "new-key-0123456789,old-key-0123456789"} {
+		if err := registry.NewClient(during, token).Register(ctx, inst); err != nil {
+			t.Errorf("with %q during the rotation: %v", token, err)
+		}
+		if _, err := registry.NewClient(during, registry.ReadToken(token)).Instances(ctx, "", 0, 0); err != nil {
+			t.Errorf("read token of %q during the rotation: %v", token, err)
+		}
+	}
+	// Step 2: the registry keeps only the new key; a client holding
+	// "new,old" sends the new one, and the old key alone is refused.
+	after := serve(t, "new-key-0123456789")
+	if err := registry.NewClient(after, "new-key-0123456789,old-key-0123456789").Register(ctx, inst); err != nil {
+		t.Errorf("a client on new,old after the rotation: %v", err)
+	}
+	if err := registry.NewClient(after, "old-key-0123456789").Register(ctx, inst); !errors.Is(err, registry.ErrUnauthorized) {
+		t.Errorf("the retired key: %v, want ErrUnauthorized", err)
+	}
+}
+
+func TestAnInstanceTokenActsForItsOwnInstanceOnly(t *testing.T) {
+	url := serve(t, "secret")
+	ctx := context.Background()
+	admin := registry.NewClient(url, "secret")
+	other := registry.Instance{ID: "b", Service: "hello", Color: "blue", Address: "127.0.0.1", Port: 10, Status: registry.StatusUp}
+	if err := admin.Register(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	a := registry.NewClient(url, registry.InstanceToken("secret", "a"))
+	if err := a.Register(ctx, registry.Instance{ID: "a", Service: "hello", Color: "green", Address: "127.0.0.1", Port: 9, Status: registry.StatusOutOfService}); err != nil {
+		t.Fatalf("instance a registering itself: %v", err)
+	}
+	if _, err := a.SetStatus(ctx, "a", registry.StatusUp); err != nil {
+		t.Fatalf("instance a setting its own status: %v", err)
+	}
+	if _, err := a.SetStatus(ctx, "b", registry.StatusOutOfService); !errors.Is(err, registry.ErrUnauthorized) {
+		t.Errorf("instance a setting b's status: %v, want ErrUnauthorized", err)
+	}
+	if err := a.Deregister(ctx, "b"); !errors.Is(err, registry.ErrUnauthorized) {
+		t.Errorf("instance a deregistering b: %v, want ErrUnauthorized", err)
+	}
+	if err := a.ReportGateway(ctx, registry.GatewayReport{ID: "g", Applied: map[string]uint64{"hello": 1 << 62}}); !errors.Is(err, registry.ErrUnauthorized) {
+		t.Errorf("instance a faking a gateway report: %v, want ErrUnauthorized", err)
+	}
+	if _, err := a.Gateways(ctx); err != nil {
+		t.Errorf("instance a reading the gateways (its drain needs it): %v", err)
+	}
+	forged := registry.NewClient(url, "instance.b.0000000000000000000000000000000000000000000000000000000000000000")
+	if _, err := forged.SetStatus(ctx, "b", registry.StatusOutOfService); !errors.Is(err, registry.ErrUnauthorized) {
+		t.Errorf("a forged instance token: %v, want ErrUnauthorized", err)
+	}
+	snap, err := admin.Instances(ctx, "hello", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range snap.Instances {
+		if in.ID == "b" && in.Status != registry.StatusUp {
+			t.Errorf("b is %s after refused writes", in.Status)
+		}
+	}
+}

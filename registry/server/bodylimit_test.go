@@ -1,0 +1,172 @@
+package server_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard/switchyard/internal/testutil"
+	"github.com/switchyard/switchyard/registry"
+	"github.com/switchyard/switchyard/registry/server"
+)
+
+// hugeBody is 50 MB of a JSON string that never ends, made on demand; it
+// counts what the client was asked for.
+type hugeBody struct {
+	left int64
+	read atomic.Int64
+}
+
+const fiftyMB = 50 << 20
+
+func newHugeBody() *hugeBody { return &hugeBody{left: fiftyMB} }
+
+func (b *hugeBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, io.EOF
+	}
+	p = p[:min(int64(len(p)), b.left)]
+	for i := range p {
+		p[i] = 'a'
+	}
+	if b.left == fiftyMB && len(p) >= 7 {
+		copy(p, `{"id":"`)
+	}
+	b.left -= int64(len(p))
+	b.read.Add(int64(len(p)))
+	return len(p), nil
+}
+
+// countingListener counts the bytes the server read from its connections
+// and how many of them it has closed.
+type countingListener struct {
+	net.Listener
+	read             atomic.Int64
+	mu               sync.Mutex
+	accepted, closed int
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.accepted++
+	l.mu.Unlock()
+	return &countingConn{Conn: c, l: l}, nil
+}
+
+// open is how many accepted connections the server has not closed yet.
+func (l *countingListener) open() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.accepted - l.closed
+}
+
+type countingConn struct {
+	net.Conn
+	l    *countingListener
+	once sync.Once
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.l.read.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		c.l.closed++
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// maxServerRead is what the server may read of a refused body: the 64 KiB
+// limit, the 256 KiB net/http drains before it gives up on a connection,
+// and buffers.
+const maxServerRead = 512 << 10
+
+func TestA50MBBodyIsRefusedWithoutBeingRead(t *testing.T) {
+	log := logrus.New()
+	log.Out = io.Discard
+	srv, err := server.New(server.Config{Token: "secret", LeaseTTL: time.Minute, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &countingListener{Listener: ln}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.ServeListener(ctx, cl); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	base := "http://" + ln.Addr().String()
+
+	for _, tc := range []struct {
+		desc, method, path, token string
+		chunked                   bool
+		want                      []int // answers that refuse it; a closed connection does too
+	}{
+		{desc: "a registration with its length announced", method: "PUT", path: "/v1/instances/a", token: "secret", want: []int{413}},
+		{desc: "a registration sent in chunks", method: "PUT", path: "/v1/instances/a", token: "secret", chunked: true, want: []int{413}},
+		{desc: "a status change sent in chunks", method: "PUT", path: "/v1/instances/a/status", token: "secret", chunked: true, want: []int{413}},
+		{desc: "a gateway report sent in chunks", method: "PUT", path: "/v1/gateways/g", token: registry.ReadToken("secret"), chunked: true, want: []int{413}},
+		{desc: "a heartbeat, which reads no body, sent in chunks", method: "PUT", path: "/v1/instances/a/heartbeat", token: "secret", chunked: true, want: []int{404, 413}},
+		{desc: "a registration without a token sent in chunks", method: "PUT", path: "/v1/instances/a", chunked: true, want: []int{401, 413}},
+		{desc: "a read with a body", method: "GET", path: "/v1/instances", token: "secret", chunked: true, want: []int{200, 413}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			body := newHugeBody()
+			req, err := http.NewRequest(tc.method, base+tc.path, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.ContentLength = fiftyMB
+			if tc.chunked {
+				req.ContentLength = -1
+			}
+			if tc.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.token)
+			}
+			start := cl.read.Load()
+			client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Minute}
+			defer client.CloseIdleConnections()
+			resp, err := client.Do(req)
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				ok := false
+				for _, code := range tc.want {
+					ok = ok || resp.StatusCode == code
+				}
+				if !ok {
+					t.Errorf("answered %d, want one of %v or a closed connection", resp.StatusCode, tc.want)
+				}
+			} else {
+				t.Logf("the server closed the connection: %v", err)
+			}
+			testutil.Eventually(t, 10*time.Second, "the server to close the connection", func() bool { return cl.open() == 0 })
+			n := cl.read.Load() - start
+			t.Logf("the server read %d bytes; the client produced %d", n, body.read.Load())
+			if n > maxServerRead {
+				t.Errorf("the server read %d bytes of a 50 MB body before refusing it; want at most %d", n, maxServerRead)
+			}
+			if n := body.read.Load(); n >= fiftyMB {
+				t.Errorf("the client sent all %d bytes: nothing stopped it", n)
+			}
+		})
+	}
+}
