@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -65,7 +66,12 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) (ht
 		var e struct {
 			Error string `json:"error"`
 		}
-		_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e)
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
+			// Not the registry's own answer (a proxy's page, say): show it.
+			e.Error = strings.TrimSpace(string(raw[:min(len(raw), 200)]))
+		}
+		e.Error = strings.TrimPrefix(e.Error, "registry: invalid request: ")
 		switch resp.StatusCode {
 		case http.StatusNotFound:
 			return nil, fmt.Errorf("%w: %s", ErrNotFound, e.Error)

@@ -22,7 +22,7 @@ import (
 // nor count toward the never-zero-UP guard: with green unhealthy, a node
 // that duplicates a live blue id under /green once made a switch to green
 // report done with zero instances UP.
-func TestPlantedNodesNeitherLeakTheTokenNorCountTowardTheGuard(t *testing.T) {
+func TestChaosPlantedNodesNeitherLeakTheTokenNorCountTowardTheGuard(t *testing.T) {
 	c := startEnsembleCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
