@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs what switchyard's demo and tests need and a fresh Debian machine
 # lacks: ZooKeeper from the distribution, Consul built from its Go module,
-# and the Go modules. Safe to run again: each step is skipped when done.
+# Spin and gcc for the switch model check, and the Go modules. Safe to run
+# again: each step is skipped when done.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 what="${1:-all}"
 
 bash "$here/zookeeper.sh"
 if [ "$what" = all ]; then
+  # Spin and gcc for the switch protocol's model check (controller/model).
+  bash "$here/spin.sh"
   # nginx for deployments/bench's config test; its service is left stopped.
   bash "$here/nginx.sh"
   bash "$here/consul.sh" >/dev/null
