@@ -407,16 +407,12 @@ func (i *Instance) instruction(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusForbidden, map[string]string{"error": fmt.Sprintf("instruction is for instance %q, this is %q", claims.Subject, i.cfg.ID)})
 		return
 	}
-	for {
-		seen := i.epoch.Load()
-		if claims.Epoch < seen {
-			i.log.WithFields(logrus.Fields{"epoch": claims.Epoch, "newest": seen}).Warn("refused an instruction from an older leader")
-			writeJSON(w, http.StatusConflict, map[string]string{"error": fmt.Sprintf("leader epoch %d is older than %d", claims.Epoch, seen)})
-			return
-		}
-		if i.epoch.CompareAndSwap(seen, claims.Epoch) {
-			break
-		}
+	// An authentic instruction proves its leader exists, whatever its body:
+	// from now on, older leaders are refused.
+	if err := i.fence(claims.Epoch); err != nil {
+		i.log.WithError(err).Warn("refused an instruction from an older leader")
+		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+		return
 	}
 	var in struct {
 		Status registry.Status `json:"status"`
@@ -433,7 +429,13 @@ func (i *Instance) instruction(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusConflict, map[string]string{"error": "instance is shutting down"})
 		return
 	}
-	idx, err := i.SetStatus(r.Context(), in.Status)
+	idx, err := i.applyInstruction(r.Context(), in.Status, claims.Epoch)
+	var stale *staleEpochError
+	if errors.As(err, &stale) {
+		i.log.WithFields(logrus.Fields{"epoch": claims.Epoch, "newest": stale.newest}).Warn("refused an instruction from an older leader")
+		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+		return
+	}
 	if err != nil {
 		i.log.WithError(err).Warn("instruction not applied; the controller will retry")
 		writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})
@@ -441,6 +443,42 @@ func (i *Instance) instruction(w http.ResponseWriter, r *http.Request) {
 	}
 	i.log.WithFields(logrus.Fields{"status": in.Status, "index": idx, "epoch": claims.Epoch}).Info("status applied on the controller's instruction")
 	writeJSON(w, http.StatusOK, map[string]any{"status": in.Status, "index": idx})
+}
+
+// staleEpochError refuses an instruction from a leader older than one
+// already heard from.
+type staleEpochError struct{ epoch, newest int64 }
+
+func (e *staleEpochError) Error() string {
+	return fmt.Sprintf("leader epoch %d is older than %d", e.epoch, e.newest)
+}
+
+// fence records epoch as heard from, or refuses it when a newer leader was.
+func (i *Instance) fence(epoch int64) error {
+	i.regMu.Lock()
+	defer i.regMu.Unlock()
+	return i.fenceLocked(epoch)
+}
+
+func (i *Instance) fenceLocked(epoch int64) error {
+	if newest := i.epoch.Load(); epoch < newest {
+		return &staleEpochError{epoch: epoch, newest: newest}
+	}
+	i.epoch.Store(epoch)
+	return nil
+}
+
+// applyInstruction applies a leader's instruction unless a newer leader was
+// heard from meanwhile. The check and the registry write happen under one
+// lock, so an older leader's instruction can never land after a newer one's.
+func (i *Instance) applyInstruction(ctx context.Context, st registry.Status, epoch int64) (uint64, error) {
+	i.regMu.Lock()
+	defer i.regMu.Unlock()
+	if err := i.fenceLocked(epoch); err != nil {
+		return 0, err
+	}
+	i.desired.Store(st)
+	return i.apply(ctx, st)
 }
 
 // decodeStrict decodes exactly one JSON value with known fields into v.

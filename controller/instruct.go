@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/go-zookeeper/zk"
 	"github.com/sirupsen/logrus"
 
 	"github.com/switchyard/switchyard/internal/retry"
@@ -51,7 +52,7 @@ func (c *Controller) instruct(ctx context.Context, target zkstate.Color, m Membe
 		if ctx.Err() != nil {
 			return 0, attempt, ctx.Err()
 		}
-		if ok, _, zerr := c.conn.Exists(c.paths.Instance(m.Color, m.ID)); zerr == nil && !ok {
+		if c.left(m) {
 			return 0, attempt, errGone
 		}
 		if !deadline.IsZero() && time.Now().After(deadline) {
@@ -64,6 +65,20 @@ func (c *Controller) instruct(ctx context.Context, target zkstate.Color, m Membe
 			return 0, attempt, err
 		}
 	}
+}
+
+// left reports whether m's node is gone, or was made again for an
+// instance at another address: either way the instance instructed left.
+func (c *Controller) left(m Member) bool {
+	b, _, err := c.conn.Get(c.paths.Instance(m.Color, m.ID))
+	if errors.Is(err, zk.ErrNoNode) {
+		return true
+	}
+	if err != nil {
+		return false // cannot tell; keep trying
+	}
+	n, perr := zkstate.ParseInstanceNode(b)
+	return perr == nil && (n.Address != m.Address || n.Port != m.Port)
 }
 
 // sendInstruction makes one PUT /_switchyard/status to the instance. The

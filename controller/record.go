@@ -153,7 +153,7 @@ func (c *Controller) appendHistory(rec zkstate.Switch) {
 // startRecord opens the record of a switch to target answering write id.
 // It resumes prev when prev is the same switch still in progress, and
 // files prev as failed when a new target supersedes it.
-func (c *Controller) startRecord(target zkstate.Color, id int64, prev *zkstate.Switch, quarantined []zkstate.Quarantined) zkstate.Switch {
+func (c *Controller) startRecord(ctx context.Context, target zkstate.Color, id int64, prev *zkstate.Switch, quarantined []zkstate.Quarantined) zkstate.Switch {
 	now := time.Now().UTC()
 	rec := zkstate.Switch{ID: id, Target: target, Goal: target, Phase: zkstate.PhaseSwitching, Leader: c.cfg.ID, StartedAt: now,
 		Steps: []zkstate.Step{}, Quarantined: quarantined}
@@ -173,7 +173,9 @@ func (c *Controller) startRecord(target zkstate.Color, id int64, prev *zkstate.S
 	if rec.From == target {
 		rec.From = ""
 	}
-	c.writeRecord(rec)
+	// Flushed, not only queued: a next leader must find this switch before
+	// any instruction of it can have landed, or it could undo it.
+	c.rec.Flush(ctx, c.writeRecord(rec))
 	return rec
 }
 
@@ -198,6 +200,10 @@ func (c *Controller) refuseValue(ctx context.Context, raw []byte, id int64, prev
 	}
 	if prev != nil {
 		rec.Active, rec.Goal = prev.Active, prev.GoalColor()
+	}
+	// A valid value the watch read but no pass acted on is the newest goal.
+	if asked := c.asked.Load(); asked != nil {
+		rec.Goal = *asked
 	}
 	c.log.WithFields(logrus.Fields{"value": zkstate.Describe(raw), "serving": rec.Active, "goal": rec.Goal}).
 		Warn("refused /active_color: not blue or green; keeping the current routing")

@@ -21,7 +21,7 @@ import (
 func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int64, prev *zkstate.Switch, members []Member, quarantined []zkstate.Quarantined) error {
 	log := c.log.WithFields(logrus.Fields{"target": target, "switch": id})
 	log.Info("switch started")
-	rec := c.startRecord(target, id, prev, quarantined)
+	rec := c.startRecord(ctx, target, id, prev, quarantined)
 
 	healthy := c.healthyTargets(ctx, target, members, true)
 	if err := c.checkTarget(ctx, target); err != nil {
@@ -48,7 +48,7 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 			target, strings.Join(svcs, ", "), target.Other()))
 		return nil
 	}
-	if err := c.takeOut(ctx, log, &rec, outs, targetUp, indexes); err != nil {
+	if err := c.takeOut(ctx, log, &rec, members, outs, targetUp, indexes); err != nil {
 		return ignorePreempted(err)
 	}
 	if note := c.waitGateways(ctx, indexes); note != "" {
@@ -98,12 +98,44 @@ func (c *Controller) bringUp(ctx context.Context, log logrus.FieldLogger, rec *z
 	return nil
 }
 
+// recountUp reads service's registry view and counts the members of color
+// it has UP. When the view cannot be read it answers 0, so that nothing is
+// taken out on a count it cannot confirm.
+func (c *Controller) recountUp(ctx context.Context, service string, color zkstate.Color, members []Member, had int) int {
+	snap, err := c.cfg.Registry.Instances(ctx, service, 0, 0)
+	if err != nil {
+		c.log.WithError(err).WithField("service", service).Warn("could not recount the UP instances before taking one out; keeping every instance UP this step")
+		return 0
+	}
+	up := map[string]bool{}
+	for _, in := range snap.Instances {
+		up[in.ID] = in.Status == registry.StatusUp
+	}
+	n := 0
+	for _, m := range members {
+		if m.Service == service && m.Color == color && up[m.ID] {
+			n++
+		}
+	}
+	if n < had {
+		c.log.WithFields(logrus.Fields{"service": service, "counted": had, "now": n}).Warn("target instances left UP since they were brought up; recounted")
+	}
+	return n
+}
+
 // takeOut is the break phase, after make: every OUT below has a higher
 // registry index than every UP before it. Gateways apply whole snapshots
 // in index order, so none can see the old color gone before the new one is
 // UP, and no wait for them is needed in between.
-func (c *Controller) takeOut(ctx context.Context, log logrus.FieldLogger, rec *zkstate.Switch, outs []Member, targetUp map[string]int, indexes map[string]uint64) error {
+//
+// When a service has few target instances UP, their count is read again
+// from the registry before each OUT: one that failed since it came UP
+// (and reported DOWN) must not be counted.
+func (c *Controller) takeOut(ctx context.Context, log logrus.FieldLogger, rec *zkstate.Switch, members, outs []Member, targetUp map[string]int, indexes map[string]uint64) error {
 	for _, m := range outs {
+		if targetUp[m.Service] <= 2 {
+			targetUp[m.Service] = c.recountUp(ctx, m.Service, rec.Target, members, targetUp[m.Service])
+		}
 		if targetUp[m.Service] == 0 {
 			continue // never take out the last UP instance
 		}
