@@ -5,8 +5,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,81 +14,6 @@ import (
 	"github.com/switchyard/switchyard/registry"
 	"github.com/switchyard/switchyard/registry/server"
 )
-
-// hugeBody is 50 MB of a JSON string that never ends, made on demand; it
-// counts what the client was asked for.
-type hugeBody struct {
-	left int64
-	read atomic.Int64
-}
-
-const fiftyMB = 50 << 20
-
-func newHugeBody() *hugeBody { return &hugeBody{left: fiftyMB} }
-
-func (b *hugeBody) Read(p []byte) (int, error) {
-	if b.left <= 0 {
-		return 0, io.EOF
-	}
-	p = p[:min(int64(len(p)), b.left)]
-	for i := range p {
-		p[i] = 'a'
-	}
-	if b.left == fiftyMB && len(p) >= 7 {
-		copy(p, `{"id":"`)
-	}
-	b.left -= int64(len(p))
-	b.read.Add(int64(len(p)))
-	return len(p), nil
-}
-
-// countingListener counts the bytes the server read from its connections
-// and how many of them it has closed.
-type countingListener struct {
-	net.Listener
-	read             atomic.Int64
-	mu               sync.Mutex
-	accepted, closed int
-}
-
-func (l *countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	l.mu.Lock()
-	l.accepted++
-	l.mu.Unlock()
-	return &countingConn{Conn: c, l: l}, nil
-}
-
-// open is how many accepted connections the server has not closed yet.
-func (l *countingListener) open() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.accepted - l.closed
-}
-
-type countingConn struct {
-	net.Conn
-	l    *countingListener
-	once sync.Once
-}
-
-func (c *countingConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	c.l.read.Add(int64(n))
-	return n, err
-}
-
-func (c *countingConn) Close() error {
-	c.once.Do(func() {
-		c.l.mu.Lock()
-		c.l.closed++
-		c.l.mu.Unlock()
-	})
-	return c.Conn.Close()
-}
 
 // maxServerRead is what the server may read of a refused body: the 64 KiB
 // limit, the 256 KiB net/http drains before it gives up on a connection,
@@ -108,7 +31,7 @@ func TestA50MBBodyIsRefusedWithoutBeingRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := &countingListener{Listener: ln}
+	cl := &testutil.CountingListener{Listener: ln}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = srv.ServeListener(ctx, cl); close(done) }()
@@ -129,19 +52,19 @@ func TestA50MBBodyIsRefusedWithoutBeingRead(t *testing.T) {
 		{desc: "a read with a body", method: "GET", path: "/v1/instances", token: "secret", chunked: true, want: []int{200, 413}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			body := newHugeBody()
-			req, err := http.NewRequest(tc.method, base+tc.path, body)
+			body := testutil.NewHugeJSON(`{"id":"`)
+			req, err := http.NewRequest(tc.method, base+tc.path, body.Reader())
 			if err != nil {
 				t.Fatal(err)
 			}
-			req.ContentLength = fiftyMB
+			req.ContentLength = testutil.FiftyMB
 			if tc.chunked {
 				req.ContentLength = -1
 			}
 			if tc.token != "" {
 				req.Header.Set("Authorization", "Bearer "+tc.token)
 			}
-			start := cl.read.Load()
+			start := cl.Read.Load()
 			client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Minute}
 			defer client.CloseIdleConnections()
 			resp, err := client.Do(req)
@@ -158,13 +81,13 @@ func TestA50MBBodyIsRefusedWithoutBeingRead(t *testing.T) {
 			} else {
 				t.Logf("the server closed the connection: %v", err)
 			}
-			testutil.Eventually(t, 10*time.Second, "the server to close the connection", func() bool { return cl.open() == 0 })
-			n := cl.read.Load() - start
-			t.Logf("the server read %d bytes; the client produced %d", n, body.read.Load())
+			testutil.Eventually(t, 10*time.Second, "the server to close the connection", func() bool { return cl.Open() == 0 })
+			n := cl.Read.Load() - start
+			t.Logf("the server read %d bytes; the client produced %d", n, body.Read.Load())
 			if n > maxServerRead {
 				t.Errorf("the server read %d bytes of a 50 MB body before refusing it; want at most %d", n, maxServerRead)
 			}
-			if n := body.read.Load(); n >= fiftyMB {
+			if n := body.Read.Load(); n >= testutil.FiftyMB {
 				t.Errorf("the client sent all %d bytes: nothing stopped it", n)
 			}
 		})
