@@ -41,6 +41,13 @@ type Config struct {
 	// served, apart from the traffic.
 	Admin string
 	Log   logrus.FieldLogger
+	// Upstream timeouts, with nginx's defaults: ConnectTimeout (5s) bounds
+	// opening a connection to an instance, ResponseHeaderTimeout (60s) the
+	// wait for its answer's head, after which the client gets 504, and
+	// UpstreamIdleTimeout (60s) how long an idle kept-alive connection to
+	// an instance is kept. A streaming answer is not bounded once its head
+	// arrived.
+	ConnectTimeout, ResponseHeaderTimeout, UpstreamIdleTimeout time.Duration
 }
 
 const (
@@ -103,6 +110,15 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.ReportInterval <= 0 {
 		cfg.ReportInterval = time.Second
 	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 5 * time.Second
+	}
+	if cfg.ResponseHeaderTimeout <= 0 {
+		cfg.ResponseHeaderTimeout = 60 * time.Second
+	}
+	if cfg.UpstreamIdleTimeout <= 0 {
+		cfg.UpstreamIdleTimeout = 60 * time.Second
+	}
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
@@ -117,7 +133,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite: g.rewrite,
 		Transport: &retryTransport{
-			base:   newH1Transport(newTransport()),
+			base:   newH1Transport(newTransport(cfg)),
 			lookup: func(path string) (*Pool, bool) { return g.table.Load().Lookup(path) },
 			retried: func(service string) {
 				if sm := g.metrics.svc[service]; sm != nil {

@@ -12,6 +12,7 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,10 +26,11 @@ import (
 // request (bodies, upgrades, Expect, odd headers) goes to the fallback
 // http.Transport unchanged.
 type h1Transport struct {
-	fallback    http.RoundTripper
-	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
-	maxIdle     int           // per host
-	idleTimeout time.Duration // an idle connection older than this is closed
+	fallback      http.RoundTripper
+	dial          func(ctx context.Context, network, addr string) (net.Conn, error)
+	maxIdle       int           // per host
+	idleTimeout   time.Duration // an idle connection older than this is closed
+	headerTimeout time.Duration // the longest wait for an answer's head
 
 	mu        sync.Mutex
 	idle      map[string][]*h1Conn // host:port → idle connections, most recent last
@@ -37,11 +39,12 @@ type h1Transport struct {
 
 func newH1Transport(fallback *http.Transport) *h1Transport {
 	return &h1Transport{
-		fallback:    fallback,
-		dial:        fallback.DialContext,
-		maxIdle:     fallback.MaxIdleConnsPerHost,
-		idleTimeout: fallback.IdleConnTimeout,
-		idle:        map[string][]*h1Conn{},
+		fallback:      fallback,
+		dial:          fallback.DialContext,
+		maxIdle:       fallback.MaxIdleConnsPerHost,
+		idleTimeout:   fallback.IdleConnTimeout,
+		headerTimeout: fallback.ResponseHeaderTimeout,
+		idle:          map[string][]*h1Conn{},
 	}
 }
 
@@ -157,6 +160,15 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
+// errHeaderTimeout is the fast path's timeout awaiting an answer's head.
+var errHeaderTimeout error = timeoutError("gateway: timeout awaiting the instance's response headers")
+
+type timeoutError string
+
+func (e timeoutError) Error() string   { return string(e) }
+func (e timeoutError) Timeout() bool   { return true }
+func (e timeoutError) Temporary() bool { return true }
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
@@ -167,8 +179,12 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 	// A client that goes away aborts the backend exchange, as with
 	// http.Transport.
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	var timer *time.Timer
 	fail := func(err error) (*http.Response, error) {
 		stop()
+		if timer != nil {
+			timer.Stop()
+		}
 		c.Close()
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %w", ctx.Err(), err)
@@ -178,12 +194,20 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 	if err := writeRequest(c.bw, req); err != nil {
 		return fail(err)
 	}
+	// As http.Transport's ResponseHeaderTimeout: the head must come in time.
+	var late atomic.Bool
+	if t.headerTimeout > 0 {
+		timer = time.AfterFunc(t.headerTimeout, func() { late.Store(true); _ = c.SetDeadline(time.Unix(1, 0)) })
+	}
 	var resp *http.Response
 	for {
 		var err error
 		c.limit = c.read + maxResponseHead
 		resp, err = http.ReadResponse(c.br, req)
 		c.limit = 0
+		if err != nil && late.Load() {
+			return fail(errHeaderTimeout)
+		}
 		if err != nil {
 			return fail(err)
 		}
@@ -198,6 +222,10 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 			continue
 		}
 		break
+	}
+	if timer != nil && !timer.Stop() {
+		// It fired just as the head arrived: the connection is aborted.
+		return fail(errHeaderTimeout)
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return fail(errors.New("gateway: unexpected 101 Switching Protocols to a request without Upgrade"))

@@ -133,7 +133,7 @@ func serveThrough(t *testing.T, log logrus.FieldLogger, h1 bool, in *http.Reques
 	}})
 	be := &fakeBackend{first: rawResp, later: []byte(secondResp)}
 	defer be.closeAll()
-	std := newTransport()
+	std := newTransport(testUpstream)
 	std.DialContext = be.dial
 	defer std.CloseIdleConnections()
 	probe := &fallbackProbe{rt: std}

@@ -31,11 +31,12 @@ var (
 // newTransport is tuned for many short requests to a few local backends.
 // It ignores proxy settings from the environment and leaves compression to
 // the client and backend, so the proxy stays transparent.
-func newTransport() *http.Transport {
+func newTransport(cfg Config) *http.Transport {
 	return &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
+		IdleConnTimeout:       cfg.UpstreamIdleTimeout,
+		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
 		ForceAttemptHTTP2:     false,
@@ -204,12 +205,19 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		writeError(w, http.StatusServiceUnavailable, nu.Error())
 		return
 	}
-	g.metrics.count(service, http.StatusBadGateway)
 	fields := logrus.Fields{"service": service, "method": r.Method, "path": r.URL.Path}
-	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+	switch {
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		g.metrics.count(service, http.StatusBadGateway)
 		g.log.WithError(err).WithFields(fields).Debug("client went away before the backend answered")
-	} else {
-		g.log.WithError(err).WithFields(fields).Debug("no backend answered; responding 502")
+		writeError(w, http.StatusBadGateway, fmt.Sprintf("no instance of service %q answered", service))
+	case isTimeout(err):
+		g.metrics.count(service, http.StatusGatewayTimeout)
+		g.log.WithError(err).WithFields(fields).Warn("the instance did not answer in time; responding 504")
+		writeError(w, http.StatusGatewayTimeout, fmt.Sprintf("no instance of service %q answered in time", service))
+	default:
+		g.metrics.count(service, http.StatusBadGateway)
+		g.log.WithError(err).WithFields(fields).Warn("no instance answered; responding 502")
+		writeError(w, http.StatusBadGateway, fmt.Sprintf("no instance of service %q answered", service))
 	}
-	writeError(w, http.StatusBadGateway, fmt.Sprintf("no instance of service %q answered", service))
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	"github.com/spf13/cobra"
 
 	"github.com/switchyard/switchyard/gateway"
@@ -37,5 +39,8 @@ func gatewayCmd(c *common) *cobra.Command {
 	cmd.Flags().StringArrayVar(&routes, "route", nil, "PREFIX=SERVICE, repeatable; the longest prefix wins")
 	cmd.Flags().StringVar(&cfg.ID, "id", "", "gateway id in reports (default hostname and listen address)")
 	cmd.Flags().StringVar(&cfg.Admin, "admin", "127.0.0.1:8089", "address of /metrics, /healthz and /v1/routes; empty for none")
+	cmd.Flags().DurationVar(&cfg.ConnectTimeout, "connect-timeout", 5*time.Second, "longest wait to connect to an instance")
+	cmd.Flags().DurationVar(&cfg.ResponseHeaderTimeout, "response-header-timeout", 60*time.Second, "longest wait for an instance's answer to begin; then 504")
+	cmd.Flags().DurationVar(&cfg.UpstreamIdleTimeout, "upstream-idle-timeout", 60*time.Second, "how long an idle keep-alive connection to an instance is kept")
 	return cmd
 }
