@@ -12,7 +12,6 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -179,12 +178,8 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 	// A client that goes away aborts the backend exchange, as with
 	// http.Transport.
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
-	var timer *time.Timer
 	fail := func(err error) (*http.Response, error) {
 		stop()
-		if timer != nil {
-			timer.Stop()
-		}
 		c.Close()
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %w", ctx.Err(), err)
@@ -194,10 +189,10 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 	if err := writeRequest(c.bw, req); err != nil {
 		return fail(err)
 	}
-	// As http.Transport's ResponseHeaderTimeout: the head must come in time.
-	var late atomic.Bool
+	// As http.Transport's ResponseHeaderTimeout: the head must come in
+	// time. A read deadline, not a timer: nothing is allocated per request.
 	if t.headerTimeout > 0 {
-		timer = time.AfterFunc(t.headerTimeout, func() { late.Store(true); _ = c.SetDeadline(time.Unix(1, 0)) })
+		_ = c.SetReadDeadline(time.Now().Add(t.headerTimeout))
 	}
 	var resp *http.Response
 	for {
@@ -205,7 +200,7 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 		c.limit = c.read + maxResponseHead
 		resp, err = http.ReadResponse(c.br, req)
 		c.limit = 0
-		if err != nil && late.Load() {
+		if err != nil && isTimeout(err) && ctx.Err() == nil {
 			return fail(errHeaderTimeout)
 		}
 		if err != nil {
@@ -223,9 +218,14 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 		}
 		break
 	}
-	if timer != nil && !timer.Stop() {
-		// It fired just as the head arrived: the connection is aborted.
-		return fail(errHeaderTimeout)
+	if t.headerTimeout > 0 {
+		// The body has no deadline. A client that went away meanwhile set
+		// one in the past, which clearing must not undo: ctx is done before
+		// its AfterFunc runs, so checking it after clearing sees it.
+		_ = c.SetReadDeadline(time.Time{})
+		if ctx.Err() != nil {
+			_ = c.SetDeadline(time.Unix(1, 0))
+		}
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return fail(errors.New("gateway: unexpected 101 Switching Protocols to a request without Upgrade"))

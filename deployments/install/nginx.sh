@@ -4,16 +4,11 @@
 # their own nginx, in temp dirs on loopback ports, never the package's
 # service on port 80. Safe to run again: nothing happens when nginx is there.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then
   exit 0
 fi
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-    exec sudo -n "$0" "$@"
-  fi
-  echo "nginx is missing. Install it as root: apt-get update && apt-get install -y nginx-light (or nginx), then stop its service" >&2
-  exit 1
-fi
+become_root nginx "apt-get update && apt-get install -y nginx-light (or nginx), then stop its service" "$@"
 echo "installing nginx from the distribution's package (its service stays stopped)" >&2
 export DEBIAN_FRONTEND=noninteractive
 # invoke-rc.d and deb-systemd-invoke ask policy-rc.d before starting a

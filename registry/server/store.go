@@ -187,16 +187,18 @@ func (s *Store) Expire() []registry.Instance {
 	return evicted
 }
 
+// indexOf is service's index ("" for all); an unknown service still
+// needs an index to wait from. Callers hold mu.
+func (s *Store) indexOf(service string) uint64 {
+	if idx := s.svcIndex[service]; service != "" && idx != 0 {
+		return idx
+	}
+	return s.index
+}
+
 // snapshot reads service's view ("" for all). Callers hold mu.
 func (s *Store) snapshot(service string) registry.Snapshot {
-	snap := registry.Snapshot{Index: s.index, Ready: s.ready, Instances: []registry.Instance{}}
-	if service != "" {
-		snap.Index = s.svcIndex[service]
-		if snap.Index == 0 {
-			// An unknown service still needs an index to wait from.
-			snap.Index = s.index
-		}
-	}
+	snap := registry.Snapshot{Index: s.indexOf(service), Ready: s.ready, Instances: []registry.Instance{}}
 	for _, l := range s.instances {
 		if service == "" || l.val.Service == service {
 			snap.Instances = append(snap.Instances, l.val)
@@ -206,44 +208,29 @@ func (s *Store) snapshot(service string) registry.Snapshot {
 	return snap
 }
 
-// Encoded is Instances as JSON, with the view's index. Every waiter woken
-// by one change shares one encoding.
-func (s *Store) Encoded(ctx context.Context, service string, waitIndex uint64, wait time.Duration) (uint64, []byte, error) {
-	var timeout <-chan time.Time
-	if waitIndex > 0 && wait > 0 {
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		timeout = t.C
+// await blocks, when waitIndex is not zero, until service's index is no
+// longer waitIndex, wait passes or ctx ends. An index below the client's
+// (a registry restarted with a clock behind) answers at once, so the
+// client resets.
+func (s *Store) await(ctx context.Context, service string, waitIndex uint64, wait time.Duration) {
+	if waitIndex == 0 || wait <= 0 {
+		return
 	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
 	for {
 		s.mu.Lock()
-		index := s.index
-		if service != "" {
-			if index = s.svcIndex[service]; index == 0 {
-				index = s.index
-			}
-		}
-		ch := s.changed
-		if waitIndex == 0 || index != waitIndex || timeout == nil {
-			b, ok := s.encoded[service]
-			if !ok {
-				var err error
-				if b, err = json.Marshal(s.snapshot(service)); err != nil {
-					s.mu.Unlock()
-					return 0, nil, fmt.Errorf("encode the view of %q: %w", service, err)
-				}
-				s.encoded[service] = b
-			}
-			s.mu.Unlock()
-			return index, b, nil
-		}
+		index, ch := s.indexOf(service), s.changed
 		s.mu.Unlock()
+		if index != waitIndex {
+			return
+		}
 		select {
 		case <-ch:
-		case <-timeout:
-			timeout = nil
+		case <-t.C:
+			return
 		case <-ctx.Done():
-			timeout = nil
+			return
 		}
 	}
 }
@@ -251,30 +238,27 @@ func (s *Store) Encoded(ctx context.Context, service string, waitIndex uint64, w
 // Instances returns service's view, first waiting up to wait for its index
 // to pass waitIndex when waitIndex is not zero.
 func (s *Store) Instances(ctx context.Context, service string, waitIndex uint64, wait time.Duration) registry.Snapshot {
-	var timeout <-chan time.Time
-	if waitIndex > 0 && wait > 0 {
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		timeout = t.C
-	}
-	for {
-		s.mu.Lock()
-		snap := s.snapshot(service)
-		ch := s.changed
-		s.mu.Unlock()
-		// An index below the client's means the registry restarted with a
-		// clock behind; answer at once so the client resets.
-		if waitIndex == 0 || snap.Index != waitIndex || timeout == nil {
-			return snap
+	s.await(ctx, service, waitIndex, wait)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.snapshot(service)
+}
+
+// Encoded is Instances as JSON, with the view's index. Every waiter woken
+// by one change shares one encoding.
+func (s *Store) Encoded(ctx context.Context, service string, waitIndex uint64, wait time.Duration) (uint64, []byte, error) {
+	s.await(ctx, service, waitIndex, wait)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.encoded[service]
+	if !ok {
+		var err error
+		if b, err = json.Marshal(s.snapshot(service)); err != nil {
+			return 0, nil, fmt.Errorf("encode the view of %q: %w", service, err)
 		}
-		select {
-		case <-ch:
-		case <-timeout:
-			return snap
-		case <-ctx.Done():
-			return snap
-		}
+		s.encoded[service] = b
 	}
+	return s.indexOf(service), b, nil
 }
 
 func errInvalid(msg string) error { return &invalidError{msg} }
