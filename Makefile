@@ -10,6 +10,7 @@ all: build
 build:
 	$(GO) build -o bin/switchyard ./cmd/switchyard
 	$(GO) build -o bin/hello ./examples/hello
+	$(GO) build -o bin/hello-grpc ./examples/hello-grpc
 	$(GO) build -o bin/demo ./cmd/demo
 
 # ZooKeeper (Debian's package) and a cached Consul built from its module.

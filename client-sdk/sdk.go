@@ -54,6 +54,10 @@ type Config struct {
 	Version string
 	Address string // advertised host, reachable by gateways and controllers
 	Port    int    // advertised port
+	// Protocol is what the service speaks on Port, announced to gateways:
+	// registry.ProtocolHTTP1 (the default) or registry.ProtocolH2C for a
+	// server that takes HTTP/2 with prior knowledge, such as gRPC.
+	Protocol string
 
 	ZK               []string
 	ZKRoot           string
@@ -127,6 +131,9 @@ func New(cfg Config) (*Instance, error) {
 	if err := registry.CheckName("service", cfg.Service); err != nil {
 		return nil, fmt.Errorf("sdk: %w", err)
 	}
+	if p := cfg.Protocol; p != "" && p != registry.ProtocolHTTP1 && p != registry.ProtocolH2C {
+		return nil, fmt.Errorf("sdk: protocol must be %q or %q, not %q", registry.ProtocolHTTP1, registry.ProtocolH2C, p)
+	}
 	if cfg.ZKSessionTimeout <= 0 {
 		cfg.ZKSessionTimeout = 10 * time.Second
 	}
@@ -160,7 +167,7 @@ func (i *Instance) Status() registry.Status { return i.status.Load().(registry.S
 func (i *Instance) record() registry.Instance {
 	return registry.Instance{
 		ID: i.cfg.ID, Service: i.cfg.Service, Color: string(i.cfg.Color), Version: i.cfg.Version,
-		Address: i.cfg.Address, Port: i.cfg.Port, Status: i.Status(),
+		Address: i.cfg.Address, Port: i.cfg.Port, Status: i.Status(), Protocol: i.cfg.Protocol,
 	}
 }
 
@@ -544,9 +551,12 @@ func (i *Instance) waitGateways(ctx context.Context, index uint64) error {
 	return nil
 }
 
+// applied reports whether every gateway that routes service has applied
+// index. A gateway that does not route it, or has no view of it yet, sends
+// nothing here.
 func applied(reports []registry.GatewayReport, service string, index uint64) bool {
 	for _, r := range reports {
-		if r.Applied[service] < index {
+		if got, routes := r.Applied[service]; routes && got < index {
 			return false
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -73,6 +74,10 @@ type Controller struct {
 	conn  *zk.Conn
 	sess  *session
 	rec   *recorder
+	// current is the id of the newest switch this leader started; recMu
+	// orders starting one against rewriting an older, finished record.
+	current atomic.Int64
+	recMu   sync.Mutex
 	// asked is the last valid color the leader's watch read in
 	// /active_color; each step checks it to give way to a newer target.
 	asked atomic.Pointer[zkstate.Color]

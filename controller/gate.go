@@ -54,8 +54,8 @@ func (c *Controller) healthy(ctx context.Context, m Member) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// waitGateways waits until every live gateway has applied, for each
-// service, at least the given index. It returns a note when some did not
+// waitGateways waits until every live gateway that routes a service has
+// applied at least the given index for it. It returns a note when some did not
 // within GatewayTimeout; the switch goes on, since a lagging gateway still
 // routes to instances that serve.
 func (c *Controller) waitGateways(ctx context.Context, indexes map[string]uint64) string {
@@ -71,7 +71,8 @@ func (c *Controller) waitGateways(ctx context.Context, indexes map[string]uint64
 		lagging = lagging[:0]
 		for _, r := range reports {
 			for svc, idx := range indexes {
-				if r.Applied[svc] < idx {
+				// A gateway that does not route svc has nothing to apply.
+				if got, routes := r.Applied[svc]; routes && got < idx {
 					lagging = append(lagging, r.ID)
 					break
 				}

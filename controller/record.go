@@ -175,7 +175,11 @@ func (c *Controller) startRecord(ctx context.Context, target zkstate.Color, id i
 	}
 	// Flushed, not only queued: a next leader must find this switch before
 	// any instruction of it can have landed, or it could undo it.
-	c.rec.Flush(ctx, c.writeRecord(rec))
+	c.recMu.Lock()
+	c.current.Store(id)
+	seq := c.writeRecord(rec)
+	c.recMu.Unlock()
+	c.rec.Flush(ctx, seq)
 	return rec
 }
 

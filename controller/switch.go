@@ -22,6 +22,7 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 	log := c.log.WithFields(logrus.Fields{"target": target, "switch": id})
 	log.Info("switch started")
 	rec := c.startRecord(ctx, target, id, prev, quarantined)
+	moved := c.movedBaseline(ctx)
 
 	healthy := c.healthyTargets(ctx, target, members, true)
 	if err := c.checkTarget(ctx, target); err != nil {
@@ -59,8 +60,16 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 	}
 	done := time.Now().UTC()
 	rec.Phase, rec.Active, rec.FinishedAt = zkstate.PhaseDone, target, &done
+	taken := map[string]bool{}
+	for _, m := range outs {
+		taken[m.ID] = true
+	}
+	if sm, err := c.streamMoves(ctx, taken, moved); err == nil && (sm.Left > 0 || sm.Moved > 0) {
+		rec.Streams = &sm
+	}
 	c.finishRecord(ctx, rec)
 	log.WithField("took", done.Sub(rec.StartedAt).Round(time.Millisecond)).Info("switch done; gateways route to the target")
+	go c.followStreams(ctx, rec, taken, moved)
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,12 +15,18 @@ import (
 )
 
 // metrics are the gateway's Prometheus series. Per-request updates go to
-// children made once per routed service, so the hot path never formats
-// labels.
+// children made once per routed service, when a route first names it, so
+// the hot path never formats labels.
 type metrics struct {
-	reg     *prometheus.Registry
-	svc     map[string]*serviceMetrics // fixed at New; read without a lock
-	noRoute prometheus.Counter
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	retries  *prometheus.CounterVec
+	moved    *prometheus.CounterVec
+	noRoute  prometheus.Counter
+
+	mu  sync.Mutex
+	svc map[string]*serviceMetrics
 }
 
 type serviceMetrics struct {
@@ -29,32 +36,53 @@ type serviceMetrics struct {
 }
 
 func newMetrics(g *Gateway) *metrics {
-	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "switchyard_gateway_requests_total", Help: "Requests answered, by service and status class.",
-	}, []string{"service", "code"})
-	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "switchyard_gateway_request_duration_seconds", Help: "Time to answer a request, by service.",
-		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
-	}, []string{"service"})
-	retries := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "switchyard_gateway_retries_total", Help: "Requests sent again to another instance, by service.",
-	}, []string{"service"})
-	m := &metrics{reg: prometheus.NewRegistry(), svc: map[string]*serviceMetrics{}, noRoute: requests.WithLabelValues("", "4xx")}
-	for _, s := range g.services {
-		sm := &serviceMetrics{duration: duration.WithLabelValues(s), retries: retries.WithLabelValues(s)}
-		for c := 1; c <= 5; c++ {
-			sm.byClass[c] = requests.WithLabelValues(s, string(rune('0'+c))+"xx")
-		}
-		m.svc[s] = sm
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_gateway_requests_total", Help: "Requests answered, by service and status class.",
+		}, []string{"service", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "switchyard_gateway_request_duration_seconds", Help: "Time to answer a request, by service.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"service"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_gateway_retries_total", Help: "Requests sent again to another instance, by service.",
+		}, []string{"service"}),
+		moved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_gateway_streams_moved_total", Help: "Streams ended because their instance left the UP set, by kind.",
+		}, []string{"kind"}),
+		svc: map[string]*serviceMetrics{},
 	}
-	m.reg.MustRegister(requests, duration, retries, tableCollector{g},
+	m.noRoute = m.requests.WithLabelValues("", "4xx")
+	m.reg.MustRegister(m.requests, m.duration, m.retries, m.moved, tableCollector{g},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "switchyard_gateway_streams_open", Help: "Open long-lived streams (WebSocket, SSE, gRPC).",
+		}, func() float64 { return float64(g.streams.total()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "switchyard_gateway_access_log_dropped_total", Help: "Access log lines dropped to keep the request path from blocking.",
+		}, func() float64 { return float64(g.access.Dropped()) }),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-// count records an answer with status code for service.
-func (m *metrics) count(service string, code int) {
-	if sm := m.svc[service]; sm != nil && code >= 100 && code < 600 {
+// service returns service's series, made on first use.
+func (m *metrics) service(s string) *serviceMetrics {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if sm := m.svc[s]; sm != nil {
+		return sm
+	}
+	sm := &serviceMetrics{duration: m.duration.WithLabelValues(s), retries: m.retries.WithLabelValues(s)}
+	for c := 1; c <= 5; c++ {
+		sm.byClass[c] = m.requests.WithLabelValues(s, string(rune('0'+c))+"xx")
+	}
+	m.svc[s] = sm
+	return sm
+}
+
+// count records an answer with status code.
+func (sm *serviceMetrics) count(code int) {
+	if code >= 100 && code < 600 {
 		sm.byClass[code/100].Inc()
 	}
 }
@@ -79,11 +107,13 @@ func (c tableCollector) Collect(ch chan<- prometheus.Metric) {
 
 // RouteView is one route of GET /v1/routes.
 type RouteView struct {
-	Prefix    string         `json:"prefix"`
-	Service   string         `json:"service"`
-	Index     uint64         `json:"index"`
-	Ready     bool           `json:"ready"`
-	Instances []InstanceView `json:"instances"`
+	Host      string            `json:"host,omitempty"`
+	Prefix    string            `json:"prefix"`
+	Headers   map[string]string `json:"headers,omitempty"`
+	Service   string            `json:"service"`
+	Index     uint64            `json:"index"`
+	Ready     bool              `json:"ready"`
+	Instances []InstanceView    `json:"instances"`
 }
 
 // InstanceView is an UP instance the gateway routes to.
@@ -94,12 +124,12 @@ type InstanceView struct {
 	Version string `json:"version,omitempty"`
 }
 
-// Routes describes the routing table now, longest prefix first.
+// Routes describes the routing table now, in the order routes are tried.
 func (g *Gateway) Routes() []RouteView {
 	t := g.table.Load()
 	out := make([]RouteView, 0, len(t.routes))
 	for _, r := range t.routes {
-		v := RouteView{Prefix: r.prefix, Service: r.pool.service, Index: r.pool.index, Ready: r.pool.ready, Instances: []InstanceView{}}
+		v := RouteView{Host: r.Host, Prefix: r.Prefix, Headers: r.Headers, Service: r.pool.service, Index: r.pool.index, Ready: r.pool.ready, Instances: []InstanceView{}}
 		for _, e := range r.pool.eps {
 			v.Instances = append(v.Instances, InstanceView{ID: e.inst.ID, Address: e.hostPort, Color: e.inst.Color, Version: e.inst.Version})
 		}
@@ -126,7 +156,8 @@ func (g *Gateway) serveAdmin(ctx context.Context, ln net.Listener) {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(map[string]any{"status": status, "id": g.cfg.ID, "applied": g.Applied()})
+		_ = json.NewEncoder(w).Encode(map[string]any{"status": status, "id": g.cfg.ID, "applied": g.Applied(),
+			"streams": g.streams.counts(), "moving": g.streams.pendingMoves(), "moved": g.streams.moved.Load()})
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {

@@ -27,7 +27,7 @@ func bigSnapshot(service string, index uint64, n int) registry.Snapshot {
 }
 
 func BenchmarkTableBuild10000(b *testing.B) {
-	routes := []Route{{"/", "hello"}, {"/api", "api"}}
+	routes := []Route{{Prefix: "/", Service: "hello"}, {Prefix: "/api", Service: "api"}}
 	snaps := map[string]registry.Snapshot{"hello": bigSnapshot("hello", 1, 10000), "api": bigSnapshot("api", 1, 10)}
 	b.Run("new", func(b *testing.B) {
 		b.ReportAllocs()
@@ -62,7 +62,7 @@ func BenchmarkLookup(b *testing.B) {
 		routes = append(routes, Route{Prefix: fmt.Sprintf("/svc%d/v1", i), Service: svc})
 		snaps[svc] = bigSnapshot(svc, 1, 8)
 	}
-	routes = append(routes, Route{"/", "svc0"})
+	routes = append(routes, Route{Prefix: "/", Service: "svc0"})
 	table := NewTable(routes, snaps)
 	paths := []string{"/svc7/v1/users/42", "/svc19/v1", "/other/page", "/svc3/v2/x"}
 	b.ReportAllocs()
@@ -93,7 +93,7 @@ func BenchmarkProxy(b *testing.B) {
 	defer backend.Close()
 	host, port := splitHostPort(b, backend.Listener.Addr().String())
 	log, _ := quietLog()
-	g, err := New(Config{Routes: []Route{{"/", "hello"}}, Source: newFakeSource(), Log: log})
+	g, err := New(Config{Routes: []Route{{Prefix: "/", Service: "hello"}}, Source: newFakeSource(), Log: log})
 	if err != nil {
 		b.Fatal(err)
 	}

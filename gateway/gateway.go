@@ -1,7 +1,10 @@
-// Package gateway is switchyard's edge reverse proxy. It routes each request
-// by path prefix to the UP instances of a service, follows the registry
-// with one blocking-query watch per service, and reports the registry index
-// it has applied, so the controller knows when a switch is visible.
+// Package gateway is switchyard's edge router. It matches each request to
+// a route (host, path prefix, headers), proxies it to an UP instance of the
+// route's service over HTTP/1.1 or HTTP/2, follows the registry with one
+// blocking-query watch per service, moves long-lived streams off instances
+// that leave the UP set, and reports the registry index it has applied, so
+// the controller knows when a switch is visible. It serves HTTP/1.1 and
+// h2c on a plain listener and HTTP/2 and HTTP/1.1 over TLS.
 package gateway
 
 import (
@@ -9,11 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,43 +34,78 @@ type Source interface {
 
 // Config configures a Gateway.
 type Config struct {
-	ID             string // gateway id for reports; default hostname@listen
-	Listen         string // host:port; default 127.0.0.1:8088
-	Routes         []Route
-	Source         Source
-	ReportInterval time.Duration // heartbeat of the report, well below the registry lease; default 1s
+	ID     string // gateway id for reports; default hostname@listen
+	Listen string // plain HTTP/1.1 and h2c; default 127.0.0.1:8088
+	Routes []Route
+	Source Source
+	// ReportInterval is the heartbeat of the report, well below the
+	// registry lease; default 1s.
+	ReportInterval time.Duration
 	// Admin, when set, is where /metrics, /healthz and /v1/routes are
 	// served, apart from the traffic.
 	Admin string
 	Log   logrus.FieldLogger
-	// Upstream timeouts, with nginx's defaults: ConnectTimeout (5s) bounds
-	// opening a connection to an instance, ResponseHeaderTimeout (60s) the
-	// wait for its answer's head, after which the client gets 504, and
-	// UpstreamIdleTimeout (60s) how long an idle kept-alive connection to
-	// an instance is kept. A streaming answer is not bounded once its head
-	// arrived.
-	ConnectTimeout, ResponseHeaderTimeout, UpstreamIdleTimeout time.Duration
+
+	// Timeouts fill what a route leaves zero. Unset here, they take
+	// nginx's defaults: Connect 5s, ResponseHeader 60s (then 504), Read
+	// 60s, ClientBody 60s (then 408), Idle 60s, and no Request limit.
+	Timeouts Timeouts
+	// ClientHeaderTimeout bounds reading a request's head (60s, as nginx's
+	// client_header_timeout); a client that sent part of one gets 408.
+	ClientHeaderTimeout time.Duration
+	// ClientIdleTimeout is how long a client's idle keep-alive connection
+	// is kept (75s, as nginx's keepalive_timeout).
+	ClientIdleTimeout time.Duration
+
+	// TLSListen serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN) when Certs or
+	// ACME domains are set; default 127.0.0.1:8443.
+	TLSListen string
+	Certs     []CertPair // chosen by SNI; the first is the default
+	ACME      ACME
+
+	// TrustedProxies are the peers whose X-Forwarded-* headers are
+	// extended rather than replaced.
+	TrustedProxies []netip.Prefix
+	// StreamGrace is how long the streams of an instance that left the UP
+	// set may go on before they are ended; 0 means 30s, negative at once.
+	StreamGrace time.Duration
+	// DrainTimeout bounds the graceful shutdown (30s): requests in flight
+	// finish, streams are ended at once.
+	DrainTimeout time.Duration
+	// AccessLog, when set, gets one line per request.
+	AccessLog *AccessLog
+	// HeadLimits bound a request's head on HTTP/1.x (414, 431).
+	HeadLimits headLimits
 }
 
 const (
-	defaultListen   = "127.0.0.1:8088"
-	reportTimeout   = 5 * time.Second
-	shutdownTimeout = 10 * time.Second
+	defaultListen    = "127.0.0.1:8088"
+	defaultTLSListen = "127.0.0.1:8443"
+	reportTimeout    = 5 * time.Second
 )
 
 // Gateway is the edge proxy. It is an http.Handler; Run makes it follow the
 // registry and serve.
 type Gateway struct {
-	cfg      Config
-	log      logrus.FieldLogger
-	services []string
-	proxy    *httputil.ReverseProxy
+	cfg   Config
+	log   logrus.FieldLogger
+	proxy *httputil.ReverseProxy
+	nonce string // marks the guard's stand-in requests; unguessable by clients
 
-	table   atomic.Pointer[Table] // never nil
-	applyMu sync.Mutex            // serializes rebuilds, never taken per request
-	changed chan struct{}         // buffered(1): a pending report after a change
-	running atomic.Bool
-	metrics *metrics
+	table     atomic.Pointer[Table] // never nil
+	applyMu   sync.Mutex            // serializes rebuilds and reloads, never taken per request
+	upstreams map[Timeouts]*upstream
+	changed   chan struct{} // buffered(1): a pending report after a change
+	running   atomic.Bool
+	metrics   *metrics
+	streams   *streams
+	access    *AccessLog
+	certs     *certStore // nil without certificate files
+
+	watchMu  sync.Mutex
+	watchCtx context.Context // set while running
+	watchers map[string]context.CancelFunc
+	watchWG  sync.WaitGroup
 }
 
 // New checks cfg and builds a gateway whose table has no endpoints yet.
@@ -76,29 +113,11 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Source == nil {
 		return nil, errors.New("gateway: a registry source is required")
 	}
-	if len(cfg.Routes) == 0 {
-		return nil, fmt.Errorf("%w: at least one route is required", ErrInvalidRoute)
-	}
-	routes := make([]Route, 0, len(cfg.Routes))
-	seen := map[string]string{}
-	var services []string
-	for _, r := range cfg.Routes {
-		nr, err := r.normalize()
-		if err != nil {
-			return nil, fmt.Errorf("%w %s: %w", ErrInvalidRoute, r, err)
-		}
-		if svc, dup := seen[nr.Prefix]; dup {
-			return nil, fmt.Errorf("%w: prefix %q routes to both %q and %q", ErrInvalidRoute, nr.Prefix, svc, nr.Service)
-		}
-		seen[nr.Prefix] = nr.Service
-		if !slices.Contains(services, nr.Service) {
-			services = append(services, nr.Service)
-		}
-		routes = append(routes, nr)
-	}
-	cfg.Routes = routes
 	if cfg.Listen == "" {
 		cfg.Listen = defaultListen
+	}
+	if cfg.TLSListen == "" {
+		cfg.TLSListen = defaultTLSListen
 	}
 	if cfg.ID == "" {
 		host, err := os.Hostname()
@@ -110,162 +129,160 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.ReportInterval <= 0 {
 		cfg.ReportInterval = time.Second
 	}
-	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = 5 * time.Second
+	cfg.Timeouts = withDefaults(cfg.Timeouts, Timeouts{
+		Connect: 5 * time.Second, ResponseHeader: 60 * time.Second, Read: 60 * time.Second,
+		ClientBody: 60 * time.Second, Idle: 60 * time.Second,
+	})
+	if cfg.ClientHeaderTimeout <= 0 {
+		cfg.ClientHeaderTimeout = 60 * time.Second
 	}
-	if cfg.ResponseHeaderTimeout <= 0 {
-		cfg.ResponseHeaderTimeout = 60 * time.Second
+	if cfg.ClientIdleTimeout <= 0 {
+		cfg.ClientIdleTimeout = 75 * time.Second
 	}
-	if cfg.UpstreamIdleTimeout <= 0 {
-		cfg.UpstreamIdleTimeout = 60 * time.Second
+	switch {
+	case cfg.StreamGrace == 0:
+		cfg.StreamGrace = 30 * time.Second
+	case cfg.StreamGrace < 0:
+		cfg.StreamGrace = 0
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 30 * time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
 	g := &Gateway{
-		cfg:      cfg,
-		log:      cfg.Log.WithField("gateway", cfg.ID),
-		services: services,
-		changed:  make(chan struct{}, 1),
+		cfg:       cfg,
+		log:       cfg.Log.WithField("gateway", cfg.ID),
+		nonce:     newNonce(),
+		upstreams: map[Timeouts]*upstream{},
+		changed:   make(chan struct{}, 1),
+		streams:   newStreams(cfg.StreamGrace),
+		access:    cfg.AccessLog,
+		watchers:  map[string]context.CancelFunc{},
 	}
-	g.table.Store(NewTable(routes, nil))
 	g.metrics = newMetrics(g)
+	g.streams.onMoved = func(k streamKind) { g.metrics.moved.WithLabelValues(k.String()).Inc() }
+	g.table.Store(&Table{pools: map[string]*Pool{}})
+	if err := g.SetRoutes(cfg.Routes); err != nil {
+		return nil, err
+	}
+	if len(cfg.Certs) > 0 {
+		store, err := newCertStore(cfg.Certs, g.log)
+		if err != nil {
+			return nil, err
+		}
+		g.certs = store
+	}
 	g.proxy = &httputil.ReverseProxy{
-		Rewrite: g.rewrite,
-		Transport: &retryTransport{
-			base:   newH1Transport(newTransport(cfg)),
-			lookup: func(path string) (*Pool, bool) { return g.table.Load().Lookup(path) },
-			retried: func(service string) {
-				if sm := g.metrics.svc[service]; sm != nil {
-					sm.retries.Inc()
-				}
-			},
-		},
-		ModifyResponse: func(resp *http.Response) error {
-			// net/http reads a status like 099, which ReverseProxy would
-			// panic writing: answer 502 instead.
-			if resp.StatusCode < 100 || resp.StatusCode > 999 {
-				return fmt.Errorf("upstream answered the invalid status %d", resp.StatusCode)
-			}
-			if pool, ok := g.table.Load().Lookup(resp.Request.URL.Path); ok {
-				g.metrics.count(pool.service, resp.StatusCode)
-			}
-			return nil
-		},
-		BufferPool:   newBufferPool(),
-		ErrorHandler: g.proxyError,
-		ErrorLog:     log.New(debugWriter{g.log}, "", 0),
+		Rewrite:        g.rewrite,
+		Transport:      retryTransport{g: g},
+		ModifyResponse: g.modifyResponse,
+		BufferPool:     newBufferPool(),
+		ErrorHandler:   g.proxyError,
+		ErrorLog:       log.New(debugWriter{g.log}, "", 0),
 	}
 	return g, nil
 }
 
-// ServeHTTP proxies r to an UP instance of its route's service.
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if isControlPath(r.URL.Path) {
-		writeError(w, http.StatusNotFound, "instance control endpoints are not served at the edge")
-		return
-	}
-	pool, ok := g.table.Load().Lookup(r.URL.Path)
-	if !ok {
-		g.metrics.noRoute.Inc()
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no route for path %q", r.URL.Path))
-		return
-	}
-	if pool.Len() == 0 {
-		g.metrics.count(pool.service, http.StatusServiceUnavailable)
-		writeError(w, http.StatusServiceUnavailable, (&noUpError{service: pool.service}).Error())
-		return
-	}
-	start := time.Now()
-	g.proxy.ServeHTTP(w, r)
-	if sm := g.metrics.svc[pool.service]; sm != nil {
-		sm.duration.Observe(time.Since(start).Seconds())
-	}
-}
-
-// rewrite aims the outgoing request at the next endpoint. The path is kept
-// as it came; the Host header becomes the endpoint's, as with SetURL.
-func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
-	pr.SetXForwarded()
-	out := pr.Out
-	out.URL.Scheme = "http"
-	out.URL.Host = ""
-	out.Host = ""
-	if pool, ok := g.table.Load().Lookup(pr.In.URL.Path); ok {
-		if e := pool.pick(nil); e != nil {
-			out.URL.Host = e.hostPort
+// withDefaults fills t's zero fields from def.
+func withDefaults(t, def Timeouts) Timeouts {
+	for _, f := range []struct{ v, d *time.Duration }{
+		{&t.Connect, &def.Connect}, {&t.ResponseHeader, &def.ResponseHeader}, {&t.Read, &def.Read},
+		{&t.Request, &def.Request}, {&t.ClientBody, &def.ClientBody}, {&t.Idle, &def.Idle},
+	} {
+		if *f.v == 0 {
+			*f.v = *f.d
 		}
 	}
-	if out.Body != nil {
-		out.Body = &attemptBody{rc: out.Body}
-	}
+	return t
 }
+
+// SetRoutes checks routes and makes them the gateway's, keeping the
+// endpoints of every service still routed; on an error nothing changes. A
+// running gateway starts following new services and stops following those
+// no route names any more.
+func (g *Gateway) SetRoutes(routes []Route) error {
+	if len(routes) == 0 {
+		return fmt.Errorf("%w: at least one route is required", ErrInvalidRoute)
+	}
+	g.applyMu.Lock()
+	defer g.applyMu.Unlock()
+	trs := make([]tableRoute, 0, len(routes))
+	seen := map[string]*Route{}
+	for _, r := range routes {
+		nr, err := r.normalize()
+		if err != nil {
+			return fmt.Errorf("%w %s: %w", ErrInvalidRoute, r, err)
+		}
+		if prev := seen[routeKey(&nr)]; prev != nil {
+			return fmt.Errorf("%w: %s routes to both %q and %q", ErrInvalidRoute, describeMatch(&nr), prev.Service, nr.Service)
+		}
+		nr.Timeouts = withDefaults(nr.Timeouts, g.cfg.Timeouts)
+		nr.Timeouts.Idle = g.cfg.Timeouts.Idle
+		up := g.upstreams[nr.Timeouts]
+		if up == nil {
+			up = newUpstream(nr.Timeouts)
+			g.upstreams[nr.Timeouts] = up
+		}
+		route := nr
+		seen[routeKey(&route)] = &route
+		trs = append(trs, tableRoute{Route: &route, up: up})
+	}
+	g.table.Store(g.table.Load().withRoutes(trs, g.metrics.service))
+	g.cfg.Routes = routes
+	g.syncWatches()
+	return nil
+}
+
+// Reload loads the TLS certificates again and reopens the access log
+// file (after a rotation moved it). A certificate that fails to load
+// leaves the previous ones serving.
+func (g *Gateway) Reload() error {
+	var errs []error
+	if g.certs != nil {
+		if err := g.certs.Reload(); err != nil {
+			errs = append(errs, err)
+		} else {
+			g.log.Info("TLS certificates reloaded")
+		}
+	}
+	if err := g.access.Reopen(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// pool is service's pool in the current table, nil when no route names it.
+func (g *Gateway) pool(service string) *Pool { return g.table.Load().pools[service] }
 
 // Applied maps each routed service to the registry index its current
 // routing table was built from.
 func (g *Gateway) Applied() map[string]uint64 { return g.table.Load().Applied() }
 
-// Run follows the registry and serves on cfg.Listen until ctx ends, then
-// shuts down gracefully.
-func (g *Gateway) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", g.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("gateway: listen on %s: %w", g.cfg.Listen, err)
+// syncWatches runs one registry watch per routed service while the
+// gateway runs. Callers hold applyMu.
+func (g *Gateway) syncWatches() {
+	g.watchMu.Lock()
+	defer g.watchMu.Unlock()
+	if g.watchCtx == nil {
+		return
 	}
-	return g.RunListener(ctx, ln)
-}
-
-// RunListener is Run on a listener the caller opened. It closes ln.
-func (g *Gateway) RunListener(ctx context.Context, ln net.Listener) error {
-	if !g.running.CompareAndSwap(false, true) {
-		_ = ln.Close()
-		return errors.New("gateway: already running")
-	}
-	defer g.running.Store(false)
-
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() {
-		cancel()
-		wg.Wait()
-	}()
-	for _, svc := range g.services {
-		wg.Go(func() { g.watch(ctx, svc) })
-	}
-	wg.Go(func() { g.reportLoop(ctx) })
-	if g.cfg.Admin != "" {
-		aln, err := net.Listen("tcp", g.cfg.Admin)
-		if err != nil {
-			_ = ln.Close()
-			return fmt.Errorf("gateway: admin listen on %s: %w", g.cfg.Admin, err)
+	pools := g.table.Load().pools
+	for svc, stop := range g.watchers {
+		if _, ok := pools[svc]; !ok {
+			stop()
+			delete(g.watchers, svc)
 		}
-		wg.Go(func() { g.serveAdmin(ctx, aln) })
 	}
-
-	srv := &http.Server{
-		Handler:           g,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          log.New(debugWriter{g.log}, "", 0),
+	for svc := range pools {
+		if _, ok := g.watchers[svc]; ok {
+			continue
+		}
+		ctx, cancel := context.WithCancel(g.watchCtx)
+		g.watchers[svc] = cancel
+		g.watchWG.Go(func() { g.watch(ctx, svc) })
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	g.log.WithFields(logrus.Fields{"listen": ln.Addr().String(), "routes": g.cfg.Routes}).Info("gateway serving")
-
-	select {
-	case err := <-serveErr:
-		return fmt.Errorf("gateway: serve: %w", err)
-	case <-ctx.Done():
-	}
-	g.log.Info("gateway shutting down; draining requests in flight")
-	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
-	defer scancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		_ = srv.Close()
-		g.log.WithError(err).Warn("gateway drain timed out; closed the remaining connections")
-	}
-	<-serveErr
-	return nil
 }
 
 // watch applies service's snapshots until ctx ends.
@@ -284,8 +301,12 @@ func (g *Gateway) apply(service string, snap registry.Snapshot) {
 	g.applyMu.Lock()
 	defer g.applyMu.Unlock()
 	prev := g.table.Load()
+	old := prev.pools[service]
+	if old == nil {
+		return // a reload dropped the service meanwhile
+	}
 	fields := logrus.Fields{"service": service, "index": snap.Index}
-	if old := prev.pools[service]; !snap.Ready && old != nil && old.applied && old.ready {
+	if !snap.Ready && old.applied && old.ready {
 		g.log.WithFields(fields).WithField("applied", old.index).
 			Info("registry is warming up; keeping the last routing table until it is ready")
 		return
@@ -299,6 +320,7 @@ func (g *Gateway) apply(service string, snap registry.Snapshot) {
 	} else {
 		entry.Info("routing table applied")
 	}
+	g.streams.changed(t.upIDs())
 	select {
 	case g.changed <- struct{}{}:
 	default:
@@ -337,7 +359,8 @@ func (g *Gateway) reportLoop(ctx context.Context) {
 func (g *Gateway) report(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
 	defer cancel()
-	if err := g.cfg.Source.ReportGateway(ctx, registry.GatewayReport{ID: g.cfg.ID, Applied: g.Applied()}); err != nil {
+	r := registry.GatewayReport{ID: g.cfg.ID, Applied: g.Applied(), Streams: g.streams.counts(), Moved: g.streams.moved.Load()}
+	if err := g.cfg.Source.ReportGateway(ctx, r); err != nil {
 		return fmt.Errorf("report gateway %s: %w", g.cfg.ID, err)
 	}
 	return nil
@@ -351,3 +374,8 @@ func (w debugWriter) Write(p []byte) (int, error) {
 	w.log.Debug(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// newNonce is a random token for the guard's stand-in requests.
+func newNonce() string { return requestIDPrefix + "-" + randomHex(16) }
+
+var _ http.Handler = (*Gateway)(nil)

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -82,11 +84,11 @@ func TestNew(t *testing.T) {
 		cfg  Config
 		err  string
 	}{
-		{desc: "source is required", cfg: Config{Routes: []Route{{"/", "hello"}}}, err: "source is required"},
+		{desc: "source is required", cfg: Config{Routes: []Route{{Prefix: "/", Service: "hello"}}}, err: "source is required"},
 		{desc: "a route is required", cfg: Config{Source: src}, err: "at least one route"},
-		{desc: "bad route is refused", cfg: Config{Source: src, Routes: []Route{{"api", "api"}}}, err: `must start with "/"`},
-		{desc: "duplicate prefix is refused", cfg: Config{Source: src, Routes: []Route{{"/api", "a"}, {"/api/", "b"}}}, err: "routes to both"},
-		{desc: "good config", cfg: Config{Source: src, Routes: []Route{{"/", "hello"}, {"/api", "api"}, {"/v1", "api"}}}},
+		{desc: "bad route is refused", cfg: Config{Source: src, Routes: []Route{{Prefix: "api", Service: "api"}}}, err: `must start with "/"`},
+		{desc: "duplicate prefix is refused", cfg: Config{Source: src, Routes: []Route{{Prefix: "/api", Service: "a"}, {Prefix: "/api/", Service: "b"}}}, err: "routes to both"},
+		{desc: "good config", cfg: Config{Source: src, Routes: []Route{{Prefix: "/", Service: "hello"}, {Prefix: "/api", Service: "api"}, {Prefix: "/v1", Service: "api"}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
@@ -106,8 +108,8 @@ func TestNew(t *testing.T) {
 			if g.cfg.ReportInterval != time.Second {
 				t.Fatalf("default ReportInterval = %s", g.cfg.ReportInterval)
 			}
-			if fmt.Sprint(g.services) != "[hello api]" {
-				t.Fatalf("watched services = %v, want one watch per distinct service", g.services)
+			if pools := g.table.Load().pools; len(pools) != 2 || pools["hello"] == nil || pools["api"] == nil {
+				t.Fatalf("pools = %v, want one per distinct service", slices.Sorted(maps.Keys(pools)))
 			}
 			if len(g.Applied()) != 0 {
 				t.Fatalf("Applied() before any snapshot = %v", g.Applied())
@@ -163,7 +165,7 @@ func TestApplyKeepsTableWhileRegistryWarmsUp(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
 			log, _ := quietLog()
-			g, err := New(Config{Routes: []Route{{"/", "hello"}}, Source: newFakeSource(), Log: log})
+			g, err := New(Config{Routes: []Route{{Prefix: "/", Service: "hello"}}, Source: newFakeSource(), Log: log})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -195,7 +197,7 @@ func TestGatewayReportsRightAfterEachChange(t *testing.T) {
 	src.reportErr = errors.New("registry unreachable")
 	log, hook := quietLog()
 	// A heartbeat of an hour leaves only the reports that changes trigger.
-	g, err := New(Config{ID: "gw-fake", Routes: []Route{{"/", "hello"}}, Source: src, ReportInterval: time.Hour, Log: log})
+	g, err := New(Config{ID: "gw-fake", Routes: []Route{{Prefix: "/", Service: "hello"}}, Source: src, ReportInterval: time.Hour, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

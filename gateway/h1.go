@@ -30,15 +30,17 @@ type h1Transport struct {
 	maxIdle       int           // per host
 	idleTimeout   time.Duration // an idle connection older than this is closed
 	headerTimeout time.Duration // the longest wait for an answer's head
+	readTimeout   time.Duration // the longest silence within an answer's body
 
 	mu        sync.Mutex
 	idle      map[string][]*h1Conn // host:port → idle connections, most recent last
 	lastSweep time.Time
 }
 
-func newH1Transport(fallback *http.Transport) *h1Transport {
+func newH1Transport(fallback *http.Transport, read time.Duration) *h1Transport {
 	return &h1Transport{
 		fallback:      fallback,
+		readTimeout:   read,
 		dial:          fallback.DialContext,
 		maxIdle:       fallback.MaxIdleConnsPerHost,
 		idleTimeout:   fallback.IdleConnTimeout,
@@ -168,10 +170,6 @@ func (e timeoutError) Error() string   { return string(e) }
 func (e timeoutError) Timeout() bool   { return true }
 func (e timeoutError) Temporary() bool { return true }
 
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
 
 func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Request) (*http.Response, error) {
 	c.read = 0
@@ -231,7 +229,7 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 		return fail(errors.New("gateway: unexpected 101 Switching Protocols to a request without Upgrade"))
 	}
 	reuse := !resp.Close && !req.Close
-	resp.Body = &h1Body{rc: resp.Body, t: t, c: c, stop: stop, reuse: reuse}
+	resp.Body = &h1Body{rc: resp.Body, t: t, c: c, stop: stop, reuse: reuse, ctx: ctx}
 	return resp, nil
 }
 
@@ -277,6 +275,7 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 // h1Body hands the connection back to the pool once the response was read
 // to its end and closed; a body closed early takes the connection with it.
 type h1Body struct {
+	ctx   context.Context
 	rc    io.ReadCloser
 	t     *h1Transport
 	c     *h1Conn
@@ -289,6 +288,15 @@ type h1Body struct {
 func (b *h1Body) Read(p []byte) (int, error) {
 	if b.done {
 		return 0, errors.New("gateway: read on closed response body")
+	}
+	if b.t.readTimeout > 0 && b.c.br.Buffered() == 0 {
+		// As nginx's proxy_read_timeout: the instance may not fall silent
+		// for longer within its answer. A client that went away set the
+		// deadline in the past, which this must not undo.
+		_ = b.c.SetReadDeadline(time.Now().Add(b.t.readTimeout))
+		if b.ctx.Err() != nil {
+			_ = b.c.SetDeadline(time.Unix(1, 0))
+		}
 	}
 	n, err := b.rc.Read(p)
 	if err == io.EOF {

@@ -133,18 +133,18 @@ func serveThrough(t *testing.T, log logrus.FieldLogger, h1 bool, in *http.Reques
 	}})
 	be := &fakeBackend{first: rawResp, later: []byte(secondResp)}
 	defer be.closeAll()
-	std := newTransport(testUpstream)
+	std := newTransport(testUpstream, false)
 	std.DialContext = be.dial
 	defer std.CloseIdleConnections()
 	probe := &fallbackProbe{rt: std}
-	rt := g.proxy.Transport.(*retryTransport)
+	up := g.table.Load().routes[0].up
 	if h1 {
-		h1t := newH1Transport(std)
+		h1t := newH1Transport(std, testUpstream.Read)
 		h1t.fallback = probe
-		rt.base = h1t
+		up.h1 = h1t
 		defer h1t.CloseIdleConnections()
 	} else {
-		rt.base = std
+		up.h1 = std
 	}
 
 	second, err := http.ReadRequest(bufio.NewReader(strings.NewReader(secondReq)))
@@ -161,6 +161,8 @@ func serveThrough(t *testing.T, log logrus.FieldLogger, h1 bool, in *http.Reques
 			r.Body = http.NoBody
 		}
 		r.RemoteAddr = "198.51.100.7:4321"
+		// Both paths must see the same request: a generated id would differ.
+		r.Header.Set("X-Request-Id", "fuzz-request")
 		var hung bool
 		o.answers[i], hung = serveOne(g, r, be)
 		cancel()

@@ -98,7 +98,7 @@ func TestH1TransportFastPath(t *testing.T) {
 func TestH1Transport(t *testing.T) {
 	t.Run("keep-alive connections are reused", func(t *testing.T) {
 		srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, r.URL.RequestURI()) })
-		tr := newH1Transport(newTransport(testUpstream))
+		tr := newH1Transport(newTransport(testUpstream, false), testUpstream.Read)
 		for range 20 {
 			if code, body := roundTrip(t, tr, outgoing(t, context.Background(), http.MethodGet, srv.URL+"/a?b=c")); code != 200 || body != "/a?b=c" {
 				t.Fatalf("got %d %q", code, body)
@@ -110,7 +110,7 @@ func TestH1Transport(t *testing.T) {
 	})
 	t.Run("a kept-alive connection the backend closed is replaced without an error", func(t *testing.T) {
 		srv, conns := countingServer(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
-		tr := newH1Transport(newTransport(testUpstream))
+		tr := newH1Transport(newTransport(testUpstream, false), testUpstream.Read)
 		roundTrip(t, tr, outgoing(t, context.Background(), http.MethodGet, srv.URL+"/"))
 		srv.CloseClientConnections()
 		testutil.Eventually(t, 10*time.Second, "the backend to close the kept-alive connection", func() bool { return conns.closed.Load() == 1 })
@@ -126,7 +126,7 @@ func TestH1Transport(t *testing.T) {
 			w.Header().Set("Connection", "close")
 			_, _ = io.WriteString(w, "bye")
 		})
-		tr := newH1Transport(newTransport(testUpstream))
+		tr := newH1Transport(newTransport(testUpstream, false), testUpstream.Read)
 		for range 3 {
 			roundTrip(t, tr, outgoing(t, context.Background(), http.MethodGet, srv.URL+"/"))
 		}
@@ -136,7 +136,7 @@ func TestH1Transport(t *testing.T) {
 	})
 	t.Run("a body closed before its end takes the connection with it", func(t *testing.T) {
 		srv, conns := countingServer(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, strings.Repeat("x", 64<<10)) })
-		tr := newH1Transport(newTransport(testUpstream))
+		tr := newH1Transport(newTransport(testUpstream, false), testUpstream.Read)
 		for range 2 {
 			resp, err := tr.RoundTrip(outgoing(t, context.Background(), http.MethodGet, srv.URL+"/"))
 			if err != nil {
@@ -155,7 +155,7 @@ func TestH1Transport(t *testing.T) {
 			w.WriteHeader(http.StatusEarlyHints)
 			_, _ = io.WriteString(w, "final")
 		})
-		tr := newH1Transport(newTransport(testUpstream))
+		tr := newH1Transport(newTransport(testUpstream, false), testUpstream.Read)
 		if code, body := roundTrip(t, tr, outgoing(t, context.Background(), http.MethodGet, srv.URL+"/")); code != 200 || body != "final" {
 			t.Fatalf("got %d %q", code, body)
 		}
@@ -164,7 +164,7 @@ func TestH1Transport(t *testing.T) {
 		srv, conns := countingServer(t, func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Length", "5")
 		})
-		tr := newH1Transport(newTransport(testUpstream))
+		tr := newH1Transport(newTransport(testUpstream, false), testUpstream.Read)
 		for range 2 {
 			if code, body := roundTrip(t, tr, outgoing(t, context.Background(), http.MethodHead, srv.URL+"/")); code != 200 || body != "" {
 				t.Fatalf("got %d %q", code, body)
@@ -185,7 +185,7 @@ func TestH1Transport(t *testing.T) {
 				close(aborted)
 			}
 		})
-		tr := newH1Transport(newTransport(testUpstream))
+		tr := newH1Transport(newTransport(testUpstream, false), testUpstream.Read)
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
 		_, err := tr.RoundTrip(outgoing(t, ctx, http.MethodGet, srv.URL+"/"))
@@ -205,16 +205,16 @@ func TestH1Transport(t *testing.T) {
 		}
 		addr := ln.Addr().String()
 		ln.Close()
-		_, err = newH1Transport(newTransport(testUpstream)).RoundTrip(outgoing(t, context.Background(), http.MethodGet, "http://"+addr+"/"))
+		_, err = newH1Transport(newTransport(testUpstream, false), testUpstream.Read).RoundTrip(outgoing(t, context.Background(), http.MethodGet, "http://"+addr+"/"))
 		if !isDialError(err) {
 			t.Fatalf("err = %v, want a dial error", err)
 		}
 	})
 	t.Run("idle connections past the idle timeout are closed, not used", func(t *testing.T) {
 		srv, conns := countingServer(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
-		base := newTransport(testUpstream)
+		base := newTransport(testUpstream, false)
 		base.IdleConnTimeout = 30 * time.Millisecond
-		tr := newH1Transport(base)
+		tr := newH1Transport(base, 0)
 		roundTrip(t, tr, outgoing(t, context.Background(), http.MethodGet, srv.URL+"/"))
 		host := srv.Listener.Addr().String()
 		testutil.Eventually(t, 10*time.Second, "the pooled connection to outlive the idle timeout", func() bool {
@@ -231,4 +231,4 @@ func TestH1Transport(t *testing.T) {
 }
 
 // testUpstream are the upstream timeouts the transport tests run with.
-var testUpstream = Config{ConnectTimeout: time.Second, ResponseHeaderTimeout: time.Minute, UpstreamIdleTimeout: 90 * time.Second}
+var testUpstream = Timeouts{Connect: time.Second, ResponseHeader: time.Minute, Idle: 90 * time.Second}

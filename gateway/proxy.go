@@ -8,111 +8,178 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/sirupsen/logrus"
 )
 
-// maxAttempts caps how many endpoints one request is tried on.
-const maxAttempts = 3
+// defaultAttempts caps how many endpoints one request is tried on.
+const defaultAttempts = 3
 
 // noUpError means the route matched but its service has no UP endpoint.
 type noUpError struct{ service string }
 
 func (e *noUpError) Error() string { return fmt.Sprintf("no UP instance of service %q", e.service) }
 
-var (
-	errNoRoute    = errors.New("gateway: no route for the path")
-	errBodySealed = errors.New("gateway: request body belongs to a later attempt")
-)
+var errBodySealed = errors.New("gateway: request body belongs to a later attempt")
+
+// upstream holds the transports for one set of upstream timeouts; routes
+// with the same timeouts share one, and so their connection pools.
+type upstream struct {
+	h1  http.RoundTripper // HTTP/1.1: an h1Transport, the fast path falling back to http.Transport
+	h2c *http.Transport   // HTTP/2 with prior knowledge, for instances that announce h2c
+}
+
+func newUpstream(t Timeouts) *upstream {
+	return &upstream{h1: newH1Transport(newTransport(t, false), t.Read), h2c: newTransport(t, true)}
+}
+
+func (u *upstream) closeIdle() {
+	if ci, ok := u.h1.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
+	u.h2c.CloseIdleConnections()
+}
 
 // newTransport is tuned for many short requests to a few local backends.
 // It ignores proxy settings from the environment and leaves compression to
 // the client and backend, so the proxy stays transparent.
-func newTransport(cfg Config) *http.Transport {
-	return &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+func newTransport(t Timeouts, h2c bool) *http.Transport {
+	tr := &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: t.Connect, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       cfg.UpstreamIdleTimeout,
-		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
+		IdleConnTimeout:       t.Idle,
+		ResponseHeaderTimeout: t.ResponseHeader,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
-		ForceAttemptHTTP2:     false,
 	}
+	if h2c {
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		tr.Protocols = &p
+		tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second}
+	}
+	return tr
 }
 
-// retryTransport sends each attempt to the endpoint in the request URL and,
-// when that fails before a response arrived and the request can safely be
-// sent again, to the next endpoint of the same pool that this request has
-// not tried yet.
+// retryTransport sends each attempt to the exchange's endpoint and, when
+// that fails in a way the route retries, to the next endpoint of the same
+// pool that this request has not tried yet.
 type retryTransport struct {
-	base    http.RoundTripper
-	lookup  func(path string) (*Pool, bool)
-	retried func(service string) // counts a retry; may be nil
+	g *Gateway
 }
 
-func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	var buf [maxAttempts]string
+func (t retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ex := exchangeOf(req.Context())
+	var buf [defaultAttempts]string
 	tried := buf[:0]
 	body, _ := req.Body.(*attemptBody)
-	if req.URL.Host == "" {
-		// The table lost the service's last endpoint after Rewrite ran.
-		pool, ok := t.lookup(req.URL.Path)
-		if !ok {
-			return nil, errNoRoute
-		}
-		e := pool.pick(nil)
-		if e == nil {
-			return nil, &noUpError{service: pool.service}
-		}
-		req = retarget(req, e, &body)
+	policy := ex.route.Retry
+	attempts := policy.Attempts
+	if attempts <= 0 {
+		attempts = defaultAttempts
 	}
 	for {
-		resp, err := t.base.RoundTrip(req)
-		if err == nil {
-			return resp, nil
-		}
-		tried = append(tried, req.URL.Host)
-		pool, ok := t.lookup(req.URL.Path)
-		dial := isDialError(err)
-		if dial && ok {
-			if e := pool.endpoint(req.URL.Host); e != nil {
-				e.markDown(time.Now())
+		if ex.endpoint == nil {
+			// The table lost the service's last endpoint after Rewrite ran.
+			e := t.g.pool(ex.route.Service).pick(tried)
+			if e == nil {
+				return nil, &noUpError{service: ex.route.Service}
 			}
+			req = retarget(req, e, &body)
+			ex.endpoint = e
 		}
-		if !ok || len(tried) >= min(maxAttempts, pool.Len()) || !retryable(req, body, dial) {
-			return nil, err
+		tr := ex.route.up.h1
+		if ex.endpoint.h2c {
+			tr = ex.route.up.h2c
+		}
+		resp, err := tr.RoundTrip(req)
+		tried = append(tried, req.URL.Host)
+		pool := t.g.pool(ex.route.Service)
+		last := len(tried) >= min(attempts, pool.Len())
+		if err == nil {
+			if last || !retriesStatus(policy, resp.StatusCode) || !retryable(req, body, false, policy) {
+				return resp, nil
+			}
+			// The answer goes unread to the client; the connection is
+			// reusable only if its body is short, as http.Transport's.
+			_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+			resp.Body.Close()
+		} else {
+			dial := isDialError(err)
+			if dial {
+				if e := pool.endpoint(req.URL.Host); e != nil {
+					e.markDown(time.Now())
+				}
+			}
+			if last || !retriesError(policy, err, dial) || !retryable(req, body, dial, policy) {
+				return nil, err
+			}
 		}
 		e := pool.pick(tried)
 		if e == nil {
-			return nil, err
+			if err != nil {
+				return nil, err
+			}
+			return nil, fmt.Errorf("gateway: every instance answered %d", resp.StatusCode)
 		}
-		if t.retried != nil {
-			t.retried(pool.service)
+		ex.retries++
+		if m := pool.m; m != nil {
+			m.retries.Inc()
 		}
 		req = retarget(req, e, &body)
+		ex.endpoint = e
 	}
 }
 
-// retryable reports whether req may be sent again after it failed: always
-// when the connection was never made, otherwise only when its method is
-// idempotent, as http.Transport decides for itself. Either way the body must
-// not have been read; sealing it keeps a late read of the failed attempt off
-// the body of the next one.
-func retryable(req *http.Request, body *attemptBody, dial bool) bool {
+// retriesError reports whether policy retries a failed attempt: a
+// connection that was never made always, else "error" and "timeout" as
+// listed (both by default).
+func retriesError(p RetryPolicy, err error, dial bool) bool {
+	if dial {
+		return true
+	}
+	on := p.On
+	if len(on) == 0 {
+		on = []string{"error", "timeout"}
+	}
+	if isTimeout(err) {
+		return slices.Contains(on, "timeout")
+	}
+	return slices.Contains(on, "error")
+}
+
+func retriesStatus(p RetryPolicy, code int) bool {
+	switch code {
+	case http.StatusBadGateway:
+		return slices.Contains(p.On, "http_502")
+	case http.StatusServiceUnavailable:
+		return slices.Contains(p.On, "http_503")
+	case http.StatusGatewayTimeout:
+		return slices.Contains(p.On, "http_504")
+	}
+	return false
+}
+
+// retryable reports whether req may be sent again after an attempt failed:
+// always when the connection was never made, otherwise only when its
+// method is idempotent (as http.Transport decides for itself), it carries
+// an idempotency key, or the route allows every method. Either way the body
+// must not have been read; sealing it keeps a late read of the failed
+// attempt off the body of the next one.
+func retryable(req *http.Request, body *attemptBody, dial bool, p RetryPolicy) bool {
 	if req.Context().Err() != nil {
 		return false
 	}
 	if body != nil && !body.seal() {
 		return false
 	}
-	if dial {
+	if dial || p.NonIdempotent {
 		return true
 	}
 	switch req.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete:
 		return true
 	}
 	_, key := req.Header["Idempotency-Key"]
@@ -194,30 +261,47 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	_, _ = w.Write(append(b, '\n'))
 }
 
+// statusClientClosed is what the access log records for a request whose
+// client went away before the answer, as nginx's 499.
+const statusClientClosed = 499
+
 // proxyError answers a request that no endpoint served.
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	service := ""
-	if pool, ok := g.table.Load().Lookup(r.URL.Path); ok {
-		service = pool.service
-	}
-	if nu := (*noUpError)(nil); errors.As(err, &nu) {
-		g.metrics.count(service, http.StatusServiceUnavailable)
-		writeError(w, http.StatusServiceUnavailable, nu.Error())
-		return
-	}
-	fields := logrus.Fields{"service": service, "method": r.Method, "path": r.URL.Path}
+	ex := exchangeOf(r.Context())
+	service := ex.route.Service
+	ex.err = err
+	var nu *noUpError
 	switch {
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-		g.metrics.count(service, http.StatusBadGateway)
-		g.log.WithError(err).WithFields(fields).Debug("client went away before the backend answered")
+	case errors.As(err, &nu):
+		writeError(w, http.StatusServiceUnavailable, nu.Error())
+	case ex.bodyErr.Load() != 0:
+		// The client's body failed: too large, or too slow. What it sent
+		// after cannot be read as a next request.
+		code, msg := http.StatusRequestTimeout, "the request body stalled longer than the client body timeout"
+		ex.err = errClientBodyTimeout
+		if ex.bodyErr.Load() == http.StatusRequestEntityTooLarge {
+			code, msg = http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over the route's limit of %d bytes", ex.route.MaxBody)
+			ex.err = errBodyTooLarge
+		}
+		w.Header().Set("Connection", "close")
+		writeError(w, code, msg)
+	case r.Context().Err() != nil && !ex.timedOut.Load():
+		ex.status = statusClientClosed
+		g.log.WithError(err).WithFields(ex.fields(r)).Debug("client went away before the backend answered")
 		writeError(w, http.StatusBadGateway, fmt.Sprintf("no instance of service %q answered", service))
-	case isTimeout(err):
-		g.metrics.count(service, http.StatusGatewayTimeout)
-		g.log.WithError(err).WithFields(fields).Warn("the instance did not answer in time; responding 504")
+	case isTimeout(err) || ex.timedOut.Load():
+		g.log.WithError(err).WithFields(ex.fields(r)).Warn("the instance did not answer in time; responding 504")
 		writeError(w, http.StatusGatewayTimeout, fmt.Sprintf("no instance of service %q answered in time", service))
 	default:
-		g.metrics.count(service, http.StatusBadGateway)
-		g.log.WithError(err).WithFields(fields).Warn("no instance answered; responding 502")
+		g.log.WithError(err).WithFields(ex.fields(r)).Warn("no instance answered; responding 502")
 		writeError(w, http.StatusBadGateway, fmt.Sprintf("no instance of service %q answered", service))
 	}
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"reflect"
 	"testing"
 )
 
@@ -45,7 +46,7 @@ func TestParseRoute(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ParseRoute(%q): %v", tt.in, err)
 			}
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("ParseRoute(%q) = %+v, want %+v", tt.in, got, tt.want)
 			}
 		})

@@ -1,8 +1,8 @@
 package gateway
 
 import (
-	"cmp"
 	"maps"
+	"net/http"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -14,7 +14,7 @@ import (
 // over, unless nothing else is left.
 const passiveDown = 2 * time.Second
 
-// Table is a routing table: the routes, longest prefix first, each with the
+// Table is a routing table: the routes, most specific first, each with the
 // UP endpoints of its service. A Table never changes once built (only the
 // round-robin counters and the endpoints' passive health move, atomically),
 // so readers need no lock: the gateway builds a new Table for every change
@@ -25,8 +25,9 @@ type Table struct {
 }
 
 type tableRoute struct {
-	prefix string
-	pool   *Pool
+	*Route
+	pool *Pool
+	up   *upstream // nil in a table built by NewTable
 }
 
 // Pool is one service's UP endpoints in a Table.
@@ -37,38 +38,65 @@ type Pool struct {
 	ready   bool // that snapshot was Ready
 	eps     []*Endpoint
 	next    atomic.Uint64
+	m       *serviceMetrics // nil in a table built by NewTable
 }
 
 // Endpoint is one UP instance that a Pool sends traffic to.
 type Endpoint struct {
 	inst     registry.Instance
 	hostPort string
+	h2c      bool // the instance speaks HTTP/2 with prior knowledge
 	// downUntil, in Unix nanoseconds, is set when the endpoint refused a
 	// connection. Endpoints are carried over from table to table, so this
 	// passive health outlives a rebuild.
 	downUntil atomic.Int64
 }
 
-// NewTable builds the table for routes (as ParseRoute returns them) from
-// each service's snapshot. A service without a snapshot has no endpoints.
-// When two routes share a prefix, the first wins.
+// NewTable builds the table for routes (normalized, as ParseRoute returns
+// them) from each service's snapshot. A service without a snapshot has no
+// endpoints. Of two routes with the same match, the first wins.
 func NewTable(routes []Route, snaps map[string]registry.Snapshot) *Table {
-	t := &Table{pools: make(map[string]*Pool, len(routes))}
+	rs := make([]tableRoute, len(routes))
+	for i := range routes {
+		rs[i] = tableRoute{Route: &routes[i]}
+	}
+	t := (&Table{pools: map[string]*Pool{}}).withRoutes(rs, nil)
+	for svc, snap := range snaps {
+		if _, ok := t.pools[svc]; ok {
+			t = t.with(svc, snap)
+		}
+	}
+	return t
+}
+
+// withRoutes returns a table with routes in place of t's. The pools of
+// services still routed are kept, endpoints and all; a new service starts
+// with an empty pool that no snapshot was applied to. newMetrics, when set,
+// gives a new pool its series.
+func (t *Table) withRoutes(routes []tableRoute, newMetrics func(service string) *serviceMetrics) *Table {
+	nt := &Table{pools: make(map[string]*Pool, len(routes))}
+	seen := map[string]bool{}
 	for _, r := range routes {
-		if _, ok := t.pools[r.Service]; ok {
+		if seen[routeKey(r.Route)] {
 			continue
 		}
-		snap, ok := snaps[r.Service]
-		t.pools[r.Service] = newPool(r.Service, snap, ok, nil)
-	}
-	t.routes = make([]tableRoute, 0, len(routes))
-	for _, r := range routes {
-		if !slices.ContainsFunc(t.routes, func(tr tableRoute) bool { return tr.prefix == r.Prefix }) {
-			t.routes = append(t.routes, tableRoute{prefix: r.Prefix, pool: t.pools[r.Service]})
+		seen[routeKey(r.Route)] = true
+		p := nt.pools[r.Service]
+		if p == nil {
+			p = t.pools[r.Service]
+			if p == nil {
+				p = &Pool{service: r.Service}
+				if newMetrics != nil {
+					p.m = newMetrics(r.Service)
+				}
+			}
+			nt.pools[r.Service] = p
 		}
+		r.pool = p
+		nt.routes = append(nt.routes, r)
 	}
-	slices.SortStableFunc(t.routes, func(a, b tableRoute) int { return cmp.Compare(len(b.prefix), len(a.prefix)) })
-	return t
+	slices.SortStableFunc(nt.routes, func(a, b tableRoute) int { return compareRoutes(a.Route, b.Route) })
+	return nt
 }
 
 // with returns a copy of t in which service's pool is built from snap. Only
@@ -76,9 +104,15 @@ func NewTable(routes []Route, snaps map[string]registry.Snapshot) *Table {
 // unchanged, and every other pool is shared.
 func (t *Table) with(service string, snap registry.Snapshot) *Table {
 	nt := &Table{pools: maps.Clone(t.pools), routes: make([]tableRoute, len(t.routes))}
-	nt.pools[service] = newPool(service, snap, true, t.pools[service])
+	prev := t.pools[service]
+	np := newPool(service, snap, true, prev)
+	if prev != nil {
+		np.m = prev.m
+	}
+	nt.pools[service] = np
 	for i, r := range t.routes {
-		nt.routes[i] = tableRoute{prefix: r.prefix, pool: nt.pools[r.pool.service]}
+		r.pool = nt.pools[r.pool.service]
+		nt.routes[i] = r
 	}
 	return nt
 }
@@ -98,7 +132,7 @@ func newPool(service string, snap registry.Snapshot, applied bool, prev *Pool) *
 		}
 		e := old[inst.ID]
 		if e == nil || e.inst != inst {
-			ne := &Endpoint{inst: inst, hostPort: inst.HostPort()}
+			ne := &Endpoint{inst: inst, hostPort: inst.HostPort(), h2c: inst.Protocol == registry.ProtocolH2C}
 			if e != nil && e.hostPort == ne.hostPort {
 				ne.downUntil.Store(e.downUntil.Load())
 			}
@@ -109,15 +143,25 @@ func newPool(service string, snap registry.Snapshot, applied bool, prev *Pool) *
 	return p
 }
 
-// Lookup finds the pool of the longest route prefix that path lies under.
-// ok is false when no route matches; a matched pool may still be empty.
+// Lookup finds the pool of the first route that takes path on any host
+// without headers. ok is false when no route matches; a matched pool may
+// still be empty.
 func (t *Table) Lookup(path string) (p *Pool, ok bool) {
-	for i := range t.routes {
-		if matches(t.routes[i].prefix, path) {
-			return t.routes[i].pool, true
-		}
+	if r := t.match("", path, nil); r != nil {
+		return r.pool, true
 	}
 	return nil, false
+}
+
+// match finds the first route, most specific first, that takes a request
+// for host and path carrying h; nil when none does.
+func (t *Table) match(host, path string, h http.Header) *tableRoute {
+	for i := range t.routes {
+		if t.routes[i].Match(host, path, h) {
+			return &t.routes[i]
+		}
+	}
+	return nil
 }
 
 // Applied maps each service that has a snapshot behind this table to that
@@ -132,14 +176,31 @@ func (t *Table) Applied() map[string]uint64 {
 	return out
 }
 
+// upIDs is the set of instance ids that are UP in some pool.
+func (t *Table) upIDs() map[string]bool {
+	out := map[string]bool{}
+	for _, p := range t.pools {
+		for _, e := range p.eps {
+			out[e.inst.ID] = true
+		}
+	}
+	return out
+}
+
 // Service is the pool's service.
 func (p *Pool) Service() string { return p.service }
 
 // Index is the registry index of the snapshot the pool was built from.
 func (p *Pool) Index() uint64 { return p.index }
 
-// Len is the number of UP endpoints.
-func (p *Pool) Len() int { return len(p.eps) }
+// Len is the number of UP endpoints; a nil pool (a service no route names
+// any more) has none.
+func (p *Pool) Len() int {
+	if p == nil {
+		return 0
+	}
+	return len(p.eps)
+}
 
 // Endpoints lists the UP endpoints.
 func (p *Pool) Endpoints() []*Endpoint { return slices.Clone(p.eps) }
@@ -152,6 +213,9 @@ func (p *Pool) Next() *Endpoint { return p.pick(nil) }
 // pick is Next, but also passes over the endpoints already tried (by
 // host:port) for this request; it returns nil when every one was tried.
 func (p *Pool) pick(tried []string) *Endpoint {
+	if p == nil {
+		return nil
+	}
 	n := uint64(len(p.eps))
 	if n == 0 {
 		return nil
@@ -182,6 +246,9 @@ func (p *Pool) pick(tried []string) *Endpoint {
 
 // endpoint finds the endpoint at hostPort, or nil.
 func (p *Pool) endpoint(hostPort string) *Endpoint {
+	if p == nil {
+		return nil
+	}
 	for _, e := range p.eps {
 		if e.hostPort == hostPort {
 			return e

@@ -25,7 +25,7 @@ func ids(p *Pool) []string {
 }
 
 func TestTableLookup(t *testing.T) {
-	routes := []Route{{"/", "web"}, {"/api", "api"}, {"/api/v2", "api2"}, {"/static", "web"}}
+	routes := []Route{{Prefix: "/", Service: "web"}, {Prefix: "/api", Service: "api"}, {Prefix: "/api/v2", Service: "api2"}, {Prefix: "/static", Service: "web"}}
 	snaps := map[string]registry.Snapshot{
 		"web":  snapOf(7, inst("w1", "web", 1, registry.StatusUp)),
 		"api":  snapOf(8, inst("a1", "api", 2, registry.StatusUp)),
@@ -59,7 +59,7 @@ func TestTableLookup(t *testing.T) {
 		})
 	}
 	t.Run("no route matches without a root route", func(t *testing.T) {
-		table := NewTable([]Route{{"/api", "api"}}, snaps)
+		table := NewTable([]Route{{Prefix: "/api", Service: "api"}}, snaps)
 		if p, ok := table.Lookup("/web"); ok {
 			t.Fatalf("Lookup(/web) = %q, want no route", p.Service())
 		}
@@ -108,7 +108,7 @@ func TestTablePools(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
-			table := NewTable([]Route{{"/", "hello"}}, tt.snaps)
+			table := NewTable([]Route{{Prefix: "/", Service: "hello"}}, tt.snaps)
 			p, ok := table.Lookup("/")
 			if !ok {
 				t.Fatal("no pool for /")
@@ -133,7 +133,7 @@ func TestPoolPick(t *testing.T) {
 		inst("c", "s", 3, registry.StatusUp),
 	)
 	pool := func() *Pool {
-		p, _ := NewTable([]Route{{"/", "s"}}, map[string]registry.Snapshot{"s": three}).Lookup("/")
+		p, _ := NewTable([]Route{{Prefix: "/", Service: "s"}}, map[string]registry.Snapshot{"s": three}).Lookup("/")
 		return p
 	}
 
@@ -192,7 +192,7 @@ func TestPoolPick(t *testing.T) {
 }
 
 func TestTableWith(t *testing.T) {
-	routes := []Route{{"/", "web"}, {"/api", "api"}}
+	routes := []Route{{Prefix: "/", Service: "web"}, {Prefix: "/api", Service: "api"}}
 	old := NewTable(routes, map[string]registry.Snapshot{
 		"web": snapOf(1, inst("w1", "web", 1, registry.StatusUp), inst("w2", "web", 2, registry.StatusUp)),
 		"api": snapOf(2, inst("a1", "api", 3, registry.StatusUp)),

@@ -44,7 +44,7 @@ func TestABackendThatNeverAnswersGets504(t *testing.T) {
 	host, port := splitHostPort(t, ln.Addr().String())
 	log, hook := quietLog()
 	g, url := runGateway(t, Config{ID: "gw-timeout", Listen: "127.0.0.1:0", Routes: parseRoutes(t, "/=hello"), Source: idleSource{},
-		ResponseHeaderTimeout: 300 * time.Millisecond, Log: log})
+		Timeouts: Timeouts{ResponseHeader: 300 * time.Millisecond}, Log: log})
 	g.apply("hello", registry.Snapshot{Index: 1, Ready: true, Instances: []registry.Instance{
 		{ID: "silent", Service: "hello", Color: "blue", Address: host, Port: port, Status: registry.StatusUp},
 	}})

@@ -56,7 +56,17 @@ type Instance struct {
 	Address string `json:"address"`
 	Port    int    `json:"port"`
 	Status  Status `json:"status"`
+	// Protocol is what the instance speaks on Port: ProtocolHTTP1 (also
+	// when empty) or ProtocolH2C, HTTP/2 with prior knowledge, which
+	// gateways then use upstream (a gRPC server needs it).
+	Protocol string `json:"protocol,omitempty"`
 }
+
+// The protocols an instance may announce.
+const (
+	ProtocolHTTP1 = "http1"
+	ProtocolH2C   = "h2c"
+)
 
 // HostPort is the instance's dialable address.
 func (i Instance) HostPort() string { return net.JoinHostPort(i.Address, strconv.Itoa(i.Port)) }
@@ -122,6 +132,8 @@ func (i Instance) Validate() error {
 		return fmt.Errorf("%w: version must be at most %d printable characters", ErrInvalid, MaxVersionLen)
 	case i.Port <= 0 || i.Port > 65535:
 		return fmt.Errorf("%w: port %d out of range", ErrInvalid, i.Port)
+	case i.Protocol != "" && i.Protocol != ProtocolHTTP1 && i.Protocol != ProtocolH2C:
+		return fmt.Errorf("%w: protocol must be %q or %q, not %q", ErrInvalid, ProtocolHTTP1, ProtocolH2C, i.Protocol)
 	}
 	_, err := ParseStatus(string(i.Status))
 	return err
@@ -142,6 +154,12 @@ type Snapshot struct {
 type GatewayReport struct {
 	ID      string            `json:"id"`
 	Applied map[string]uint64 `json:"applied"`
+	// Streams counts the open long-lived connections (WebSocket, SSE,
+	// gRPC streams) by instance id.
+	Streams map[string]int `json:"streams,omitempty"`
+	// Moved counts the streams the gateway has ended since it started
+	// because their instance left the UP set.
+	Moved uint64 `json:"moved,omitempty"`
 }
 
 // Backend is a registry as switchyard uses it: the built-in server through

@@ -98,8 +98,27 @@ type Switch struct {
 	StepsTotal int    `json:"steps_total,omitempty"`
 	// Quarantined lists the nodes the switch did not trust, and why.
 	Quarantined []Quarantined `json:"quarantined,omitempty"`
-	StartedAt   time.Time     `json:"started_at"`
-	FinishedAt  *time.Time    `json:"finished_at,omitempty"`
+	// Streams accounts for the long-lived connections on the color the
+	// switch took out; nil when no gateway reported any.
+	Streams    *StreamMoves `json:"streams,omitempty"`
+	StartedAt  time.Time    `json:"started_at"`
+	FinishedAt *time.Time   `json:"finished_at,omitempty"`
+}
+
+// StreamMoves accounts for the long-lived connections (WebSocket, SSE,
+// gRPC streams) that were on the instances a switch took out. Gateways end
+// them after their grace period, so that their clients reconnect to the
+// target; the controller follows the gateways' reports after the switch.
+type StreamMoves struct {
+	// Open is how many the gateways had on the taken-out instances when
+	// the switch finished.
+	Open int `json:"open"`
+	// Moved is how many the gateways have ended since the switch started
+	// because their instance left the UP set.
+	Moved int `json:"moved"`
+	// Left is how many are still open on the taken-out instances; 0 once
+	// every one moved.
+	Left int `json:"left"`
 }
 
 // Duration is how long the switch took, or has taken so far.

@@ -25,13 +25,13 @@ import (
 	"github.com/switchyard/switchyard/zkstate"
 )
 
-// Build compiles switchyard and hello into dir.
+// Build compiles switchyard, hello and hello-grpc into dir.
 func Build(ctx context.Context, dir string) error {
 	root, err := RepoRoot()
 	if err != nil {
 		return err
 	}
-	for name, pkg := range map[string]string{"switchyard": "./cmd/switchyard", "hello": "./examples/hello"} {
+	for name, pkg := range map[string]string{"switchyard": "./cmd/switchyard", "hello": "./examples/hello", "hello-grpc": "./examples/hello-grpc"} {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, name), pkg)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -114,6 +114,9 @@ type Options struct {
 	// InstanceZK, when set, maps the ZooKeeper connection string to the
 	// one instances use, so that a test can put proxies in between.
 	InstanceZK func(zkAddr string) (string, error)
+	// GatewayArgs are added to the gateway's flags (more routes, TLS,
+	// grace periods).
+	GatewayArgs []string
 	// Fixed listen addresses; empty means a free loopback port.
 	GatewayAddr, RegistryAddr string
 	ControllerAddrs           []string
@@ -219,9 +222,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	c.GatewayAdminURL = "http://" + admin
-	if c.Gateway, err = c.start("gateway", c.sy("gateway", "--listen", gaddr, "--admin", admin, "--route", "/=hello", "--id", "gateway-1",
+	gargs := c.sy("gateway", "--listen", gaddr, "--admin", admin, "--route", "/=hello", "--id", "gateway-1",
 		// A gateway needs only the read token: it cannot change an instance.
-		"--token", registry.ReadToken(c.opts.Token))...); err != nil {
+		"--token", registry.ReadToken(c.opts.Token))
+	if c.Gateway, err = c.start("gateway", append(gargs, opts.GatewayArgs...)...); err != nil {
 		return nil, err
 	}
 	if err := waitHTTP(ctx, c.GatewayURL+"/", 10*time.Second, 0); err != nil {
@@ -319,10 +323,22 @@ func (c *Cluster) StartController(ctx context.Context, id, addr string, extra ..
 
 // StartInstance starts a hello of color and waits until it listens.
 func (c *Cluster) StartInstance(ctx context.Context, color zkstate.Color, extra ...string) (*Instance, error) {
+	return c.startExample(ctx, "hello", color, extra...)
+}
+
+// StartGRPCInstance starts a hello-grpc of color, service hello-grpc, and
+// waits until it listens. Its Addr takes gRPC over h2c and HTTP/1.1.
+func (c *Cluster) StartGRPCInstance(ctx context.Context, color zkstate.Color, extra ...string) (*Instance, error) {
+	return c.startExample(ctx, "hello-grpc", color, extra...)
+}
+
+// startExample starts the example binary of color with the cluster's
+// settings, named after the binary, and waits until it listens.
+func (c *Cluster) startExample(ctx context.Context, binary string, color zkstate.Color, extra ...string) (*Instance, error) {
 	c.mu.Lock()
 	n := len(c.Instances) + 1
 	c.mu.Unlock()
-	name := fmt.Sprintf("hello-%s-%d", color, n)
+	name := fmt.Sprintf("%s-%s-%d", binary, color, n)
 	zkAddr := c.ZK.Addr
 	if c.opts.InstanceZK != nil {
 		var err error
@@ -331,7 +347,7 @@ func (c *Cluster) StartInstance(ctx context.Context, color zkstate.Color, extra 
 		}
 	}
 	// Each instance holds only its own token: it can act for itself alone.
-	args := []string{filepath.Join(c.opts.Bin, "hello"), "--color", string(color), "--id", name, "--zk", zkAddr, "--registry", c.RegistryURL,
+	args := []string{filepath.Join(c.opts.Bin, binary), "--color", string(color), "--id", name, "--zk", zkAddr, "--registry", c.RegistryURL,
 		"--token", registry.InstanceToken(c.opts.Token, name),
 		"--version", map[zkstate.Color]string{zkstate.Blue: "v1", zkstate.Green: "v2"}[color]}
 	if c.opts.Fast {

@@ -59,14 +59,18 @@ func StartLoad(ctx context.Context, url string, workers int, pause time.Duration
 
 // StartLoadMethods is StartLoad with the methods each worker cycles through.
 func StartLoadMethods(ctx context.Context, url string, workers int, pause time.Duration, methods ...string) *Load {
-	ctx, cancel := context.WithCancel(ctx)
-	l := &Load{cancel: cancel}
 	tr := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: workers,
 		IdleConnTimeout:     30 * time.Second,
 	}
-	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	return StartLoadClient(ctx, &http.Client{Transport: tr, Timeout: 10 * time.Second}, url, workers, pause, methods...)
+}
+
+// StartLoadClient is StartLoadMethods through hc, e.g. HTTP/2 over TLS.
+func StartLoadClient(ctx context.Context, hc *http.Client, url string, workers int, pause time.Duration, methods ...string) *Load {
+	ctx, cancel := context.WithCancel(ctx)
+	l := &Load{cancel: cancel}
 	for w := range workers {
 		l.wg.Go(func() {
 			var local []Result

@@ -1,15 +1,15 @@
 // Command hello is switchyard's example service: an echo server that embeds
 // the client SDK, answers GET / with who it is, and takes part in switches.
+// Beside plain requests it serves what an edge router must carry through a
+// switch: a WebSocket echo, a Server-Sent Events stream, slow answers and
+// chosen status codes.
 package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -36,30 +36,43 @@ func env(name, def string) string {
 	return def
 }
 
+// config is what the flags and environment say.
+type config struct {
+	color, listen, advertise, service, version, id string
+	zk, registry, token, zkRoot                    string
+	zkAuth                                         zkstate.Auth
+	heartbeat, session, drain                      time.Duration
+	health                                         func(context.Context) error
+}
+
 func main() {
 	var (
-		color     = flag.String("color", "", "blue or green (required)")
-		listen    = flag.String("listen", "127.0.0.1:0", "address to serve on")
-		advertise = flag.String("advertise", "", "host gateways reach this instance at (default: the listen host)")
-		service   = flag.String("service", "hello", "service name")
-		version   = flag.String("version", "v1", "version to report")
-		id        = flag.String("id", "", "instance id (default service-color-random)")
-		zkAddr    = flag.String("zk", env("SWITCHYARD_ZK", "127.0.0.1:2181"), "ZooKeeper servers (SWITCHYARD_ZK)")
-		regURL    = flag.String("registry", env("SWITCHYARD_REGISTRY", "http://127.0.0.1:8761"), "registry URL (SWITCHYARD_REGISTRY)")
-		token     = flag.String("token", env("SWITCHYARD_TOKEN", ""), "shared secret (SWITCHYARD_TOKEN)")
-		zkRoot    = flag.String("zk-root", env("SWITCHYARD_ZK_ROOT", "/"), "ZooKeeper root (SWITCHYARD_ZK_ROOT)")
-		zkAuth    = flag.String("zk-auth", env("SWITCHYARD_ZK_AUTH", ""), "ZooKeeper digest user:password (SWITCHYARD_ZK_AUTH)")
-		heartbeat = flag.Duration("heartbeat", time.Second, "registry heartbeat interval")
-		session   = flag.Duration("zk-session-timeout", 10*time.Second, "ZooKeeper session timeout")
-		drain     = flag.Duration("drain-timeout", 10*time.Second, "longest wait for gateways to stop sending at shutdown")
-		healthy   = flag.Bool("healthy", true, "start healthy; SIGUSR1 toggles health, to rehearse a failing instance")
-		slowCheck = flag.Duration("health-delay", 0, "answer health checks this much later, to rehearse a slow switch")
+		cfg       config
+		zkAuth    string
+		healthy   bool
+		slowCheck time.Duration
 	)
+	flag.StringVar(&cfg.color, "color", "", "blue or green (required)")
+	flag.StringVar(&cfg.listen, "listen", "127.0.0.1:0", "address to serve on")
+	flag.StringVar(&cfg.advertise, "advertise", "", "host gateways reach this instance at (default: the listen host)")
+	flag.StringVar(&cfg.service, "service", "hello", "service name")
+	flag.StringVar(&cfg.version, "version", "v1", "version to report")
+	flag.StringVar(&cfg.id, "id", "", "instance id (default service-color-random)")
+	flag.StringVar(&cfg.zk, "zk", env("SWITCHYARD_ZK", "127.0.0.1:2181"), "ZooKeeper servers (SWITCHYARD_ZK)")
+	flag.StringVar(&cfg.registry, "registry", env("SWITCHYARD_REGISTRY", "http://127.0.0.1:8761"), "registry URL (SWITCHYARD_REGISTRY)")
+	flag.StringVar(&cfg.token, "token", env("SWITCHYARD_TOKEN", ""), "shared secret (SWITCHYARD_TOKEN)")
+	flag.StringVar(&cfg.zkRoot, "zk-root", env("SWITCHYARD_ZK_ROOT", "/"), "ZooKeeper root (SWITCHYARD_ZK_ROOT)")
+	flag.StringVar(&zkAuth, "zk-auth", env("SWITCHYARD_ZK_AUTH", ""), "ZooKeeper digest user:password (SWITCHYARD_ZK_AUTH)")
+	flag.DurationVar(&cfg.heartbeat, "heartbeat", time.Second, "registry heartbeat interval")
+	flag.DurationVar(&cfg.session, "zk-session-timeout", 10*time.Second, "ZooKeeper session timeout")
+	flag.DurationVar(&cfg.drain, "drain-timeout", 10*time.Second, "longest wait for gateways to stop sending at shutdown")
+	flag.BoolVar(&healthy, "healthy", true, "start healthy; SIGUSR1 toggles health, to rehearse a failing instance")
+	flag.DurationVar(&slowCheck, "health-delay", 0, "answer health checks this much later, to rehearse a slow switch")
 	flag.Parse()
 	log := logrus.StandardLogger()
 	log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000"})
 	var health atomic.Bool
-	health.Store(*healthy)
+	health.Store(healthy)
 	toggle := make(chan os.Signal, 1)
 	signal.Notify(toggle, syscall.SIGUSR1)
 	go func() {
@@ -68,9 +81,9 @@ func main() {
 			health.Store(!health.Load())
 		}
 	}()
-	check := func(ctx context.Context) error {
+	cfg.health = func(ctx context.Context) error {
 		select {
-		case <-time.After(*slowCheck):
+		case <-time.After(slowCheck):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -79,29 +92,28 @@ func main() {
 		}
 		return nil
 	}
-	auth, err := zkstate.ParseAuth(*zkAuth)
-	if err != nil {
+	var err error
+	if cfg.zkAuth, err = zkstate.ParseAuth(zkAuth); err != nil {
 		fmt.Fprintln(os.Stderr, "hello:", err)
 		os.Exit(2)
 	}
-	if err := run(*color, *listen, *advertise, *service, *version, *id, *zkAddr, *regURL, *token, *zkRoot, auth, *heartbeat, *session, *drain, check, log); err != nil {
+	if err := run(cfg, log); err != nil {
 		fmt.Fprintln(os.Stderr, "hello:", err)
 		os.Exit(1)
 	}
 }
 
-func run(color, listen, advertise, service, version, id, zkAddr, regURL, token, zkRoot string, auth zkstate.Auth,
-	heartbeat, session, drain time.Duration, health func(context.Context) error, log *logrus.Logger) error {
-	reg, err := backends.Open(regURL, token)
+func run(cfg config, log *logrus.Logger) error {
+	reg, err := backends.Open(cfg.registry, cfg.token)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", listen)
+	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return err
 	}
 	addr := ln.Addr().(*net.TCPAddr)
-	host := advertise
+	host := cfg.advertise
 	if host == "" {
 		host = addr.IP.String()
 		if addr.IP.IsUnspecified() {
@@ -109,43 +121,40 @@ func run(color, listen, advertise, service, version, id, zkAddr, regURL, token, 
 		}
 	}
 	inst, err := sdk.New(sdk.Config{
-		Service: service, Color: zkstate.Color(color), ID: id, Version: version, Address: host, Port: addr.Port,
-		ZK: strings.Split(zkAddr, ","), ZKRoot: zkRoot, ZKAuth: auth, ZKSessionTimeout: session,
-		Registry: reg, Token: token, HeartbeatInterval: heartbeat, DrainTimeout: drain, Health: health, Log: log,
+		Service: cfg.service, Color: zkstate.Color(cfg.color), ID: cfg.id, Version: cfg.version, Address: host, Port: addr.Port,
+		ZK: strings.Split(cfg.zk, ","), ZKRoot: cfg.zkRoot, ZKAuth: cfg.zkAuth, ZKSessionTimeout: cfg.session,
+		Registry: reg, Token: cfg.token, HeartbeatInterval: cfg.heartbeat, DrainTimeout: cfg.drain, Health: cfg.health, Log: log,
 	})
 	if err != nil {
 		return err
 	}
-	e := echo.New()
-	e.HideBanner, e.HidePort = true, true
-	e.Pre(sdkecho.Middleware(inst))
-	e.GET("/*", func(c echo.Context) error {
-		// ?sleep=50ms holds the request, to show draining in flight.
-		if d, err := time.ParseDuration(c.QueryParam("sleep")); err == nil && d > 0 {
-			select {
-			case <-time.After(min(d, 10*time.Second)):
-			case <-c.Request().Context().Done():
-			}
-		}
-		c.Response().Header().Set("X-Switchyard-Color", color)
-		return c.JSON(http.StatusOK, map[string]string{"service": service, "color": color, "instance": inst.ID(), "version": version})
-	})
-	// POST echoes the size and SHA-256 of its body, so a load can prove
-	// that a body crossed the gateway intact.
-	e.POST("/*", func(c echo.Context) error {
-		h := sha256.New()
-		n, err := io.Copy(h, http.MaxBytesReader(c.Response(), c.Request().Body, 1<<20))
-		if err != nil {
-			return echo.NewHTTPError(http.StatusRequestEntityTooLarge, "body over 1 MiB or unreadable: "+err.Error())
-		}
-		c.Response().Header().Set("X-Switchyard-Color", color)
-		return c.JSON(http.StatusOK, map[string]any{"service": service, "color": color, "instance": inst.ID(), "version": version,
-			"bytes": n, "sha256": hex.EncodeToString(h.Sum(nil))})
-	})
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second}
+	// WebSockets and event streams never end by themselves, and Shutdown
+	// does not wait for hijacked connections: they end on this signal,
+	// once the SDK has drained the gateways.
+	shutdown, closing := context.WithCancel(context.Background())
+	defer closing()
+	srv.RegisterOnShutdown(closing)
+	srv.Handler = newHandler(inst, &app{service: cfg.service, color: cfg.color, version: cfg.version, id: inst.ID(), shutdown: shutdown})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// The harness and scripts read the bound address from this line.
 	fmt.Println("LISTEN " + net.JoinHostPort(addr.IP.String(), strconv.Itoa(addr.Port)) + " ID " + inst.ID())
-	srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
 	return inst.Serve(ctx, srv, ln)
+}
+
+// newHandler serves the SDK's control endpoints before echo's router, and
+// app's routes, each answer naming the color.
+func newHandler(inst *sdk.Instance, a *app) http.Handler {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.Pre(sdkecho.Middleware(inst))
+	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			c.Response().Header().Set("X-Switchyard-Color", a.color)
+			return next(c)
+		}
+	})
+	a.routes(e)
+	return e
 }

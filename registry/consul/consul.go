@@ -113,6 +113,7 @@ type gatewayRecord struct {
 const (
 	metaColor   = "switchyard_color"
 	metaVersion = "switchyard_version"
+	metaProto   = "switchyard_protocol"
 	tagOwned    = "switchyard"
 	// healthPath is what the SDK serves as sdk.HealthPath.
 	healthPath = "/_switchyard/health"
@@ -219,7 +220,7 @@ func (c *Registry) Register(ctx context.Context, inst registry.Instance) error {
 		Tags:    tags,
 		Address: inst.Address,
 		Port:    inst.Port,
-		Meta:    map[string]string{metaColor: inst.Color, metaVersion: inst.Version},
+		Meta:    map[string]string{metaColor: inst.Color, metaVersion: inst.Version, metaProto: inst.Protocol},
 		Checks:  checks,
 	}
 	// Replacing the checks also drops an earlier maintenance check, so an
@@ -650,13 +651,14 @@ func instanceOf(e *api.ServiceEntry) (registry.Instance, bool) {
 		addr = e.Node.Address
 	}
 	return registry.Instance{
-		ID:      e.Service.ID,
-		Service: e.Service.Service,
-		Color:   color,
-		Version: e.Service.Meta[metaVersion],
-		Address: addr,
-		Port:    e.Service.Port,
-		Status:  statusOf(e),
+		ID:       e.Service.ID,
+		Service:  e.Service.Service,
+		Color:    color,
+		Version:  e.Service.Meta[metaVersion],
+		Protocol: e.Service.Meta[metaProto],
+		Address:  addr,
+		Port:     e.Service.Port,
+		Status:   statusOf(e),
 	}, true
 }
 

@@ -1,0 +1,586 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/sirupsen/logrus"
+)
+
+// AccessEntry is one request as the access log records it.
+type AccessEntry struct {
+	Time                      time.Time // when the request started
+	RequestID                 string    // X-Request-Id
+	Remote                    string    // host:port of the peer, or the client IP from a trusted X-Forwarded-For
+	Method, Host, Path, Proto string    // Path with the query, as received
+	Status                    int
+	BytesIn                   int64 // request body bytes read
+	BytesOut                  int64 // response body bytes written
+	Duration                  time.Duration
+	Service                   string
+	Upstream                  string // instance id, "" when none
+	UpstreamAddr              string // host:port
+	Color                     string
+	Retries                   int
+	Error                     string // the upstream error of a 502 or 504, else ""
+	UserAgent, Referer        string
+}
+
+// AccessLogOptions tunes an AccessLog. The zero value is usable.
+type AccessLogOptions struct {
+	// Queue is how many entries wait between the request path and the
+	// writer; default 8192.
+	Queue int
+	// Rate is the most lines written per second, 0 for no limit. A burst
+	// of up to Rate lines passes at once; lines over it are dropped and
+	// counted, so that a flood cannot fill the disk.
+	Rate int
+	// Log is where dropped lines are reported, once per 10 s at most;
+	// default logrus.StandardLogger().
+	Log logrus.FieldLogger
+}
+
+var (
+	// ErrAccessLogFormat is wrapped by OpenAccessLog for a format it does
+	// not know.
+	ErrAccessLogFormat = errors.New("gateway: unknown access log format")
+	// ErrAccessLogClosed is returned by Reopen after Close.
+	ErrAccessLogClosed = errors.New("gateway: access log is closed")
+)
+
+const (
+	defaultAccessQueue = 8192
+	accessFlushAfter   = 100 * time.Millisecond // longest a written line waits in the batch
+	accessBatchBytes   = 64 << 10
+	accessWarnEvery    = 10 * time.Second
+)
+
+// accessFormat is how a line is written.
+type accessFormat int
+
+const (
+	accessFormatJSON accessFormat = iota
+	accessFormatCommon
+)
+
+func (f accessFormat) String() string {
+	if f == accessFormatCommon {
+		return "common"
+	}
+	return "json"
+}
+
+func parseAccessFormat(s string) (accessFormat, error) {
+	switch s {
+	case "", "json":
+		return accessFormatJSON, nil
+	case "common":
+		return accessFormatCommon, nil
+	}
+	return 0, fmt.Errorf("%w %q (want json or common)", ErrAccessLogFormat, s)
+}
+
+// accessDropReason is why a line was not written.
+type accessDropReason int
+
+const (
+	accessDropQueueFull accessDropReason = iota
+	accessDropOverRate
+	accessDropClosed
+	accessDropWriteFailed
+	numAccessDropReasons
+)
+
+func (r accessDropReason) String() string {
+	return [...]string{"queue_full", "over_rate", "closed", "write_failed"}[r]
+}
+
+// AccessLog writes one line per request from its own goroutine, so that a
+// slow disk or a flood of requests never holds up a request: Log only
+// hands the entry over, and drops it when the writer cannot keep up.
+// A nil *AccessLog is an access log that is off.
+type AccessLog struct {
+	queue  chan AccessEntry
+	limit  *accessRate // nil without a Rate
+	log    logrus.FieldLogger
+	path   string        // what Reopen opens again; "" unless we opened a file
+	reopen chan *os.File // a freshly opened path, for the writer to switch to
+	done   chan struct{} // closed when the writer has stopped
+	start  time.Time     // the monotonic base of nextWarn
+	err    error         // from closing the file, set before done is closed
+
+	// Sending on a closed channel panics, so Close takes mu to close the
+	// queue and Log holds it for reading around its send. Log never
+	// blocks while holding it, so Close waits only for sends in flight.
+	mu     sync.RWMutex
+	closed bool
+
+	nextWarn atomic.Int64   // nanoseconds after start before dropping may be reported again
+	warners  sync.WaitGroup // the goroutines reporting drops, which Close waits for
+	written  atomic.Uint64
+	dropped  [numAccessDropReasons]atomic.Uint64
+}
+
+// OpenAccessLog opens dest, which is "stdout", "stderr", "off" or the path
+// of a file that is appended to (and created 0640). For "off" it returns a
+// nil *AccessLog, whose methods do nothing. format is "json" (the default
+// for "") or "common". A line in the common format is nginx's common log
+// format followed by the combined format's referer and user agent and by
+// what the gateway adds:
+//
+//	remote - - [02/Jan/2006:15:04:05 -0700] "GET /path?q HTTP/1.1" 200 1234 "referer" "user agent" rt=0.012 svc=<service> up=<instance> color=<color> rid=<request id>
+//
+// where the time is in the entry's location, the byte count is of the
+// response body, rt is the duration in seconds, and an empty field is "-".
+// As nginx does, quotes, backslashes, control and non-ASCII bytes are
+// written as \xHH; spaces are too, except inside the quoted referer and
+// user agent, so that no field splits in two.
+func OpenAccessLog(dest, format string, opts AccessLogOptions) (*AccessLog, error) {
+	f, err := parseAccessFormat(format)
+	if err != nil {
+		return nil, err
+	}
+	switch dest {
+	case "off":
+		return nil, nil
+	case "stdout":
+		return startAccessLog(os.Stdout, nil, "", f, opts), nil
+	case "stderr":
+		return startAccessLog(os.Stderr, nil, "", f, opts), nil
+	case "":
+		return nil, errors.New("gateway: access log destination is empty (want stdout, stderr, off or a path)")
+	}
+	file, err := openAccessFile(dest)
+	if err != nil {
+		return nil, err
+	}
+	return startAccessLog(file, file, dest, f, opts), nil
+}
+
+func openAccessFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: open access log: %w", err)
+	}
+	return f, nil
+}
+
+// startAccessLog starts the writer on out. file is out when it is a file
+// that the log opened, to be closed by Close and replaced by Reopen; path
+// is its name.
+func startAccessLog(out io.Writer, file *os.File, path string, format accessFormat, opts AccessLogOptions) *AccessLog {
+	if opts.Queue <= 0 {
+		opts.Queue = defaultAccessQueue
+	}
+	if opts.Log == nil {
+		opts.Log = logrus.StandardLogger()
+	}
+	a := &AccessLog{
+		queue:  make(chan AccessEntry, opts.Queue),
+		log:    opts.Log.WithFields(logrus.Fields{"access_log": accessLogName(path, out), "format": format}),
+		path:   path,
+		reopen: make(chan *os.File),
+		done:   make(chan struct{}),
+		start:  time.Now(),
+	}
+	if opts.Rate > 0 {
+		a.limit = newAccessRate(opts.Rate)
+	}
+	w := &accessWriter{out: out, file: file, format: format, batch: make([]byte, 0, accessBatchBytes+4096)}
+	go a.run(w)
+	return a
+}
+
+func accessLogName(path string, out io.Writer) string {
+	switch {
+	case path != "":
+		return path
+	case out == os.Stdout:
+		return "stdout"
+	case out == os.Stderr:
+		return "stderr"
+	}
+	return fmt.Sprintf("%T", out)
+}
+
+// Log queues e to be written and returns at once. It copies e, so the
+// caller may reuse it. When the queue is full, when lines come faster than
+// the Rate, or after Close, the line is dropped and counted instead.
+func (a *AccessLog) Log(e *AccessEntry) {
+	if a == nil || e == nil {
+		return
+	}
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	switch {
+	case a.closed:
+		a.dropped[accessDropClosed].Add(1)
+	case a.limit != nil && !a.limit.allow():
+		a.drop(accessDropOverRate)
+	default:
+		select {
+		case a.queue <- *e:
+		default:
+			a.drop(accessDropQueueFull)
+		}
+	}
+}
+
+// drop counts a line that Log dropped and, at most once per
+// accessWarnEvery, reports dropping from a goroutine of its own, as
+// logging may block and Log must not.
+func (a *AccessLog) drop(r accessDropReason) {
+	a.dropped[r].Add(1)
+	now := int64(time.Since(a.start))
+	next := a.nextWarn.Load()
+	if now < next || !a.nextWarn.CompareAndSwap(next, now+int64(accessWarnEvery)) {
+		return
+	}
+	a.warners.Add(1)
+	go func() {
+		defer a.warners.Done()
+		a.log.WithFields(logrus.Fields{
+			accessDropQueueFull.String(): a.dropped[accessDropQueueFull].Load(),
+			accessDropOverRate.String():  a.dropped[accessDropOverRate].Load(),
+			"queue":                      cap(a.queue),
+		}).Warn("access log is dropping lines; requests are still served, their lines only counted")
+	}()
+}
+
+// Dropped is how many lines were not written: over the queue or the
+// Rate, logged after Close, or lost to a failed write.
+func (a *AccessLog) Dropped() uint64 {
+	if a == nil {
+		return 0
+	}
+	var n uint64
+	for i := range a.dropped {
+		n += a.dropped[i].Load()
+	}
+	return n
+}
+
+// Written is how many lines were written.
+func (a *AccessLog) Written() uint64 {
+	if a == nil {
+		return 0
+	}
+	return a.written.Load()
+}
+
+// Reopen opens the log's path again and writes the next lines there, for
+// after logrotate moved the file (SIGHUP). The lines still queued go to the
+// new file. For stdout and stderr it does nothing. It waits for a write in
+// progress; if the path cannot be opened, lines keep going to the old file.
+func (a *AccessLog) Reopen() error {
+	if a == nil || a.path == "" {
+		return nil
+	}
+	f, err := openAccessFile(a.path)
+	if err != nil {
+		return fmt.Errorf("gateway: reopen access log: %w", err)
+	}
+	select {
+	case a.reopen <- f:
+		return nil
+	case <-a.done:
+		_ = f.Close()
+		return ErrAccessLogClosed
+	}
+}
+
+// Close writes the lines queued, closes a file the log opened and stops the
+// writer. Later Log calls are dropped.
+func (a *AccessLog) Close() error {
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	first := !a.closed
+	if first {
+		a.closed = true
+		close(a.queue)
+	}
+	a.mu.Unlock()
+	<-a.done
+	if !first {
+		return nil
+	}
+	a.warners.Wait()
+	return a.err
+}
+
+// accessWriter is the writer goroutine's own state.
+type accessWriter struct {
+	out      io.Writer
+	file     *os.File // out, when the log opened it
+	format   accessFormat
+	batch    []byte // lines not written yet
+	lines    int    // in batch
+	since    time.Time
+	torn     bool // a failed write ended inside a line
+	lastWarn time.Time
+}
+
+// run writes lines in batches: when the queue is empty, so that a quiet
+// gateway's lines appear at once, else when the batch is big or its first
+// line has waited accessFlushAfter.
+func (a *AccessLog) run(w *accessWriter) {
+	defer close(a.done)
+	for {
+		select {
+		case e, ok := <-a.queue:
+			if !ok {
+				// The batch is empty: it is written whenever the queue is.
+				if w.file != nil {
+					a.err = w.file.Close()
+				}
+				return
+			}
+			w.add(&e)
+			if len(a.queue) == 0 || len(w.batch) >= accessBatchBytes || time.Since(w.since) >= accessFlushAfter {
+				_ = a.flush(w)
+			}
+		case f := <-a.reopen:
+			_ = a.flush(w)
+			if w.file != nil {
+				if err := w.file.Close(); err != nil {
+					a.log.WithError(err).Warn("access log: closing the file it reopened failed; writing to the new one")
+				}
+			}
+			w.out, w.file, w.torn = f, f, false
+		}
+	}
+}
+
+func (w *accessWriter) add(e *AccessEntry) {
+	if w.lines == 0 {
+		w.since = time.Now()
+	}
+	if w.torn {
+		w.batch = append(w.batch, '\n')
+		w.torn = false
+	}
+	if w.format == accessFormatCommon {
+		w.batch = appendAccessCommon(w.batch, e)
+	} else {
+		w.batch = appendAccessJSON(w.batch, e)
+	}
+	w.lines++
+}
+
+// flush writes the batch with one Write. The lines of a failed write are
+// counted as dropped and not retried, so that the next ones do not wait
+// behind a broken disk.
+func (a *AccessLog) flush(w *accessWriter) error {
+	if w.lines == 0 {
+		return nil
+	}
+	n, err := w.out.Write(w.batch)
+	whole := uint64(w.lines)
+	if err != nil {
+		whole = uint64(bytes.Count(w.batch[:n], []byte{'\n'}))
+		a.dropped[accessDropWriteFailed].Add(uint64(w.lines) - whole)
+		// The next line must not be glued to the end of a cut one.
+		w.torn = n > 0 && w.batch[n-1] != '\n'
+		if time.Since(w.lastWarn) >= accessWarnEvery {
+			w.lastWarn = time.Now()
+			a.log.WithError(err).WithField(accessDropWriteFailed.String(), a.dropped[accessDropWriteFailed].Load()).
+				Warn("access log write failed; its lines are dropped, the next ones will be tried")
+		}
+	}
+	a.written.Add(whole)
+	if cap(w.batch) > 4*accessBatchBytes {
+		w.batch = make([]byte, 0, accessBatchBytes+4096) // a huge line must not pin its buffer
+	}
+	w.batch, w.lines = w.batch[:0], 0
+	return err
+}
+
+// accessRate limits lines per second with the generic cell rate algorithm:
+// its whole state is one atomic time, where golang.org/x/time/rate takes a
+// mutex per call, and it runs on every request.
+type accessRate struct {
+	start     time.Time
+	interval  int64        // nanoseconds between lines at the steady rate
+	tolerance int64        // how far ahead of that pace a burst may run
+	tat       atomic.Int64 // when, after start, the next line is due at the steady pace
+}
+
+func newAccessRate(perSecond int) *accessRate {
+	interval := max(int64(time.Second)/int64(perSecond), 1)
+	return &accessRate{start: time.Now(), interval: interval, tolerance: interval * int64(perSecond-1)}
+}
+
+func (l *accessRate) allow() bool {
+	now := int64(time.Since(l.start))
+	for {
+		tat := l.tat.Load()
+		due := max(tat, now)
+		if due-now > l.tolerance {
+			return false
+		}
+		if l.tat.CompareAndSwap(tat, due+l.interval) {
+			return true
+		}
+	}
+}
+
+// appendAccessJSON appends e as one JSON object and a newline. It is
+// written by hand because encoding/json costs several times as much and
+// allocates; the writer has to keep up with the whole gateway.
+func appendAccessJSON(b []byte, e *AccessEntry) []byte {
+	b = append(b, `{"time":"`...)
+	b = e.Time.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+	b = append(b, `","request_id":`...)
+	b = appendJSONString(b, e.RequestID)
+	b = append(b, `,"remote":`...)
+	b = appendJSONString(b, e.Remote)
+	b = append(b, `,"method":`...)
+	b = appendJSONString(b, e.Method)
+	b = append(b, `,"host":`...)
+	b = appendJSONString(b, e.Host)
+	b = append(b, `,"path":`...)
+	b = appendJSONString(b, e.Path)
+	b = append(b, `,"proto":`...)
+	b = appendJSONString(b, e.Proto)
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(e.Status), 10)
+	b = append(b, `,"bytes_in":`...)
+	b = strconv.AppendInt(b, e.BytesIn, 10)
+	b = append(b, `,"bytes_out":`...)
+	b = strconv.AppendInt(b, e.BytesOut, 10)
+	b = append(b, `,"duration_ms":`...)
+	b = strconv.AppendFloat(b, float64(e.Duration)/float64(time.Millisecond), 'f', 3, 64)
+	b = append(b, `,"service":`...)
+	b = appendJSONString(b, e.Service)
+	b = append(b, `,"upstream":`...)
+	b = appendJSONString(b, e.Upstream)
+	b = append(b, `,"upstream_addr":`...)
+	b = appendJSONString(b, e.UpstreamAddr)
+	b = append(b, `,"color":`...)
+	b = appendJSONString(b, e.Color)
+	b = append(b, `,"retries":`...)
+	b = strconv.AppendInt(b, int64(e.Retries), 10)
+	if e.Error != "" {
+		b = append(b, `,"error":`...)
+		b = appendJSONString(b, e.Error)
+	}
+	b = append(b, `,"user_agent":`...)
+	b = appendJSONString(b, e.UserAgent)
+	if e.Referer != "" {
+		b = append(b, `,"referer":`...)
+		b = appendJSONString(b, e.Referer)
+	}
+	return append(b, '}', '\n')
+}
+
+const jsonHexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string. Like encoding/json, it
+// writes each byte that is not UTF-8 as \ufffd and escapes U+2028 and
+// U+2029, which JavaScript and some log viewers take for line ends. It
+// also escapes every control character, C1 and DEL included, so that a
+// line shown in a terminal cannot carry escape sequences.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c < 0x7f && c != '"' && c != '\\' {
+			i++
+			continue
+		}
+		r, size := rune(c), 1
+		if c >= utf8.RuneSelf {
+			r, size = utf8.DecodeRuneInString(s[i:])
+			if r != utf8.RuneError && r >= 0xa0 && r != '\u2028' && r != '\u2029' {
+				i += size
+				continue
+			}
+		}
+		b = append(b, s[start:i]...)
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c == '\n':
+			b = append(b, '\\', 'n')
+		case c == '\r':
+			b = append(b, '\\', 'r')
+		case c == '\t':
+			b = append(b, '\\', 't')
+		case r == utf8.RuneError && size == 1:
+			b = append(b, `\ufffd`...)
+		default:
+			b = append(b, '\\', 'u', jsonHexDigits[r>>12&0xf], jsonHexDigits[r>>8&0xf], jsonHexDigits[r>>4&0xf], jsonHexDigits[r&0xf])
+		}
+		i += size
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// appendAccessCommon appends e in the common format that OpenAccessLog
+// describes, and a newline.
+func appendAccessCommon(b []byte, e *AccessEntry) []byte {
+	b = appendLogField(b, e.Remote, true)
+	b = append(b, " - - ["...)
+	b = e.Time.AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
+	b = append(b, `] "`...)
+	b = appendLogField(b, e.Method, true)
+	b = append(b, ' ')
+	b = appendLogField(b, e.Path, true)
+	b = append(b, ' ')
+	b = appendLogField(b, e.Proto, true)
+	b = append(b, `" `...)
+	b = strconv.AppendInt(b, int64(e.Status), 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, e.BytesOut, 10)
+	b = append(b, ` "`...)
+	b = appendLogField(b, e.Referer, false)
+	b = append(b, `" "`...)
+	b = appendLogField(b, e.UserAgent, false)
+	b = append(b, `" rt=`...)
+	b = strconv.AppendFloat(b, e.Duration.Seconds(), 'f', 3, 64)
+	b = append(b, " svc="...)
+	b = appendLogField(b, e.Service, true)
+	b = append(b, " up="...)
+	b = appendLogField(b, e.Upstream, true)
+	b = append(b, " color="...)
+	b = appendLogField(b, e.Color, true)
+	b = append(b, " rid="...)
+	b = appendLogField(b, e.RequestID, true)
+	return append(b, '\n')
+}
+
+const nginxHexDigits = "0123456789ABCDEF"
+
+// appendLogField appends s escaped as nginx escapes variables in its log:
+// '"', '\\', and bytes below 0x20 or above 0x7e become \xHH. A space
+// becomes \x20 too when escapeSpace is set, for fields outside quotes. An
+// empty s is written "-".
+func appendLogField(b []byte, s string, escapeSpace bool) []byte {
+	if s == "" {
+		return append(b, '-')
+	}
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c > 0x20 && c < 0x7f && c != '"' && c != '\\' || c == ' ' && !escapeSpace {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		b = append(b, '\\', 'x', nginxHexDigits[c>>4], nginxHexDigits[c&0xf])
+		start = i + 1
+	}
+	return append(b, s[start:]...)
+}

@@ -1,0 +1,500 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// exchange is what the gateway knows of one request while it proxies it;
+// the request's context carries it from ServeHTTP through Rewrite, the
+// transports and ModifyResponse to the access log.
+type exchange struct {
+	start     time.Time
+	route     *tableRoute
+	endpoint  *Endpoint // the endpoint of the current attempt
+	retries   int
+	err       error // why no endpoint answered
+	status    int   // the status to log when it is not the one written (499)
+	requestID string
+	client    string // the client's address, past trusted proxies
+	cancel    context.CancelFunc
+	timer     *time.Timer // the route's request limit; nil without one
+	timedOut  atomic.Bool
+	bodyErr   atomic.Int32 // 408 or 413 once the client's body failed
+	bodyIn    atomic.Int64
+	streamEnd func() // untracks the stream, once the exchange is one
+
+	mu       sync.Mutex
+	hijacked net.Conn
+}
+
+type exchangeKey struct{}
+
+func exchangeOf(ctx context.Context) *exchange {
+	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
+	return ex
+}
+
+func (ex *exchange) clientConn() net.Conn {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	return ex.hijacked
+}
+
+func (ex *exchange) fields(r *http.Request) logrus.Fields {
+	f := logrus.Fields{"service": ex.route.Service, "method": r.Method, "path": r.URL.Path, "request_id": ex.requestID}
+	if ex.endpoint != nil {
+		f["instance"] = ex.endpoint.inst.ID
+		f["upstream"] = ex.endpoint.hostPort
+	}
+	return f
+}
+
+// connInfo is what the gateway knows of a client connection.
+type connInfo struct {
+	tls   bool
+	guard *guardedConn
+}
+
+type connKey struct{}
+
+var (
+	errBodyTooLarge      = errors.New("gateway: request body over the route's limit")
+	errClientBodyTimeout = errors.New("gateway: the client's request body stalled")
+)
+
+// ServeHTTP proxies r to an UP instance of the service its route names.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ex := &exchange{start: time.Now(), requestID: requestID(r.Header)}
+	lw := &logWriter{ResponseWriter: w, ex: ex}
+	ci, _ := r.Context().Value(connKey{}).(*connInfo)
+	defer g.finish(lw, r, ex)
+	w.Header().Set("X-Request-Id", ex.requestID)
+
+	if rej, ok := g.rejected(r, ci); ok {
+		ex.route = &noRoute
+		lw.Header().Set("Connection", "close")
+		writeError(lw, rej.Code, rej.Reason)
+		return
+	}
+	switch r.Method {
+	case http.MethodTrace, http.MethodConnect:
+		ex.route = &noRoute
+		lw.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		writeError(lw, http.StatusMethodNotAllowed, r.Method+" is not served at the edge")
+		return
+	}
+	if p := cleanPath(r.URL.Path); p != r.URL.Path {
+		// Routing, prefix stripping and the instance all see one path:
+		// "/api/../admin" must not reach /admin behind /api's back.
+		r.URL.Path, r.URL.RawPath = p, ""
+	}
+	if isControlPath(r.URL.Path) {
+		ex.route = &noRoute
+		writeError(lw, http.StatusNotFound, "instance control endpoints are not served at the edge")
+		return
+	}
+	tr := g.table.Load().match(r.Host, r.URL.Path, r.Header)
+	if tr == nil {
+		ex.route = &noRoute
+		writeError(lw, http.StatusNotFound, fmt.Sprintf("no route for %s%s", r.Host, r.URL.Path))
+		return
+	}
+	ex.route = tr
+	if tr.pool.Len() == 0 {
+		writeError(lw, http.StatusServiceUnavailable, (&noUpError{service: tr.Service}).Error())
+		return
+	}
+	if tr.MaxBody > 0 && r.ContentLength > tr.MaxBody {
+		lw.Header().Set("Connection", "close")
+		writeError(lw, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes over the route's limit of %d bytes", r.ContentLength, tr.MaxBody))
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &clientBody{rc: r.Body, ctl: http.NewResponseController(w), idle: tr.Timeouts.ClientBody, max: tr.MaxBody, ex: ex}
+	}
+	ex.client = g.clientAddr(r)
+	ctx, cancel := context.WithCancel(context.WithValue(r.Context(), exchangeKey{}, ex))
+	defer cancel()
+	ex.cancel = cancel
+	if d := tr.Timeouts.Request; d > 0 {
+		ex.timer = time.AfterFunc(d, func() {
+			ex.timedOut.Store(true)
+			cancel()
+		})
+		defer ex.timer.Stop()
+	}
+	g.proxy.ServeHTTP(lw, r.WithContext(ctx))
+}
+
+// noRoute stands for the route of a request that matched none.
+var noRoute = tableRoute{Route: &Route{}}
+
+// rejected reports whether r is the stand-in the request-head guard put in
+// place of a request it refused, and why.
+func (g *Gateway) rejected(r *http.Request, ci *connInfo) (rejection, bool) {
+	if _, ok := r.Header[rejectHeader]; !ok || ci == nil || ci.guard == nil || r.Header.Get(rejectHeader) != g.nonce {
+		return rejection{}, false
+	}
+	return ci.guard.Rejected()
+}
+
+// finish counts and logs the exchange once it is over.
+func (g *Gateway) finish(lw *logWriter, r *http.Request, ex *exchange) {
+	if ex.streamEnd != nil {
+		ex.streamEnd()
+	}
+	status := lw.status
+	if ex.status != 0 {
+		status = ex.status
+	}
+	if status == 0 {
+		status = http.StatusOK
+	}
+	d := time.Since(ex.start)
+	if p := ex.route.pool; p != nil && p.m != nil {
+		p.m.count(status)
+		p.m.duration.Observe(d.Seconds())
+	} else if p == nil {
+		g.metrics.noRoute.Inc()
+	}
+	if g.access == nil {
+		return
+	}
+	e := AccessEntry{
+		Time: ex.start, RequestID: ex.requestID, Remote: ex.client, Method: r.Method, Host: r.Host,
+		Path: r.RequestURI, Proto: r.Proto, Status: status, BytesIn: ex.bodyIn.Load(), BytesOut: lw.bytes,
+		Duration: d, Service: ex.route.Service, Retries: ex.retries,
+		UserAgent: r.Header.Get("User-Agent"), Referer: r.Header.Get("Referer"),
+	}
+	if e.Remote == "" {
+		e.Remote = r.RemoteAddr
+	}
+	if ex.endpoint != nil {
+		e.Upstream, e.UpstreamAddr, e.Color = ex.endpoint.inst.ID, ex.endpoint.hostPort, ex.endpoint.inst.Color
+	}
+	if ex.err != nil {
+		e.Error = ex.err.Error()
+	}
+	g.access.Log(&e)
+}
+
+// rewrite aims the outgoing request at an endpoint of the route's pool and
+// sets the forwarding headers.
+func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
+	ex := exchangeOf(pr.In.Context())
+	out := pr.Out
+	g.forwarded(pr)
+	out.Header.Set("X-Request-Id", ex.requestID)
+	if ex.route.StripPrefix && ex.route.Prefix != "/" {
+		p := strings.TrimPrefix(out.URL.Path, ex.route.Prefix)
+		if p == "" || p[0] != '/' {
+			p = "/" + p
+		}
+		out.URL.Path, out.URL.RawPath = p, ""
+	}
+	out.URL.Scheme = "http"
+	out.URL.Host = ""
+	out.Host = ""
+	if ex.route.PreserveHost {
+		out.Host = pr.In.Host
+	}
+	if e := g.pool(ex.route.Service).pick(nil); e != nil {
+		out.URL.Host = e.hostPort
+		ex.endpoint = e
+	}
+	if out.Body != nil {
+		out.Body = &attemptBody{rc: out.Body}
+	}
+}
+
+// forwarded sets X-Forwarded-For, -Proto and -Host. From a trusted proxy
+// they are extended (For) or kept (Proto, Host); from anyone else they are
+// replaced, so a client cannot make itself look like another address. A
+// Forwarded header is passed on only from a trusted proxy.
+func (g *Gateway) forwarded(pr *httputil.ProxyRequest) {
+	in, out := pr.In, pr.Out
+	peer := remoteIP(in.RemoteAddr)
+	trusted := g.trusts(peer)
+	if !trusted {
+		out.Header.Del("Forwarded")
+	}
+	xff := peer.String()
+	if prior := in.Header.Values("X-Forwarded-For"); trusted && len(prior) > 0 {
+		xff = strings.Join(prior, ", ") + ", " + xff
+	}
+	out.Header["X-Forwarded-For"] = []string{xff}
+	proto := "http"
+	if in.TLS != nil || isTLS(in.Context()) {
+		proto = "https"
+	}
+	if v := in.Header.Get("X-Forwarded-Proto"); trusted && v != "" {
+		proto = v
+	}
+	out.Header["X-Forwarded-Proto"] = []string{proto}
+	host := in.Host
+	if v := in.Header.Get("X-Forwarded-Host"); trusted && v != "" {
+		host = v
+	}
+	out.Header["X-Forwarded-Host"] = []string{host}
+}
+
+func isTLS(ctx context.Context) bool {
+	ci, _ := ctx.Value(connKey{}).(*connInfo)
+	return ci != nil && ci.tls
+}
+
+// clientAddr is the client's address for logs: the peer, or, behind
+// trusted proxies, the last address in X-Forwarded-For that is not one of
+// them (as nginx's real_ip_recursive).
+func (g *Gateway) clientAddr(r *http.Request) string {
+	peer := remoteIP(r.RemoteAddr)
+	if !g.trusts(peer) {
+		return r.RemoteAddr
+	}
+	hops := r.Header.Values("X-Forwarded-For")
+	for i := len(hops) - 1; i >= 0; i-- {
+		parts := strings.Split(hops[i], ",")
+		for j := len(parts) - 1; j >= 0; j-- {
+			a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
+			if err != nil {
+				return r.RemoteAddr
+			}
+			if !g.trusts(a) {
+				return a.String()
+			}
+		}
+	}
+	return r.RemoteAddr
+}
+
+func remoteIP(addr string) netip.Addr {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+func (g *Gateway) trusts(a netip.Addr) bool {
+	if !a.IsValid() {
+		return false
+	}
+	for _, p := range g.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// modifyResponse checks the instance's answer and, when it starts a
+// stream, tracks it so that a switch can move it.
+func (g *Gateway) modifyResponse(resp *http.Response) error {
+	// net/http reads a status like 099, which ReverseProxy would panic
+	// writing: answer 502 instead.
+	if resp.StatusCode < 100 || resp.StatusCode > 999 {
+		return fmt.Errorf("upstream answered the invalid status %d", resp.StatusCode)
+	}
+	ex := exchangeOf(resp.Request.Context())
+	kind, isStream := streamOf(resp)
+	if !isStream || ex.endpoint == nil {
+		if _, fast := resp.Body.(*h1Body); !fast && ex.route.Timeouts.Read > 0 {
+			resp.Body = newIdleBody(resp.Body, ex.route.Timeouts.Read, ex.cancel)
+		}
+		return nil
+	}
+	if ex.timer != nil {
+		ex.timer.Stop() // streams are exempt from the request limit
+	}
+	s := &stream{kind: kind, instance: ex.endpoint.inst.ID}
+	switch kind {
+	case streamWebSocket:
+		rwc, ok := resp.Body.(io.ReadWriteCloser)
+		if !ok {
+			return nil // ReverseProxy refuses it
+		}
+		relay := newWSRelay(rwc, ex.route.Timeouts.Read, ex.clientConn)
+		resp.Body = relay
+		s.endFn = relay.end
+	default:
+		body := resp.Body
+		if _, fast := body.(*h1Body); !fast && ex.route.Timeouts.Read > 0 {
+			body = newIdleBody(body, ex.route.Timeouts.Read, ex.cancel)
+		}
+		sb := &streamBody{rc: body, resp: resp, kind: kind, cancel: ex.cancel}
+		resp.Body = sb
+		s.endFn = sb.end
+	}
+	ex.streamEnd = g.streams.add(s)
+	return nil
+}
+
+// idleBody cancels the exchange when the instance falls silent for longer
+// than idle within its answer (http.Transport has no such limit of its own).
+type idleBody struct {
+	rc    io.ReadCloser
+	idle  time.Duration
+	timer *time.Timer
+}
+
+func newIdleBody(rc io.ReadCloser, idle time.Duration, cancel context.CancelFunc) *idleBody {
+	return &idleBody{rc: rc, idle: idle, timer: time.AfterFunc(idle, cancel)}
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	b.timer.Reset(b.idle)
+	return b.rc.Read(p)
+}
+
+func (b *idleBody) Close() error {
+	b.timer.Stop()
+	return b.rc.Close()
+}
+
+// clientBody is the client's request body: it counts it, caps it at the
+// route's limit (413) and bounds the silence between two reads (408).
+type clientBody struct {
+	rc   io.ReadCloser
+	ctl  *http.ResponseController
+	idle time.Duration
+	max  int64
+	ex   *exchange
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n0 := b.ex.bodyIn.Load()
+	if b.max > 0 {
+		if n0 > b.max {
+			return 0, errBodyTooLarge
+		}
+		if rest := b.max - n0 + 1; int64(len(p)) > rest {
+			p = p[:rest]
+		}
+	}
+	if b.idle > 0 {
+		_ = b.ctl.SetReadDeadline(time.Now().Add(b.idle))
+	}
+	n, err := b.rc.Read(p)
+	total := b.ex.bodyIn.Add(int64(n))
+	switch {
+	case b.max > 0 && total > b.max:
+		b.ex.bodyErr.CompareAndSwap(0, http.StatusRequestEntityTooLarge)
+		return 0, errBodyTooLarge
+	case err != nil && err != io.EOF && isTimeout(err):
+		b.ex.bodyErr.CompareAndSwap(0, http.StatusRequestTimeout)
+		return n, fmt.Errorf("%w: %w", errClientBodyTimeout, err)
+	case err == io.EOF && b.idle > 0:
+		// net/http's background read, which watches for the client
+		// leaving while the handler runs, would take this deadline for
+		// the client's.
+		_ = b.ctl.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
+
+func (b *clientBody) Close() error { return b.rc.Close() }
+
+// logWriter records the status and size of the answer, and the client
+// connection when a protocol switch takes it over.
+type logWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+	ex     *exchange
+}
+
+func (w *logWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *logWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *logWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.status = http.StatusSwitchingProtocols
+		w.ex.mu.Lock()
+		w.ex.hijacked = c
+		w.ex.mu.Unlock()
+	}
+	return c, brw, err
+}
+
+// cleanPath normalizes p as nginx does before matching locations:
+// "." and ".." segments resolved, "//" merged, a trailing slash kept.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if !strings.Contains(p, "//") && !strings.Contains(p, "/.") && p[0] == '/' {
+		return p // nothing to clean: the usual case, without allocating
+	}
+	c := path.Clean("/" + p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// requestIDPrefix makes this process's request ids unique among gateways.
+var (
+	requestIDPrefix = randomHex(8)
+	requestIDSeq atomic.Uint64
+)
+
+// requestID is the request's X-Request-Id when it carries a sane one, or
+// a new one.
+func requestID(h http.Header) string {
+	if v := h["X-Request-Id"]; len(v) == 1 && len(v[0]) > 0 && len(v[0]) <= 128 && printableToken(v[0]) {
+		return v[0]
+	}
+	b := make([]byte, 0, 32)
+	b = append(b, requestIDPrefix...)
+	b = strconv.AppendUint(append(b, '-'), requestIDSeq.Add(1), 16)
+	return string(b)
+}
+
+func printableToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
