@@ -475,7 +475,7 @@ func randomHex(n int) string {
 // requestIDPrefix makes this process's request ids unique among gateways.
 var (
 	requestIDPrefix = randomHex(8)
-	requestIDSeq atomic.Uint64
+	requestIDSeq    atomic.Uint64
 )
 
 // requestID is the request's X-Request-Id when it carries a sane one, or
