@@ -76,6 +76,10 @@ type Config struct {
 	AccessLog *AccessLog
 	// HeadLimits bound a request's head on HTTP/1.x (414, 431).
 	HeadLimits headLimits
+	// NoFastPath sends every HTTP/1.1 request through net/http's
+	// Transport instead of the gateway's own fast path for GET and HEAD;
+	// for debugging, and for the conformance suite, which runs on both.
+	NoFastPath bool
 }
 
 const (
@@ -222,7 +226,7 @@ func (g *Gateway) SetRoutes(routes []Route) error {
 		nr.Timeouts.Idle = g.cfg.Timeouts.Idle
 		up := g.upstreams[nr.Timeouts]
 		if up == nil {
-			up = newUpstream(nr.Timeouts)
+			up = newUpstream(nr.Timeouts, g.cfg.NoFastPath)
 			g.upstreams[nr.Timeouts] = up
 		}
 		route := nr

@@ -31,7 +31,10 @@ type upstream struct {
 	h2c *http.Transport   // HTTP/2 with prior knowledge, for instances that announce h2c
 }
 
-func newUpstream(t Timeouts) *upstream {
+func newUpstream(t Timeouts, noFastPath bool) *upstream {
+	if noFastPath {
+		return &upstream{h1: newTransport(t, false), h2c: newTransport(t, true)}
+	}
 	return &upstream{h1: newH1Transport(newTransport(t, false), t.Read), h2c: newTransport(t, true)}
 }
 

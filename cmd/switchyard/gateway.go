@@ -129,6 +129,7 @@ last good one keeps serving.`,
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "longest graceful shutdown: requests in flight finish, streams are ended")
 	f.StringVar(&accessLog, "access-log", "stdout", "stdout, stderr, a file PATH (reopened on SIGHUP) or off")
 	f.StringVar(&accessFormat, "access-log-format", "json", "json or common")
+	f.BoolVar(&cfg.NoFastPath, "no-fast-path", false, "send every HTTP/1.1 request through net/http's transport (debugging)")
 	f.IntVar(&accessRate, "access-log-rate", 0, "most access log lines per second, the rest dropped and counted (0 = no limit)")
 	return cmd
 }

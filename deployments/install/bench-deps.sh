@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make bench` compares switchyard against and a fresh Debian
-# machine lacks: wrk and nginx from the distribution (nginx.sh leaves its
-# service stopped), and Caddy built from its Go module (Debian's Caddy is
+# machine lacks: wrk, h2load (nghttp2-client) and nginx from the
+# distribution (nginx.sh leaves its service stopped), and Caddy built from its Go module (Debian's Caddy is
 # older, and only the Go module proxy is reachable). Safe to run again: each
 # step is skipped when done, so a machine that has everything answers in
 # well under a second. Prints the Caddy binary's path last.
@@ -15,19 +15,24 @@ here=$(cd "$(dirname "$0")" && pwd)
 bash "$here/zookeeper.sh"
 bash "$here/nginx.sh"
 
-if ! command -v wrk >/dev/null; then
+# The load generators: wrk (HTTP/1.1, with or without TLS) and h2load
+# (HTTP/2 over TLS and h2c, from nghttp2-client).
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-      sudo -n env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk >/dev/null'
+      sudo -n env DEBIAN_FRONTEND=noninteractive sh -c "apt-get update -qq && apt-get install -y -qq --no-install-recommends ${missing[*]} >/dev/null"
     else
-      echo "wrk is missing. Install it as root: apt-get update && apt-get install -y wrk" >&2
+      echo "${missing[*]} missing. Install as root: apt-get update && apt-get install -y ${missing[*]}" >&2
       exit 1
     fi
   else
-    echo "installing wrk from the distribution's package" >&2
+    echo "installing ${missing[*]} from the distribution's packages" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends wrk >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
 fi
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -222,9 +223,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	c.GatewayAdminURL = "http://" + admin
-	gargs := c.sy("gateway", "--listen", gaddr, "--admin", admin, "--route", "/=hello", "--id", "gateway-1",
-		// A gateway needs only the read token: it cannot change an instance.
-		"--token", registry.ReadToken(c.opts.Token))
+	// A gateway needs only the read token: it cannot change an instance.
+	gargs := c.sy("gateway", "--listen", gaddr, "--admin", admin, "--id", "gateway-1", "--token", registry.ReadToken(c.opts.Token))
+	if !slices.Contains(opts.GatewayArgs, "--config") {
+		gargs = append(gargs, "--route", "/=hello")
+	}
 	if c.Gateway, err = c.start("gateway", append(gargs, opts.GatewayArgs...)...); err != nil {
 		return nil, err
 	}

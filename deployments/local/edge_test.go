@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -239,4 +243,90 @@ func TestSwitchUnderMixedLoadMovesEveryStream(t *testing.T) {
 	}
 	t.Logf("HTTP/1.1 %d, HTTP/2 %d requests, gRPC %d calls %v, WebSockets moved %d; record streams %+v",
 		len(r1), len(r2), gl.calls.Load(), gl.byColor, moves, final.Streams)
+}
+
+// hostGet sends GET path to the gateway with a Host header and returns
+// the status.
+func hostGet(t *testing.T, gatewayURL, host, path string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, gatewayURL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return res.StatusCode
+}
+
+// The gateway's routes come from a config file: by host with the prefix
+// stripped; SIGHUP reloads it, and a broken file changes nothing. Every
+// request gets one access log line.
+func TestGatewayConfigReloadsOnSIGHUPAndKeepsTheLastGoodOne(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "gateway.yaml")
+	accessLog := filepath.Join(dir, "access.log")
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := "routes:\n  - match: {prefix: /}\n    service: hello\n  - match: {host: api.test, prefix: /v1}\n    service: hello\n    strip_prefix: true\n"
+	write(good)
+	c, _ := startCluster(t, builtin(), 1, 0, oneController, func(o *Options) {
+		o.GatewayArgs = []string{"--config", conf, "--access-log", accessLog}
+	})
+	if got := hostGet(t, c.GatewayURL, "api.test", "/v1/status/201"); got != http.StatusCreated {
+		t.Fatalf("api.test/v1/status/201 = %d, want 201 from /status/201 with the prefix stripped", got)
+	}
+	if got := hostGet(t, c.GatewayURL, "other.test", "/v1/status/201"); got != http.StatusOK {
+		t.Fatalf("other.test/v1/status/201 = %d, want hello's catch-all 200 for /v1/...: the prefix is stripped only for api.test", got)
+	}
+
+	write("routes:\n  - match: {prefix: /}\n    service: hello\n    bogus: 1\n")
+	if err := c.Gateway.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the gateway to refuse the broken config", func() bool {
+		b, _ := os.ReadFile(filepath.Join(c.opts.Dir, "gateway.log"))
+		return strings.Contains(string(b), "config not reloaded") && strings.Contains(string(b), "gateway.yaml:4")
+	})
+	if got := hostGet(t, c.GatewayURL, "api.test", "/v1/status/201"); got != http.StatusCreated {
+		t.Fatalf("after a broken reload api.test/v1/status/201 = %d, want the last good routes", got)
+	}
+
+	write(good + "  - match: {host: new.test, prefix: /n}\n    service: hello\n    strip_prefix: true\n")
+	if err := c.Gateway.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the new route", func() bool {
+		return hostGet(t, c.GatewayURL, "new.test", "/n/status/202") == http.StatusAccepted
+	})
+
+	var line struct {
+		RequestID string `json:"request_id"`
+		Host      string `json:"host"`
+		Path      string `json:"path"`
+		Status    int    `json:"status"`
+		Upstream  string `json:"upstream"`
+		Color     string `json:"color"`
+		Service   string `json:"service"`
+	}
+	testutil.Eventually(t, 10*time.Second, "the access log line of the first request", func() bool {
+		b, _ := os.ReadFile(accessLog)
+		for _, l := range strings.Split(string(b), "\n") {
+			if json.Unmarshal([]byte(l), &line) == nil && line.Host == "api.test" && line.Status == http.StatusCreated {
+				return true
+			}
+		}
+		return false
+	})
+	if line.RequestID == "" || line.Path != "/v1/status/201" || line.Upstream != c.Instances[0].ID || line.Color != "blue" || line.Service != "hello" {
+		t.Fatalf("access log line %+v", line)
+	}
 }
