@@ -27,6 +27,7 @@ package gateway
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -47,18 +48,20 @@ const (
 	defaultRequestLine = 8 << 10
 	defaultHeaderLine  = 8 << 10
 	defaultHead        = 64 << 10
+	// maxHeadLimit keeps the guard's index arithmetic far from overflow.
+	maxHeadLimit = 1 << 30
 )
 
 func (l headLimits) withDefaults() headLimits {
-	if l.RequestLine <= 0 {
-		l.RequestLine = defaultRequestLine
+	fill := func(v, def int) int {
+		if v <= 0 {
+			return def
+		}
+		return min(v, maxHeadLimit)
 	}
-	if l.HeaderLine <= 0 {
-		l.HeaderLine = defaultHeaderLine
-	}
-	if l.Head <= 0 {
-		l.Head = defaultHead
-	}
+	l.RequestLine = fill(l.RequestLine, defaultRequestLine)
+	l.HeaderLine = fill(l.HeaderLine, defaultHeaderLine)
+	l.Head = fill(l.Head, defaultHead)
 	return l
 }
 
@@ -165,6 +168,12 @@ type guardedConn struct {
 	trailerState      uint8
 	rejected          atomic.Pointer[rejection]
 	lingering         atomic.Bool
+
+	// readDeadline is the read deadline http.Server last set. When it
+	// passes while part of a head is held, the client was too slow to send
+	// its head: it gets 408, as nginx's client_header_timeout gives.
+	dmu          sync.Mutex
+	readDeadline time.Time
 }
 
 // guardConn wraps c, the plaintext side of an HTTP/1.x connection (a TCP
@@ -185,9 +194,9 @@ func (c *guardedConn) Rejected() (rejection, bool) {
 
 // Read delivers the connection's bytes, each request head only once it
 // was checked. Errors from the conn are returned as they are, never
-// wrapped: http.Server tells the timeout it provokes to abort its
-// background read by asserting net.Error on them, and it reads again
-// afterwards, so no state may be lost on an error either.
+// wrapped: http.Server recognizes the timeout it provokes to abort its
+// background read by a type assertion to net.Error, and it reads again
+// afterwards, so an error must not lose any state either.
 func (c *guardedConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
@@ -228,7 +237,7 @@ func (c *guardedConn) Read(p []byte) (int, error) {
 			return 0, c.takeErr()
 		}
 		if c.mode == modePreface || c.mode == modeHead {
-			if n := c.fill(); n == 0 && c.rerr == nil {
+			if n := c.fill(); n == 0 && c.rerr == nil && c.mode != modeRejected {
 				return 0, nil
 			}
 			continue
@@ -276,9 +285,49 @@ func (c *guardedConn) fill() int {
 	n, err := c.Conn.Read(c.buf[c.end:])
 	c.end += n
 	if err != nil {
+		if c.hstart < c.end && c.headTimedOut(err) {
+			c.reject(http.StatusRequestTimeout, "request head not complete within the client header timeout")
+			return 0
+		}
 		c.rerr = err
 	}
 	return n
+}
+
+// sinceEpochs tells the deadlines http.Server sets to time a client out
+// from the one in the distant past (1970) it sets to abort its own read.
+var sinceEpochs = time.Unix(1e9, 0)
+
+// headTimedOut reports whether err is the read deadline of http.Server
+// passing: its header or idle timeout, not the abort of its background
+// read.
+func (c *guardedConn) headTimedOut(err error) bool {
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		return false
+	}
+	c.dmu.Lock()
+	dl := c.readDeadline
+	c.dmu.Unlock()
+	return dl.After(sinceEpochs) && !time.Now().Before(dl)
+}
+
+func (c *guardedConn) noteDeadline(t time.Time) {
+	c.dmu.Lock()
+	c.readDeadline = t
+	c.dmu.Unlock()
+}
+
+// SetReadDeadline notes t, for headTimedOut, and sets it.
+func (c *guardedConn) SetReadDeadline(t time.Time) error {
+	c.noteDeadline(t)
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetDeadline notes t, for headTimedOut, and sets it.
+func (c *guardedConn) SetDeadline(t time.Time) error {
+	c.noteDeadline(t)
+	return c.Conn.SetDeadline(t)
 }
 
 // compact moves the held bytes to the front of buf. Only called when

@@ -41,10 +41,12 @@ func FuzzGuard(f *testing.F) {
 		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 30\r\n\r\nGET / HTTP/1.1\r\n folded\r\n\r\nPOST / HTTP/1.1\r\nHost: a\r\n\r\n",
 		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4;e=\"x\"\r\nbody\r\n0\r\nT: 1\r\n\r\nGET / HTTP/1.1\r\nA: 1\r\n b\r\n\r\n",
 		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4 ;e\r\nbody\r\n0\r\n\r\nGET / HTTP/1.1\r\nA: 1\r\n b\r\n\r\n",
-		"POST / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"POST / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\nPOST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: ws\r\nConnection: Upgrade\r\n\r\nGET / HTTP/1.1\r\n b\r\n\r\n",
 		"CONNECT a:1 HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n b\r\n\r\n",
 		h2Preface + "GET / HTTP/1.1\r\n b\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4 \t\r\nbody\r\n0\r\nT: 1\n\nPOST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000004\r\nbody\r\n0\r\n\r\nGET / HTTP/1.1\r\nA: 1\r\n b\r\n\r\n",
 		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nokGET / HTTP/1.1\r\nHost: a\r\n\r\n",
 	} {
 		f.Add([]byte(in), []byte(nil))

@@ -40,6 +40,8 @@ type exchange struct {
 	bodyErr   atomic.Int32 // 408 or 413 once the client's body failed
 	bodyIn    atomic.Int64
 	streamEnd func() // untracks the stream, once the exchange is one
+	w         http.ResponseWriter
+	upgrade   bool // an HTTP/1.1 request to switch protocols
 
 	mu       sync.Mutex
 	hijacked net.Conn
@@ -97,6 +99,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodTrace, http.MethodConnect:
 		ex.route = &noRoute
+		// After a CONNECT the request-head guard stands aside: what follows
+		// on the connection must not be read as requests.
+		lw.Header().Set("Connection", "close")
 		lw.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 		writeError(lw, http.StatusMethodNotAllowed, r.Method+" is not served at the edge")
 		return
@@ -131,6 +136,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = &clientBody{rc: r.Body, ctl: http.NewResponseController(w), idle: tr.Timeouts.ClientBody, max: tr.MaxBody, ex: ex}
 	}
 	ex.client = g.clientAddr(r)
+	ex.w = lw
+	_, ex.upgrade = r.Header["Upgrade"]
 	ctx, cancel := context.WithCancel(context.WithValue(r.Context(), exchangeKey{}, ex))
 	defer cancel()
 	ex.cancel = cancel
@@ -203,6 +210,7 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	out := pr.Out
 	g.forwarded(pr)
 	out.Header.Set("X-Request-Id", ex.requestID)
+	out.Header.Del(rejectHeader)
 	if ex.route.StripPrefix && ex.route.Prefix != "/" {
 		p := strings.TrimPrefix(out.URL.Path, ex.route.Prefix)
 		if p == "" || p[0] != '/' {
@@ -314,6 +322,12 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 		return fmt.Errorf("upstream answered the invalid status %d", resp.StatusCode)
 	}
 	ex := exchangeOf(resp.Request.Context())
+	if resp.StatusCode != http.StatusSwitchingProtocols && ex.upgrade {
+		// The request-head guard stood aside after this upgrade request;
+		// since no switch happened, what the client sends next must not be
+		// read as more requests.
+		ex.w.Header().Set("Connection", "close")
+	}
 	kind, isStream := streamOf(resp)
 	if !isStream || ex.endpoint == nil {
 		if _, fast := resp.Body.(*h1Body); !fast && ex.route.Timeouts.Read > 0 {

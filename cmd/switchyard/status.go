@@ -67,6 +67,9 @@ func printView(out io.Writer, v zkstate.View) error {
 			fmt.Fprintf(out, " (%s)", s.Reason)
 		}
 		fmt.Fprintln(out)
+		if st := s.Streams; st != nil {
+			fmt.Fprintf(out, "streams:      %d open on the old color at the end, %d moved, %d left\n", st.Open, st.Moved, st.Left)
+		}
 	}
 	fmt.Fprintln(out)
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what switchyard's demo and tests need and a fresh Debian machine
 # lacks: ZooKeeper from the distribution, Consul built from its Go module,
-# Spin and gcc for the switch model check, and the Go modules. Safe to run
+# Spin and gcc for the switch model check, nginx and curl for the gateway's
+# tests, and the Go modules. Safe to run
 # again: each step is skipped when done.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -11,8 +12,11 @@ bash "$here/zookeeper.sh"
 if [ "$what" = all ]; then
   # Spin and gcc for the switch protocol's model check (controller/model).
   bash "$here/spin.sh"
-  # nginx for deployments/bench's config test; its service is left stopped.
+  # nginx for the gateway's conformance suite and deployments/bench's
+  # config test; its service is left stopped.
   bash "$here/nginx.sh"
+  # curl with HTTP/2 for the gateway's TLS and h2c tests.
+  bash "$here/clients.sh"
   bash "$here/consul.sh" >/dev/null
 fi
 (cd "$here/../.." && go mod download)
