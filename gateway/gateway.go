@@ -233,7 +233,9 @@ func (g *Gateway) SetRoutes(routes []Route) error {
 		seen[routeKey(&route)] = &route
 		trs = append(trs, tableRoute{Route: &route, up: up})
 	}
-	g.table.Store(g.table.Load().withRoutes(trs, g.metrics.service))
+	t := g.table.Load().withRoutes(trs, g.metrics.service)
+	g.table.Store(t)
+	g.streams.changed(t.upIDs()) // streams of a service no route names any more move too
 	g.cfg.Routes = routes
 	g.syncWatches()
 	return nil

@@ -322,6 +322,9 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 		return fmt.Errorf("upstream answered the invalid status %d", resp.StatusCode)
 	}
 	ex := exchangeOf(resp.Request.Context())
+	// The answer already carries the request's id; an instance that echoes
+	// it must not make it appear twice.
+	resp.Header.Del("X-Request-Id")
 	if resp.StatusCode != http.StatusSwitchingProtocols && ex.upgrade {
 		// The request-head guard stood aside after this upgrade request;
 		// since no switch happened, what the client sends next must not be

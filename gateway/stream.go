@@ -87,6 +87,7 @@ type streams struct {
 	grace time.Duration
 
 	mu      sync.Mutex
+	up      map[string]bool // the UP instances as of the last change; nil before one
 	byInst  map[string]map[*stream]struct{}
 	pending map[string]*time.Timer // instance → its scheduled move
 	open    sync.WaitGroup
@@ -109,6 +110,12 @@ func (t *streams) add(s *stream) (done func()) {
 	}
 	m[s] = struct{}{}
 	t.open.Add(1)
+	if t.up != nil && !t.up[s.instance] && t.pending[s.instance] == nil {
+		// The answer began on an instance that left the UP set while the
+		// request was on its way: its move is due as much as the others'.
+		id := s.instance
+		t.pending[id] = time.AfterFunc(t.grace, func() { t.move(id) })
+	}
 	t.mu.Unlock()
 	var once sync.Once
 	return func() {
@@ -130,6 +137,7 @@ func (t *streams) add(s *stream) (done func()) {
 func (t *streams) changed(up map[string]bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.up = up
 	for id, timer := range t.pending {
 		if up[id] {
 			timer.Stop()
