@@ -3,7 +3,8 @@
 // throughput and latency against the backends directly, nginx and Caddy
 // (wrk, same backends and settings, interleaved rounds); how fast a
 // ZooKeeper flip reaches every response under load, and how many requests
-// fail, for each registry backend; the seed's own nginx reload method
+// fail, for each registry backend; the same proxies over HTTPS, HTTP/2 over
+// TLS and h2c (wrk and h2load); the seed's own nginx reload method
 // under the same load; how a switch grows with the number of instances and
 // what 10,000 heartbeating leases cost the registry; and the memory of the
 // processes it started. It prints the tables and writes them into
@@ -31,7 +32,7 @@ import (
 )
 
 // AllSections are the parts Options.Only may name, in the order they run.
-var AllSections = []string{"gobench", "throughput", "propagation", "consul", "seed", "scale", "leases"}
+var AllSections = []string{"gobench", "throughput", "tls", "propagation", "consul", "seed", "scale", "leases"}
 
 // The settings every load shares; BENCHMARKS.md describes them.
 const (
@@ -90,7 +91,7 @@ func Run(ctx context.Context, o Options) error {
 	tok := make([]byte, 16)
 	_, _ = rand.Read(tok)
 	b := &bencher{Options: o, root: root, dir: dir, bin: filepath.Join(dir, "bin"), token: hex.EncodeToString(tok),
-		r: &Report{Date: time.Now(), Conns: conns, WrkTime: wrkTime, Pause: loadPause}}
+		r: &Report{Date: time.Now(), Conns: conns, WrkTime: wrkTime, Pause: loadPause, Only: o.Only}}
 	started := time.Now()
 	b.logf("building switchyard, hello and the seed's app into %s", b.bin)
 	if err := local.Build(ctx, b.bin); err != nil {
@@ -107,7 +108,7 @@ func Run(ctx context.Context, o Options) error {
 		run  func(context.Context) error
 	}{
 		{"table rebuild benchmark", b.wants("gobench"), b.goBench},
-		{"built-in registry cluster", b.wants("throughput") || b.wants("propagation"), b.builtinCluster},
+		{"built-in registry cluster", b.wants("throughput") || b.wants("tls") || b.wants("propagation"), b.builtinCluster},
 		{"consul", b.wants("consul"), b.consul},
 		{"seed nginx blue/green", b.wants("seed"), b.seed},
 		{"scale", b.wants("scale"), b.scale},
@@ -119,7 +120,14 @@ func Run(ctx context.Context, o Options) error {
 	}
 	b.r.Took = time.Since(started).Round(time.Second)
 
-	text, err := b.r.Markdown()
+	// A partial run is merged into the results already written.
+	var old string
+	if len(o.Only) > 0 && o.Out != "" {
+		if raw, err := os.ReadFile(o.Out); err == nil {
+			old = generated(string(raw))
+		}
+	}
+	text, err := b.r.render(old)
 	if err != nil {
 		return err
 	}
@@ -177,6 +185,7 @@ type Machine struct {
 	CPUs                         int
 	CPU, Kernel, Go              string
 	Nginx, Caddy, Wrk, ZooKeeper string
+	H2load                       string
 }
 
 // machine describes this machine and the tools, and finds Caddy: the
@@ -192,10 +201,13 @@ func (b *bencher) machine(ctx context.Context) Machine {
 	if raw, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(raw))
 	}
+	// The install script comes first, so that the versions are those of
+	// the tools it installed on a fresh machine.
+	out, err := b.command(ctx, "bash", filepath.Join("deployments", "install", "bench-deps.sh"))
 	m.Nginx = strings.TrimPrefix(toolVersion(nginxBin(), "-v"), "nginx version: ")
 	m.Wrk = strings.Fields(toolVersion("wrk", "-v") + " ?")[1]
+	m.H2load = strings.TrimPrefix(toolVersion("h2load", "--version"), "h2load ")
 	m.ZooKeeper = toolVersion("dpkg-query", "-W", "-f", "${Version}", "zookeeper")
-	out, err := b.command(ctx, "bash", filepath.Join("deployments", "install", "bench-deps.sh"))
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	b.caddy = strings.TrimSpace(lines[len(lines)-1])
 	// `caddy version` says "unknown" for a go-installed main module; the

@@ -41,7 +41,7 @@ func TestParseWrk(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := WrkResult{RPS: 22306.12, P50: 850 * time.Microsecond, P99: 12340 * time.Microsecond, Errors: 10}
+		want := LoadResult{RPS: 22306.12, P50: 850 * time.Microsecond, P99: 12340 * time.Microsecond, Errors: 10}
 		if r != want {
 			t.Errorf("got %+v, want %+v", r, want)
 		}
@@ -202,18 +202,19 @@ func TestProcFindsAndMeasuresChildren(t *testing.T) {
 	})
 }
 
-func TestMarkdown(t *testing.T) {
+// sampleReport is a full run's report with every section but TLS.
+func sampleReport() *Report {
 	at := time.Date(2026, 11, 22, 3, 42, 0, 0, time.UTC)
-	d := func(ms float64) time.Duration { return time.Duration(ms * float64(time.Millisecond)) }
 	tg := func(name string, rps ...float64) *Target {
 		x := &Target{Name: name, Config: name + " config"}
 		for _, v := range rps {
-			x.Runs = append(x.Runs, WrkResult{RPS: v, P50: d(v / 10000), P99: d(v / 1000)})
+			x.Runs = append(x.Runs, LoadResult{RPS: v, P50: msf(v / 10000), P99: msf(v / 1000)})
 		}
 		return x
 	}
-	r := &Report{Date: at, Took: 232 * time.Second, Conns: 32, WrkTime: wrkTime, Pause: loadPause,
-		Machine:    Machine{CPUs: 2, CPU: "Xeon", Kernel: "6.1", Go: "go1.26.8", Nginx: "nginx/1.22.1", Caddy: "v2.11.9", Wrk: "4.1", ZooKeeper: "3.8"},
+	d := msf
+	return &Report{Date: at, Took: 232 * time.Second, Conns: 32, WrkTime: wrkTime, Pause: loadPause,
+		Machine:    Machine{CPUs: 2, CPU: "Xeon", Kernel: "6.1", Go: "go1.26.8", Nginx: "nginx/1.22.1", Caddy: "v2.11.9", Wrk: "4.1", H2load: "nghttp2/1.52.0", ZooKeeper: "3.8"},
 		TableBuild: []GoBench{{Name: "BenchmarkTableBuild10000/new", PerOp: d(3.03), BytesPerOp: 1363148, AllocsPerOp: 22551}},
 		Throughput: &Throughput{Order: []string{"a → b", "b → a"}, Targets: []*Target{tg(TargetDirect, 55201, 53899), tg(TargetGateway, 14391, 12716), tg(TargetNginx, 25000)}},
 		Switches: []*SwitchRow{
@@ -231,12 +232,19 @@ func TestMarkdown(t *testing.T) {
 		Memory: []MemRow{{Process: "gateway", When: "under load", Mem: Mem{RSS: 21 << 20, HWM: 22 << 20}}},
 		Notes:  []string{"consul: no agent"},
 	}
+}
+
+// msf is ms milliseconds.
+func msf(ms float64) time.Duration { return time.Duration(ms * float64(time.Millisecond)) }
+
+func TestMarkdown(t *testing.T) {
+	r := sampleReport()
 	got, err := r.Markdown()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"Measured 2026-11-22 03:42 UTC by `make bench` in 3m52s.\n\nMachine: 2 CPUs (Xeon), Linux 6.1, go1.26.8; nginx nginx/1.22.1, Caddy v2.11.9, wrk 4.1, ZooKeeper 3.8.",
+		"Measured 2026-11-22 03:42 UTC by `make bench` in 3m52s.\n\nMachine: 2 CPUs (Xeon), Linux 6.1, go1.26.8; nginx nginx/1.22.1, Caddy v2.11.9, wrk 4.1, h2load nghttp2/1.52.0, ZooKeeper 3.8.",
 		"wrk `-t2 -c32 -d5s --latency`, keep-alive, the same two hello backends behind every target; 2 interleaved rounds (a → b; then b → a)",
 		"|---|---:|---|---:|---:|---:|---:|\n| backends directly | 54550 | 55201, 53899 | 5.46 ms | 54.5 ms | 0 | 1.00× |\n| switchyard gateway | 13554 | 14391, 12716 | 1.36 ms | 13.6 ms | 0 | 0.25× |",
 		"| nginx | 25000 | 25000 | 2.50 ms | 25.0 ms | 0 | 0.46× |\n\n- backends directly: backends directly config\n",
@@ -248,16 +256,16 @@ func TestMarkdown(t *testing.T) {
 		"|---|---:|---:|---:|---:|---:|---:|---:|\n| 10 | 1.7 KB | 1.15 ms | 0 |",
 		"- CPU used during the 1000-instance switch (2.9 s of wall time, 2 cores = 5.8 CPU-seconds available): gateway 1.45 s, registry 0.89 s; 2.3 CPU-seconds in all (40% of the machine).\n- Gateway routing-table rebuild, `BenchmarkTableBuild10000/new` (gateway/bench_test.go): 3.03 ms per table, 22551 allocations, 1.3 MB\n",
 		"10000 leases, each heartbeating every 1s through the SDK's registry client: 9997 heartbeats/s for 15s, 0 failed, 10000 leases live at the end. Registry CPU (utime+stime from /proc/<pid>/stat): 9.89s = **66% of one core** (33% of the machine); RSS 25.0 MB (peak 26.0 MB); listing all 10000 takes 61.6 ms.\n\n### 5. Memory",
-		"| gateway | under load | 21.0 MB | 22.0 MB |\n\n### Targets",
-		"| gateway throughput ≥ 1.0× nginx | 0.54× | **missed** |\n| gateway p99 ≤ nginx p99 | 13.6 ms vs 25.0 ms | **met** |\n| propagation p99 ≤ 50 ms (built-in) | 40.0 ms over 2 flips | **met** |\n| 0 failed requests across every flip (built-in) | 0 of 1000 | **met** |\n| 1,000-instance switch ≤ 5 s | 2887 ms | **met** |\n| linear growth | 1.47 ms per instance at 10, 2.89 ms per instance at 1000 | |\n| gateway RSS ≤ 40 MB under load | peak 22.0 MB | **met** |",
+		"| gateway | under load | 21.0 MB | 22.0 MB |\n\n### 6. TLS and HTTP/2\n\nNot measured in this run.\n\n### Targets",
+		"| gateway throughput ≥ 1.0× nginx | 0.54× | **missed** |\n| gateway p99 ≤ nginx p99 | 13.6 ms vs 25.0 ms | **met** |\n| propagation p99 ≤ 50 ms (built-in) | 40.0 ms over 2 flips | **met** |\n| 0 failed requests across every flip (built-in) | 0 of 1000 | **met** |\n| 1,000-instance switch ≤ 5 s | 2887 ms | **met** |\n| linear growth | 1.47 ms per instance at 10, 2.89 ms per instance at 1000 | |\n| gateway RSS ≤ 40 MB under load | peak 22.0 MB (under load) | **met** |",
 		"\n\n#### Sections that did not complete\n\n- consul: no agent",
 	} {
 		if !strings.Contains(got, want) {
 			t.Fatalf("the report lacks\n%s\n--- report:\n%s", want, got)
 		}
 	}
-	empty, err := (&Report{Date: at}).Markdown()
-	if err != nil || strings.Count(empty, "Not measured in this run.") != 4 {
+	empty, err := (&Report{Date: r.Date}).Markdown()
+	if err != nil || strings.Count(empty, "Not measured in this run.") != 5 {
 		t.Errorf("an empty report = %v:\n%s", err, empty)
 	}
 }
@@ -271,7 +279,7 @@ func TestNginxConfigsPassNginxCheck(t *testing.T) {
 	for _, tc := range []struct {
 		desc, server string
 	}{
-		{desc: "keep-alive upstream", server: nginxKeepaliveServer("127.0.0.1:1", []string{"127.0.0.1:2", "127.0.0.1:3"})},
+		{desc: "keep-alive upstream", server: nginxKeepaliveServer([]string{"127.0.0.1:2", "127.0.0.1:3"}, "listen 127.0.0.1:1")},
 		{desc: "the seed's include", server: seedServer("127.0.0.1:1", dir+"/service-url.inc")},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {

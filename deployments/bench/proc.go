@@ -132,6 +132,21 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(st.CPUTime() * float64(time.Second)), err
 }
 
+// treeCPU is the CPU time of pid and its direct children (nginx's master
+// and workers) so far; 0 without pid.
+func treeCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	total, _ := cpuTime(pid)
+	for _, c := range childrenOf(pid) {
+		if t, err := cpuTime(c.PID); err == nil {
+			total += t
+		}
+	}
+	return total
+}
+
 // Mem is resident memory now and at its peak, in bytes.
 type Mem struct{ RSS, HWM uint64 }
 

@@ -27,7 +27,7 @@ import (
 // startCluster runs the local topology with the production timings (not
 // Fast). With instances it also waits until the registry shows the blue
 // ones UP and the green ones standing by, and the gateway serves blue.
-func (b *bencher) startCluster(ctx context.Context, name, registryURL string, perColor int) (*local.Cluster, error) {
+func (b *bencher) startCluster(ctx context.Context, name, registryURL string, perColor int, gatewayArgs ...string) (*local.Cluster, error) {
 	dir := filepath.Join(b.dir, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -36,6 +36,7 @@ func (b *bencher) startCluster(ctx context.Context, name, registryURL string, pe
 	defer cancel()
 	c, err := local.Start(sctx, local.Options{
 		Bin: b.bin, Dir: dir, Token: b.token, Controllers: 2, Blue: perColor, Green: perColor, RegistryURL: registryURL,
+		GatewayArgs: gatewayArgs,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start cluster (logs in %s): %w", dir, err)
@@ -94,17 +95,39 @@ func flip(ctx context.Context, c *local.Cluster, color zkstate.Color, within tim
 	return rec, at, err
 }
 
-// builtinCluster measures throughput and propagation on one cluster with
-// the built-in registry: two blue backends that every proxy shares, and two
-// green ones to switch to.
+// builtinCluster measures throughput, TLS and HTTP/2, and propagation on
+// one cluster with the built-in registry: two blue backends that every
+// proxy shares, and two green ones to switch to. For TLS its gateway also
+// serves HTTPS, with the certificate nginx and Caddy get.
 func (b *bencher) builtinCluster(ctx context.Context) error {
-	c, err := b.startCluster(ctx, "builtin", "", 2)
+	var gwTLS string
+	var cert certFiles
+	var gwArgs []string
+	if b.wants("tls") {
+		dir := filepath.Join(b.dir, "tls")
+		err := os.MkdirAll(dir, 0o755)
+		if err == nil {
+			cert, err = writeCert(dir, "127.0.0.1", "localhost")
+		}
+		if err == nil {
+			gwTLS, err = freeAddr()
+		}
+		if err != nil {
+			b.note("tls: no certificate: %v", err)
+		} else {
+			gwArgs = []string{"--tls-listen", gwTLS, "--tls-cert", cert.Cert, "--tls-key", cert.Key}
+		}
+	}
+	c, err := b.startCluster(ctx, "builtin", "", 2, gwArgs...)
 	if err != nil {
 		return err
 	}
 	defer c.Stop()
 	if b.wants("throughput") {
 		b.section("gateway throughput", func() error { return b.throughput(ctx, c) })
+	}
+	if gwTLS != "" {
+		b.section("tls (TLS and HTTP/2)", func() error { return b.tlsBench(ctx, c, gwTLS, cert) })
 	}
 	if b.wants("propagation") {
 		b.section("switch propagation (built-in registry)", func() error {

@@ -31,14 +31,9 @@ const (
 // cluster's gateway, nginx and Caddy, all in front of the same backends,
 // in interleaved rounds.
 func (b *bencher) throughput(ctx context.Context, c *local.Cluster) error {
-	var backends []string
-	for _, in := range c.Instances {
-		if in.Color == zkstate.Blue {
-			backends = append(backends, in.Addr)
-		}
-	}
-	if len(backends) < 2 {
-		return fmt.Errorf("want two blue backends, have %d", len(backends))
+	backends, err := blueBackends(c)
+	if err != nil {
+		return err
 	}
 	dir := filepath.Join(b.dir, "throughput")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -59,13 +54,13 @@ func (b *bencher) throughput(ctx context.Context, c *local.Cluster) error {
 		start func(addr string) (*proc, error)
 	}{
 		{&Target{Name: TargetNginx, Config: "nginx " + b.r.Machine.Nginx + ", upstream keepalive 64, worker_processes auto"}, func(addr string) (*proc, error) {
-			return startNginx(ctx, filepath.Join(dir, "nginx"), nginxKeepaliveServer(addr, backends), addr)
+			return startNginx(ctx, filepath.Join(dir, "nginx"), nginxKeepaliveServer(backends, "listen "+addr), addr)
 		}},
 		{&Target{Name: TargetCaddy, Config: "Caddy " + b.r.Machine.Caddy + ", reverse_proxy, lb_policy round_robin"}, func(addr string) (*proc, error) {
 			if b.caddy == "" {
 				return nil, errors.New(b.noCaddy)
 			}
-			return startCaddy(ctx, b.caddy, filepath.Join(dir, "caddy"), addr, backends)
+			return startCaddy(ctx, b.caddy, filepath.Join(dir, "caddy"), addr, "", caddySite("http://"+addr, backends))
 		}},
 	}
 	for _, px := range proxies {
@@ -89,12 +84,20 @@ func (b *bencher) throughput(ctx context.Context, c *local.Cluster) error {
 		}
 		t.Targets = append(t.Targets, px.Target)
 	}
-	// Warm every target up once, then measure in rounds whose order
-	// alternates, so that a slow phase of the shared machine does not land
-	// on one target.
+	b.measure(ctx, "throughput", t, "under wrk load (largest sample)", func(ctx context.Context, d time.Duration, tg *Target) (LoadResult, error) {
+		return wrkRun(ctx, d, tg.url, tg.script)
+	})
+	return nil
+}
+
+// measure warms every target of t up once, then measures them with run in
+// rounds whose order alternates, so that a slow phase of the shared
+// machine does not land on one target. Each target's memory is sampled
+// during its runs and reported as memWhen.
+func (b *bencher) measure(ctx context.Context, label string, t *Throughput, memWhen string, run func(context.Context, time.Duration, *Target) (LoadResult, error)) {
 	for _, tg := range t.Targets {
-		if _, err := wrkRun(ctx, time.Second, tg.url, tg.script); err != nil {
-			b.logf("throughput: warm-up of %s failed: %v", tg.Name, err)
+		if _, err := run(ctx, time.Second, tg); err != nil {
+			b.logf("%s: warm-up of %s failed: %v", label, tg.Name, err)
 		}
 	}
 	for round := range rounds {
@@ -109,34 +112,44 @@ func (b *bencher) throughput(ctx context.Context, c *local.Cluster) error {
 			if tg.pid != 0 {
 				peak = peakMem(tg.pid)
 			}
-			w, err := wrkRun(ctx, wrkTime, tg.url, tg.script)
-			m := peak()
+			cpu := treeCPU(tg.pid)
+			w, err := run(ctx, wrkTime, tg)
+			m, cpu := peak(), treeCPU(tg.pid)-cpu
 			if err != nil {
-				b.logf("throughput: %s round %d: %v", tg.Name, round+1, err)
+				b.logf("%s: %s round %d: %v", label, tg.Name, round+1, err)
 				continue
 			}
+			if n := w.RPS * wrkTime.Seconds(); tg.pid != 0 && n > 0 {
+				w.CPUPerRequest = time.Duration(float64(cpu) / n)
+			}
 			tg.Runs = append(tg.Runs, w)
-			b.logf("throughput: round %d %-20s %8.0f rps  p50 %-8s p99 %-8s errors %d  rss %s",
-				round+1, tg.Name, w.RPS, w.P50, w.P99, w.Errors, mb(m.RSS))
-			b.r.addMem(tg.Name, "under wrk load (largest sample)", m)
+			b.logf("%s: round %d %-20s %8.0f rps  p50 %-8s p99 %-8s errors %d  rss %s  cpu/request %s",
+				label, round+1, tg.Name, w.RPS, w.P50, w.P99, w.Errors, mb(m.RSS), w.CPUPerRequest)
+			b.r.addMem(tg.Name, memWhen, m)
 		}
 		t.Order = append(t.Order, strings.Join(names, " → "))
 	}
-	return nil
 }
 
-// WrkResult is what one wrk run reports.
-type WrkResult struct {
+// LoadResult is what one run of a load generator (wrk, h2load) reports.
+type LoadResult struct {
 	RPS      float64
 	P50, P99 time.Duration
 	// Errors counts socket errors (connect, read, write, timeout) and
-	// responses that were not 2xx or 3xx.
+	// responses that were not 2xx or 3xx; h2load's failed requests.
 	Errors int64
+	// CPUPerRequest is the target's CPU time (utime+stime of the process
+	// and its children) over the run divided by its requests; 0 when the
+	// bench does not know its process.
+	CPUPerRequest time.Duration
+	// Proto and TLS are what h2load negotiated (h2 or h2c; TLS version,
+	// cipher and key exchange); wrk does not say.
+	Proto, TLS string
 }
 
 // wrkRun runs `wrk -t2 --latency` with the shared connection count against
 // url for d, optionally with a Lua script, and parses its report.
-func wrkRun(ctx context.Context, d time.Duration, url, script string) (WrkResult, error) {
+func wrkRun(ctx context.Context, d time.Duration, url, script string) (LoadResult, error) {
 	args := []string{"-t2", "-c" + strconv.Itoa(conns), "-d" + strconv.Itoa(int(d.Seconds())) + "s", "--latency", "--timeout", "5s"}
 	if script != "" {
 		args = append(args, "-s", script)
@@ -147,7 +160,7 @@ func wrkRun(ctx context.Context, d time.Duration, url, script string) (WrkResult
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return WrkResult{}, fmt.Errorf("wrk %s: %w: %s", strings.Join(args, " "), err, out)
+		return LoadResult{}, fmt.Errorf("wrk %s: %w: %s", strings.Join(args, " "), err, out)
 	}
 	return parseWrk(string(out))
 }
@@ -160,8 +173,8 @@ var (
 
 // parseWrk reads wrk's --latency report; its latency units (us, ms, s, m)
 // are Go's.
-func parseWrk(out string) (WrkResult, error) {
-	var r WrkResult
+func parseWrk(out string) (LoadResult, error) {
+	var r LoadResult
 	rps, lat := wrkRPS.FindStringSubmatch(out), wrkLatency.FindAllStringSubmatch(out, -1)
 	if rps == nil || len(lat) != 2 {
 		return r, fmt.Errorf("wrk: report lacks Requests/sec or the 50%%/99%% latencies:\n%s", out)
@@ -242,14 +255,15 @@ func nginxArgs(dir string, extra ...string) []string {
 }
 
 // nginxKeepaliveServer proxies to an upstream of backends with keep-alive
-// connections, as nginx is run in front of a pool.
-func nginxKeepaliveServer(listen string, backends []string) string {
+// connections, as nginx is run in front of a pool; directives (listen,
+// ssl_certificate, ...) go into its server block.
+func nginxKeepaliveServer(backends []string, directives ...string) string {
 	return fmt.Sprintf(`  upstream hello {
     server %s;
     keepalive 64;
   }
   server {
-    listen %s;
+    %s;
     location / {
       proxy_pass http://hello;
       proxy_http_version 1.1;
@@ -260,7 +274,7 @@ func nginxKeepaliveServer(listen string, backends []string) string {
       proxy_set_header X-Forwarded-Host $host;
     }
   }
-`, strings.Join(backends, ";\n    server "), listen)
+`, strings.Join(backends, ";\n    server "), strings.Join(directives, ";\n    "))
 }
 
 // startNginx checks and starts a private nginx in dir serving server on
@@ -278,9 +292,20 @@ func startNginx(ctx context.Context, dir, server, listen string) (*proc, error) 
 	return startProc(ctx, dir, "nginx", listen, nil, append([]string{nginxBin()}, nginxArgs(dir)...)...)
 }
 
-// startCaddy starts a private Caddy with its admin API off and its state
-// in dir.
-func startCaddy(ctx context.Context, bin, dir, listen string, backends []string) (*proc, error) {
+// caddySite is a Caddyfile site block for address that proxies to
+// backends round robin; directives (bind, tls) come first.
+func caddySite(address string, backends []string, directives ...string) string {
+	var d strings.Builder
+	for _, x := range directives {
+		d.WriteString("\t" + x + "\n")
+	}
+	return fmt.Sprintf("%s {\n%s\treverse_proxy %s {\n\t\tlb_policy round_robin\n\t}\n}\n", address, d.String(), strings.Join(backends, " "))
+}
+
+// startCaddy starts a private Caddy with its admin API off, its state in
+// dir and sites, and waits until it listens on listen; global adds global
+// options.
+func startCaddy(ctx context.Context, bin, dir, listen, global string, sites ...string) (*proc, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -290,14 +315,9 @@ func startCaddy(ctx context.Context, bin, dir, listen string, backends []string)
 	auto_https off
 	persist_config off
 	storage file_system %s
-}
+%s}
 
-http://%s {
-	reverse_proxy %s {
-		lb_policy round_robin
-	}
-}
-`, filepath.Join(dir, "data"), listen, strings.Join(backends, " "))
+%s`, filepath.Join(dir, "data"), global, strings.Join(sites, "\n"))
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, err

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what `make bench` compares switchyard against and a fresh Debian
 # machine lacks: wrk, h2load (nghttp2-client) and nginx from the
-# distribution (nginx.sh leaves its service stopped), and Caddy built from its Go module (Debian's Caddy is
-# older, and only the Go module proxy is reachable). Safe to run again: each
-# step is skipped when done, so a machine that has everything answers in
-# well under a second. Prints the Caddy binary's path last.
+# distribution (nginx.sh leaves its service stopped), and Caddy built from
+# its Go module (Debian's Caddy is older, and only the Go module proxy is
+# reachable). Safe to run again: each step is skipped when done, so a
+# machine that has everything answers in well under a second. Prints the
+# Caddy binary's path last.
 #
 # Caddy is pinned to the newest release whose go.mod the local toolchain
 # accepts with GOTOOLCHAIN=local (v2.11.9 asks for go 1.26.0; switchyard
