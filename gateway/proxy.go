@@ -282,9 +282,12 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		// after cannot be read as a next request.
 		code, msg := http.StatusRequestTimeout, "the request body stalled longer than the client body timeout"
 		ex.err = errClientBodyTimeout
-		if ex.bodyErr.Load() == http.StatusRequestEntityTooLarge {
+		switch ex.bodyErr.Load() {
+		case http.StatusRequestEntityTooLarge:
 			code, msg = http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over the route's limit of %d bytes", ex.route.MaxBody)
 			ex.err = errBodyTooLarge
+		case http.StatusBadRequest:
+			code, msg, ex.err = http.StatusBadRequest, "the request body is malformed or was cut short", errClientBody
 		}
 		w.Header().Set("Connection", "close")
 		writeError(w, code, msg)

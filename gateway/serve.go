@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/net/http/httpguts"
 )
 
 // exchange is what the gateway knows of one request while it proxies it;
@@ -42,6 +43,7 @@ type exchange struct {
 	streamEnd func() // untracks the stream, once the exchange is one
 	w         http.ResponseWriter
 	upgrade   bool // an HTTP/1.1 request to switch protocols
+	lw        logWriter
 
 	mu       sync.Mutex
 	hijacked net.Conn
@@ -80,12 +82,14 @@ type connKey struct{}
 var (
 	errBodyTooLarge      = errors.New("gateway: request body over the route's limit")
 	errClientBodyTimeout = errors.New("gateway: the client's request body stalled")
+	errClientBody        = errors.New("gateway: the client's request body is malformed or cut short")
 )
 
 // ServeHTTP proxies r to an UP instance of the service its route names.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := &exchange{start: time.Now(), requestID: requestID(r.Header)}
-	lw := &logWriter{ResponseWriter: w, ex: ex}
+	lw := &ex.lw // one allocation for both
+	lw.ResponseWriter, lw.ex = w, ex
 	ci, _ := r.Context().Value(connKey{}).(*connInfo)
 	defer g.finish(lw, r, ex)
 	w.Header().Set("X-Request-Id", ex.requestID)
@@ -137,7 +141,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex.client = g.clientAddr(r)
 	ex.w = lw
-	_, ex.upgrade = r.Header["Upgrade"]
+	ex.upgrade = r.Header.Get("Upgrade") != "" && httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade")
 	ctx, cancel := context.WithCancel(context.WithValue(r.Context(), exchangeKey{}, ex))
 	defer cancel()
 	ex.cancel = cancel
@@ -211,6 +215,9 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	g.forwarded(pr)
 	out.Header.Set("X-Request-Id", ex.requestID)
 	out.Header.Del(rejectHeader)
+	// As nginx: the gateway answers the client's 100-continue itself, when
+	// it starts reading the body; the instance's would be a second one.
+	out.Header.Del("Expect")
 	if ex.route.StripPrefix && ex.route.Prefix != "/" {
 		p := strings.TrimPrefix(out.URL.Path, ex.route.Prefix)
 		if p == "" || p[0] != '/' {
@@ -241,8 +248,10 @@ func (g *Gateway) forwarded(pr *httputil.ProxyRequest) {
 	in, out := pr.In, pr.Out
 	peer := remoteIP(in.RemoteAddr)
 	trusted := g.trusts(peer)
-	if !trusted {
-		out.Header.Del("Forwarded")
+	// ReverseProxy drops Forwarded before Rewrite; only a trusted proxy's
+	// is passed on.
+	if v := in.Header.Values("Forwarded"); trusted && len(v) > 0 {
+		out.Header["Forwarded"] = v
 	}
 	xff := peer.String()
 	if prior := in.Header.Values("X-Forwarded-For"); trusted && len(prior) > 0 {
@@ -418,6 +427,11 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	case err != nil && err != io.EOF && isTimeout(err):
 		b.ex.bodyErr.CompareAndSwap(0, http.StatusRequestTimeout)
 		return n, fmt.Errorf("%w: %w", errClientBodyTimeout, err)
+	case err != nil && err != io.EOF:
+		// Bad chunked framing, or a client that left mid-body: the
+		// client's fault, not the instance's.
+		b.ex.bodyErr.CompareAndSwap(0, http.StatusBadRequest)
+		return n, fmt.Errorf("%w: %w", errClientBody, err)
 	case err == io.EOF && b.idle > 0:
 		// net/http's background read, which watches for the client
 		// leaving while the handler runs, would take this deadline for
