@@ -429,3 +429,73 @@ func TestWebSocketsFollowTheSwitchWithGoingAway(t *testing.T) {
 		}
 	})
 }
+
+func TestRequestLimitSparesStreamsButTheReadTimeoutDoesNot(t *testing.T) {
+	slow := newBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/sse":
+			w.Header().Set("Content-Type", "text/event-stream")
+			for i := 0; ; i++ {
+				fmt.Fprintf(w, "data: %d\n\n", i)
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		case "/quiet-ws":
+			c, err := websocket.Accept(w, r, nil)
+			if err != nil {
+				return
+			}
+			defer c.CloseNow()
+			_, _, _ = c.Read(r.Context()) // never says a word
+		default:
+			select {
+			case <-r.Context().Done():
+			case <-time.After(2 * time.Second):
+			}
+			_, _ = io.WriteString(w, "late")
+		}
+	})
+	route := Route{Prefix: "/", Service: "web", Timeouts: Timeouts{Request: 400 * time.Millisecond, Read: 300 * time.Millisecond}}
+	e := runEdge(t, Config{ID: "gw-limits", Routes: []Route{route}})
+	e.up("web", 1, instanceAt(t, "w1", "web", slow.addr(), ""))
+
+	t.Run("a plain request over the limit gets 504", func(t *testing.T) {
+		if r := get(t, e.url+"/late"); r.code != http.StatusGatewayTimeout {
+			t.Fatalf("GET /late = %d %q, want 504 after the route's request limit", r.code, r.body)
+		}
+	})
+	t.Run("an SSE stream outlives the request limit while it keeps talking", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.url+"/sse", nil)
+		res, err := testClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		br := bufio.NewReader(res.Body)
+		start := time.Now()
+		for time.Since(start) < 1200*time.Millisecond { // three request limits
+			if _, err := br.ReadString('\n'); err != nil {
+				t.Fatalf("the stream ended after %s: %v", time.Since(start), err)
+			}
+		}
+	})
+	t.Run("a silent WebSocket is closed with 1001 after the read timeout", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, _, err := websocket.Dial(ctx, strings.Replace(e.url, "http", "ws", 1)+"/quiet-ws", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		_, _, err = c.Read(ctx)
+		if got := websocket.CloseStatus(err); got != websocket.StatusGoingAway {
+			t.Fatalf("silent WebSocket: %v, want 1001 after the read timeout", err)
+		}
+	})
+}
