@@ -88,6 +88,6 @@ func (c *Controller) waitGateways(ctx context.Context, indexes map[string]uint64
 	if len(lagging) == 0 {
 		note = fmt.Sprintf("gateway reports could not be read within %s: %v", c.cfg.GatewayTimeout, err)
 	}
-	c.log.Warn(note)
+	c.log.WithField("switch", c.current.Load()).Warn(note)
 	return note
 }

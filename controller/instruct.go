@@ -59,7 +59,7 @@ func (c *Controller) instruct(ctx context.Context, target zkstate.Color, m Membe
 			return 0, attempt, fmt.Errorf("instance did not apply %s after %d attempts: %w", st, attempt, err)
 		}
 		wait := backoff.Next()
-		c.log.WithError(err).WithFields(logrus.Fields{"instance": m.ID, "status": st, "attempt": attempt, "retry_in": wait}).
+		c.log.WithError(err).WithFields(logrus.Fields{"instance": m.ID, "status": st, "attempt": attempt, "retry_in": wait, "switch": c.current.Load()}).
 			Warn("instruction failed; retrying")
 		if err := retry.Sleep(ctx, wait); err != nil {
 			return 0, attempt, err
@@ -127,17 +127,17 @@ func (c *Controller) sendInstruction(ctx context.Context, m Member, body []byte)
 // on its session; if the session is over instead, ctx ends.
 func (c *Controller) checkTarget(ctx context.Context, target zkstate.Color) error {
 	if !c.sess.Connected() {
-		c.log.Warn("ZooKeeper connection lost; pausing leader actions until it is back on the same session")
+		c.log.WithField("switch", c.current.Load()).Warn("ZooKeeper connection lost; pausing leader actions until it is back on the same session")
 		if err := c.sess.Wait(ctx); err != nil {
 			return err
 		}
-		c.log.Info("ZooKeeper connection back on the same session; resuming")
+		c.log.WithField("switch", c.current.Load()).Info("ZooKeeper connection back on the same session; resuming")
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	if asked := c.asked.Load(); asked != nil && *asked != target {
-		c.log.WithFields(logrus.Fields{"target": target, "new_target": *asked}).Info("switch superseded; converging on the newest target")
+		c.log.WithFields(logrus.Fields{"target": target, "new_target": *asked, "switch": c.current.Load()}).Info("switch superseded; converging on the newest target")
 		return errPreempted
 	}
 	return nil

@@ -60,7 +60,7 @@ func (c *Controller) reconcile(ctx context.Context) error {
 			c.maintain(ctx, obs.Record.Active, members)
 			return nil
 		}
-		c.log.WithField("target", d.Target).Info("a target instance is healthy now; retrying the refused switch")
+		c.log.WithFields(logrus.Fields{"target": d.Target, "switch": d.ID}).Info("a target instance is healthy now; retrying the refused switch")
 		return c.runSwitch(ctx, d.Target, d.ID, obs.Record, members, quarantined)
 	case Switch:
 		return c.runSwitch(ctx, d.Target, d.ID, obs.Record, members, quarantined)

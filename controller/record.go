@@ -85,7 +85,7 @@ func (r *recorder) Run(ctx context.Context) {
 			continue
 		}
 		if _, err := r.conn.Set(r.path, encode(*rec), -1); err != nil {
-			r.log.WithError(err).Warn("could not write the switch record; the next step writes it again")
+			r.log.WithError(err).WithField("switch", rec.ID).Warn("could not write the switch record; the next step writes it again")
 			continue
 		}
 		r.mu.Lock()
@@ -135,7 +135,7 @@ func (c *Controller) finishRecord(ctx context.Context, rec zkstate.Switch) {
 
 func (c *Controller) appendHistory(rec zkstate.Switch) {
 	if _, err := c.conn.Create(c.paths.History()+"/s_", encode(rec), zk.FlagSequence, c.cfg.ZKAuth.ACL()); err != nil {
-		c.log.WithError(err).Warn("could not append to the switch history")
+		c.log.WithError(err).WithField("switch", rec.ID).Warn("could not append to the switch history")
 		return
 	}
 	children, _, err := c.conn.Children(c.paths.History())
@@ -162,7 +162,7 @@ func (c *Controller) startRecord(ctx context.Context, target zkstate.Color, id i
 		switch {
 		case prev.Phase == zkstate.PhaseSwitching && prev.Target == target:
 			rec.From, rec.StartedAt, rec.Steps = prev.From, prev.StartedAt, prev.Steps
-			c.log.WithFields(logrus.Fields{"target": target, "started": prev.StartedAt}).Info("resuming the switch in progress")
+			c.log.WithFields(logrus.Fields{"target": target, "switch": id, "started": prev.StartedAt}).Info("resuming the switch in progress")
 		case prev.Phase == zkstate.PhaseSwitching:
 			old := *prev
 			old.Phase, old.Reason, old.FinishedAt = zkstate.PhaseFailed, "superseded by /active_color="+string(target), &now
@@ -209,7 +209,7 @@ func (c *Controller) refuseValue(ctx context.Context, raw []byte, id int64, prev
 	if asked := c.asked.Load(); asked != nil {
 		rec.Goal = *asked
 	}
-	c.log.WithFields(logrus.Fields{"value": zkstate.Describe(raw), "serving": rec.Active, "goal": rec.Goal}).
+	c.log.WithFields(logrus.Fields{"value": zkstate.Describe(raw), "switch": id, "serving": rec.Active, "goal": rec.Goal}).
 		Warn("refused /active_color: not blue or green; keeping the current routing")
 	c.finishRecord(ctx, rec)
 	return rec

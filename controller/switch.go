@@ -113,7 +113,7 @@ func (c *Controller) bringUp(ctx context.Context, log logrus.FieldLogger, rec *z
 func (c *Controller) recountUp(ctx context.Context, service string, color zkstate.Color, members []Member, had int) int {
 	snap, err := c.cfg.Registry.Instances(ctx, service, 0, 0)
 	if err != nil {
-		c.log.WithError(err).WithField("service", service).Warn("could not recount the UP instances before taking one out; keeping every instance UP this step")
+		c.log.WithError(err).WithFields(logrus.Fields{"service": service, "switch": c.current.Load()}).Warn("could not recount the UP instances before taking one out; keeping every instance UP this step")
 		return 0
 	}
 	up := map[string]bool{}
@@ -127,7 +127,7 @@ func (c *Controller) recountUp(ctx context.Context, service string, color zkstat
 		}
 	}
 	if n < had {
-		c.log.WithFields(logrus.Fields{"service": service, "counted": had, "now": n}).Warn("target instances left UP since they were brought up; recounted")
+		c.log.WithFields(logrus.Fields{"service": service, "counted": had, "now": n, "switch": c.current.Load()}).Warn("target instances left UP since they were brought up; recounted")
 	}
 	return n
 }

@@ -44,6 +44,16 @@ func (p Paths) Switch() string { return p.join("switchyard", "switch") }
 // History holds one sequential node per finished or refused switch.
 func (p Paths) History() string { return p.join("switchyard", "history") }
 
+// Requests holds who asked for each switch: one node per /active_color
+// write that `switchyard switch` made, named after the write's zxid.
+func (p Paths) Requests() string { return p.join("switchyard", "requests") }
+
+// Request is the node that notes who made the /active_color write with
+// zxid id. The zero padding keeps the names in zxid order.
+func (p Paths) Request(id int64) string {
+	return p.join("switchyard", "requests", fmt.Sprintf("%019d", id))
+}
+
 // Persistent lists the persistent parents every component may rely on.
 func (p Paths) Persistent() []string {
 	return []string{p.Color(Blue), p.Color(Green), p.Leader(), p.History()}

@@ -92,6 +92,11 @@ type Switch struct {
 	Phase  Phase  `json:"phase"`
 	Reason string `json:"reason,omitempty"`
 	Leader string `json:"leader,omitempty"`
+	// AskedBy is who made the /active_color write this switch answers, as
+	// `switchyard switch` noted it beside the write (Paths.Request); empty
+	// when unknown, as for a zkCli write. The controller does not store
+	// it: ReadView and ReadHistory fill it in.
+	AskedBy string `json:"asked_by,omitempty"`
 	// Steps are the newest steps, at most a few hundred; StepsTotal counts
 	// them all.
 	Steps      []Step `json:"steps"`

@@ -101,6 +101,14 @@ func RequestSwitch(conn *zk.Conn, paths Paths, auth Auth, color string) (int64, 
 // returned with an error wrapping ErrNotDone that carries its reason, and
 // a later write with one wrapping ErrSuperseded.
 func WaitSwitch(ctx context.Context, conn *zk.Conn, paths Paths, id int64, target Color) (Switch, error) {
+	return FollowSwitch(ctx, conn, paths, id, target, nil)
+}
+
+// FollowSwitch is WaitSwitch that also hands seen every record it reads
+// that answers the write or a later one, as the record changes, so that a
+// caller can show the switch's progress. seen runs on the caller's
+// goroutine; nil is allowed.
+func FollowSwitch(ctx context.Context, conn *zk.Conn, paths Paths, id int64, target Color, seen func(Switch)) (Switch, error) {
 	for {
 		_, _, watch, err := conn.GetW(paths.Switch())
 		if err != nil && !errors.Is(err, zk.ErrNoNode) {
@@ -111,6 +119,9 @@ func WaitSwitch(ctx context.Context, conn *zk.Conn, paths Paths, id int64, targe
 			return rec, err
 		}
 		if ok && rec.ID >= id {
+			if seen != nil {
+				seen(rec)
+			}
 			switch {
 			case rec.Target != target && rec.ID > id && rec.Goal != target:
 				return rec, fmt.Errorf("%w (now %s)", ErrSuperseded, rec.Target)

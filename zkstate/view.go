@@ -95,6 +95,9 @@ func ReadView(ctx context.Context, conn *zk.Conn, paths Paths, reg RegistryReade
 	if rec, ok, err := ReadSwitch(conn, paths); err != nil {
 		v.Errors = append(v.Errors, err.Error())
 	} else if ok {
+		if err := askedBy(conn, paths, &rec); err != nil {
+			v.Errors = append(v.Errors, err.Error())
+		}
 		v.Switch, v.Serving = &rec, rec.Active
 	}
 	nodes, err := ReadAnnounced(conn, paths)

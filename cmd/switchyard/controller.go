@@ -22,7 +22,7 @@ func controllerCmd(c *common) *cobra.Command {
 			cfg.ZK, cfg.ZKRoot, cfg.ZKAuth, cfg.Registry, cfg.Token, cfg.Log = c.zkServers(), c.zkRoot, c.auth, b, c.token, c.log
 			ctl, err := controller.New(cfg)
 			if err != nil {
-				return &exitError{2, err}
+				return usageError(err)
 			}
 			return ctl.Run(cmd.Context())
 		},

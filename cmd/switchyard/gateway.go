@@ -37,27 +37,27 @@ last good one keeps serving.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if configFile != "" && len(routes) > 0 {
-				return &exitError{2, errors.New("gateway: give routes with --config or with --route, not both")}
+				return usageError(errors.New("gateway: give routes with --config or with --route, not both"))
 			}
 			limit, err := gateway.ParseSize(maxBody)
 			if err != nil {
-				return &exitError{2, fmt.Errorf("--max-body: %w", err)}
+				return usageError(fmt.Errorf("--max-body: %w", err))
 			}
 			for _, r := range routes {
 				rt, err := gateway.ParseRoute(r)
 				if err != nil {
-					return &exitError{2, err}
+					return usageError(err)
 				}
 				rt.PreserveHost, rt.StripPrefix, rt.MaxBody = preserveHost, stripPrefix, limit
 				cfg.Routes = append(cfg.Routes, rt)
 			}
 			if configFile != "" {
 				if cfg.Routes, err = loadRoutes(configFile); err != nil {
-					return &exitError{2, err}
+					return usageError(err)
 				}
 			}
 			if len(certs) != len(keys) {
-				return &exitError{2, errors.New("gateway: give one --tls-key per --tls-cert, in the same order")}
+				return usageError(errors.New("gateway: give one --tls-key per --tls-cert, in the same order"))
 			}
 			for i := range certs {
 				cfg.Certs = append(cfg.Certs, gateway.CertPair{Cert: certs[i], Key: keys[i]})
@@ -65,7 +65,7 @@ last good one keeps serving.`,
 			for _, p := range proxy {
 				pfx, err := parsePrefix(p)
 				if err != nil {
-					return &exitError{2, fmt.Errorf("--trusted-proxy %q: %w", p, err)}
+					return usageError(fmt.Errorf("--trusted-proxy %q: %w", p, err))
 				}
 				cfg.TrustedProxies = append(cfg.TrustedProxies, pfx)
 			}
@@ -75,7 +75,7 @@ last good one keeps serving.`,
 			cfg.StreamGrace = streamGrace
 			cfg.AccessLog, err = gateway.OpenAccessLog(accessLog, accessFormat, gateway.AccessLogOptions{Rate: accessRate, Log: c.log})
 			if err != nil {
-				return &exitError{2, err}
+				return usageError(err)
 			}
 			b, err := c.backend()
 			if err != nil {
@@ -84,7 +84,7 @@ last good one keeps serving.`,
 			cfg.Source, cfg.Log = b, c.log
 			gw, err := gateway.New(cfg)
 			if err != nil {
-				return &exitError{2, err}
+				return usageError(err)
 			}
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)

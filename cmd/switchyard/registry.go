@@ -18,7 +18,7 @@ func registryCmd(c *common) *cobra.Command {
 			cfg.Token, cfg.Log = c.token, c.log
 			srv, err := server.New(cfg)
 			if err != nil {
-				return &exitError{2, err}
+				return usageError(err)
 			}
 			return srv.Serve(cmd.Context())
 		},

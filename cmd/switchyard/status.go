@@ -58,8 +58,9 @@ func printView(out io.Writer, v zkstate.View) error {
 	} else {
 		fmt.Fprintln(out, "leader:       none")
 	}
+	leaderSaw := map[string]bool{}
 	if s := v.Switch; s != nil {
-		fmt.Fprintf(out, "switch:       to %s, %s", s.Target, s.Phase)
+		fmt.Fprintf(out, "switch:       %d to %s, %s", s.ID, s.Target, s.Phase)
 		if s.Phase.Finished() {
 			fmt.Fprintf(out, " in %s", s.Duration().Round(time.Millisecond))
 		}
@@ -67,8 +68,14 @@ func printView(out io.Writer, v zkstate.View) error {
 			fmt.Fprintf(out, " (%s)", s.Reason)
 		}
 		fmt.Fprintln(out)
+		fmt.Fprintf(out, "asked by:     %s\n", orUnknown(s.AskedBy))
+		fmt.Fprintf(out, "steps:        %s\n", stepsSummary(*s))
 		if st := s.Streams; st != nil {
 			fmt.Fprintf(out, "streams:      %d open on the old color at the end, %d moved, %d left\n", st.Open, st.Moved, st.Left)
+		}
+		for _, q := range s.Quarantined {
+			leaderSaw[q.Node] = true
+			fmt.Fprintf(out, "quarantined %s: %s (the switch left it out)\n", q.Node, q.Reason)
 		}
 	}
 	fmt.Fprintln(out)
@@ -90,7 +97,7 @@ func printView(out io.Writer, v zkstate.View) error {
 		return err
 	}
 	for _, in := range v.Instances {
-		if in.Quarantine != "" {
+		if in.Quarantine != "" && !leaderSaw[string(in.Color)+"/"+in.ID] {
 			fmt.Fprintf(out, "quarantined %s/%s: %s\n", in.Color, in.ID, in.Quarantine)
 		}
 	}

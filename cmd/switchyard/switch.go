@@ -4,35 +4,73 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/user"
 	"time"
 
+	"github.com/go-zookeeper/zk"
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
+	"github.com/switchyard/switchyard/controller"
+	"github.com/switchyard/switchyard/registry"
+	"github.com/switchyard/switchyard/registry/backends"
 	"github.com/switchyard/switchyard/zkstate"
 )
 
-// waitFlags are the flags of every command that requests a switch.
-type waitFlags struct {
+// switchHelp is the part of switch's and rollback's help about --wait.
+const switchHelp = `
+With --wait it follows the leader's switch record until the outcome of this
+write: on a terminal as a progress bar redrawn in place, otherwise (CI) as
+one timestamped line per step and a summary line. It exits with
+
+  0  done: the new color serves
+  1  refused: routing is unchanged (e.g. no healthy instance of the color)
+  2  failed, or superseded by a later write to /active_color
+  3  timed out (--timeout) before the switch finished; it goes on
+  4  error: ZooKeeper unreachable, no permission, or interrupted
+  64 usage: a wrong flag or argument (switch purple); nothing was written
+
+Without --wait it exits 0 once /active_color is written.`
+
+// switchFlags are the flags of every command that requests a switch.
+type switchFlags struct {
 	wait    bool
 	timeout time.Duration
+	askedBy string
 }
 
-func (w *waitFlags) add(cmd *cobra.Command) {
-	cmd.Flags().BoolVar(&w.wait, "wait", false, "wait until the switch is done; exit non-zero if it is refused, fails or is superseded")
+func (w *switchFlags) add(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&w.wait, "wait", false, "follow the switch until it is done; exit non-zero if it is refused, fails, is superseded or times out")
 	cmd.Flags().DurationVar(&w.timeout, "timeout", 2*time.Minute, "how long --wait waits")
+	cmd.Flags().StringVar(&w.askedBy, "asked-by", env("SWITCHYARD_ASKED_BY", ""), "who asks, as switchyard history shows it (SWITCHYARD_ASKED_BY; default user@host)")
+}
+
+// defaultAsker is user@host, or what of it is known.
+func defaultAsker() string {
+	name := os.Getenv("USER")
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		name = u.Username
+	}
+	if host, err := os.Hostname(); err == nil && host != "" {
+		return name + "@" + host
+	}
+	return name
 }
 
 func switchCmd(c *common) *cobra.Command {
-	var w waitFlags
+	var w switchFlags
 	cmd := &cobra.Command{
-		Use:   "switch blue|green",
-		Short: "Make a color live by writing /active_color",
-		Args:  cobra.ExactArgs(1),
+		Use:       "switch blue|green",
+		Short:     "Make a color live by writing /active_color",
+		Long:      "Make a color live by writing /active_color, as zkCli.sh set would.\n" + switchHelp,
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{string(zkstate.Blue), string(zkstate.Green)},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// A bad color is refused before anything connects or writes.
 			color, err := zkstate.ParseColor([]byte(args[0]))
 			if err != nil {
-				return &exitError{2, err}
+				return usageError(err)
 			}
 			return c.switchTo(cmd.Context(), w, color)
 		},
@@ -42,11 +80,13 @@ func switchCmd(c *common) *cobra.Command {
 }
 
 func rollbackCmd(c *common) *cobra.Command {
-	var w waitFlags
+	var w switchFlags
 	cmd := &cobra.Command{
-		Use:   "rollback",
-		Short: "Switch back to the other color",
-		Args:  cobra.NoArgs,
+		Use:               "rollback",
+		Short:             "Switch back to the other color",
+		Long:              "Switch back to the other color than /active_color holds.\n" + switchHelp,
+		Args:              cobra.NoArgs,
+		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return c.switchTo(cmd.Context(), w, "")
 		},
@@ -55,9 +95,13 @@ func rollbackCmd(c *common) *cobra.Command {
 	return cmd
 }
 
+// viewTimeout bounds the read of the instances before a switch: it only
+// sizes the progress bar, so it must not hold the switch up.
+const viewTimeout = 3 * time.Second
+
 // switchTo writes color, or for a rollback ("") the other color than the
-// current one, and with --wait reports the leader's outcome.
-func (c *common) switchTo(ctx context.Context, w waitFlags, color zkstate.Color) error {
+// current one, and with --wait follows the leader's switch to its outcome.
+func (c *common) switchTo(ctx context.Context, w switchFlags, color zkstate.Color) error {
 	conn, paths, err := c.connectZK(ctx)
 	if err != nil {
 		return err
@@ -74,23 +118,92 @@ func (c *common) switchTo(ctx context.Context, w waitFlags, color zkstate.Color)
 		}
 		color = current.Other()
 	}
+	// The instances are read before the write: the statuses the switch
+	// starts from say how many steps it takes.
+	var view zkstate.View
+	if w.wait {
+		view = c.viewBefore(ctx, conn, paths)
+	}
 	id, err := zkstate.RequestSwitch(conn, paths, c.auth, string(color))
 	if errors.Is(err, zkstate.ErrBadColor) {
-		return &exitError{2, err}
+		return usageError(err)
 	}
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s = %s\n", paths.ActiveColor(), color)
+	log := c.log.WithFields(logrus.Fields{"switch": id, "target": color})
+	if w.askedBy == "" {
+		w.askedBy = defaultAsker()
+	}
+	if err := zkstate.NoteRequest(conn, paths, c.auth, id, w.askedBy); err != nil {
+		log.WithError(err).Warn("could not note who asked for the switch; switchyard history will show unknown")
+	}
+	fmt.Printf("%s = %s (switch %d)\n", paths.ActiveColor(), color, id)
 	if !w.wait {
 		return nil
 	}
+	t := tracker{id: id, target: color, expected: expectedSteps(view, color), begun: time.Now(), noLeader: view.Leader == nil}
+	var p progress = &plainProgress{tracker: t, out: os.Stdout, errOut: os.Stderr}
+	if isTerminal(os.Stdout) {
+		p = newTTYProgress(t, os.Stdout, os.Stderr, terminalWidth())
+	}
 	ctx, cancel := context.WithTimeout(ctx, w.timeout)
 	defer cancel()
-	rec, err := zkstate.WaitSwitch(ctx, conn, paths, id, color)
-	if err != nil {
-		return err
+	rec, err := zkstate.FollowSwitch(ctx, conn, paths, id, color, p.seen)
+	code, summary := outcome(t, rec, err)
+	p.end(rec, code, summary)
+	if code != 0 {
+		return &reportedError{code}
 	}
-	fmt.Printf("switched to %s in %s\n", color, rec.Duration().Round(time.Millisecond))
 	return nil
+}
+
+// viewBefore reads the state a switch starts from. It sizes the progress
+// bar only, so a registry that cannot be read (no token, unreachable)
+// leaves ZooKeeper's nodes to go by.
+func (c *common) viewBefore(ctx context.Context, conn *zk.Conn, paths zkstate.Paths) zkstate.View {
+	var reg zkstate.RegistryReader
+	if b, err := backends.Open(c.registry, c.token); err != nil {
+		reg = noRegistry{err}
+	} else {
+		reg = b
+	}
+	ctx, cancel := context.WithTimeout(ctx, viewTimeout)
+	defer cancel()
+	v := zkstate.ReadView(ctx, conn, paths, reg)
+	for _, e := range v.Errors {
+		c.log.WithField("error", e).Debug("could not read all of the state; the progress bar is an estimate")
+	}
+	return v
+}
+
+type noRegistry struct{ err error }
+
+func (r noRegistry) Instances(context.Context, string, uint64, time.Duration) (registry.Snapshot, error) {
+	return registry.Snapshot{}, r.err
+}
+
+func (r noRegistry) Gateways(context.Context) ([]registry.GatewayReport, error) { return nil, r.err }
+
+// expectedSteps is how many steps a switch to target takes, planned as the
+// leader plans it from the instances that checked out. Without the
+// registry's statuses every announced instance counts: a full switch moves
+// each one once.
+func expectedSteps(v zkstate.View, target zkstate.Color) int {
+	var members []zkstate.Member
+	announced := 0
+	for _, in := range v.Instances {
+		if !in.InZK {
+			continue
+		}
+		announced++
+		if in.Registry && in.Quarantine == "" {
+			members = append(members, zkstate.Member{ID: in.ID, Service: in.Service, Color: in.Color, Status: in.Status})
+		}
+	}
+	if len(members) == 0 {
+		return announced
+	}
+	ups, outs := controller.Plan(target, members)
+	return len(ups) + len(outs)
 }

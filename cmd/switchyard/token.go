@@ -23,18 +23,18 @@ SWITCHYARD_TOKEN, with --id ID.`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if c.token == "" {
-				return &exitError{2, errors.New("set SWITCHYARD_TOKEN (or --token) to the shared secret first")}
+				return usageError(errors.New("set SWITCHYARD_TOKEN (or --token) to the shared secret first"))
 			}
 			switch {
 			case args[0] == "read" && len(args) == 1:
 				fmt.Println(registry.ReadToken(c.token))
 			case args[0] == "instance" && len(args) == 2:
 				if err := registry.CheckName("instance id", args[1]); err != nil {
-					return &exitError{2, err}
+					return usageError(err)
 				}
 				fmt.Println(registry.InstanceToken(c.token, args[1]))
 			default:
-				return &exitError{2, fmt.Errorf("usage: switchyard %s", cmd.Use)}
+				return usageError(fmt.Errorf("usage: switchyard %s", cmd.Use))
 			}
 			return nil
 		},
