@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
@@ -256,33 +257,71 @@ func (i *Instance) watchSession(ctx context.Context, events <-chan zk.Event) {
 }
 
 func (i *Instance) heartbeat(ctx context.Context) {
+	first := time.NewTimer(i.untilFirstBeat(time.Now()))
+	defer first.Stop()
+	select {
+	case <-ctx.Done():
+		return
+	case <-first.C:
+	}
 	t := time.NewTicker(i.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
+		i.beat(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		hctx, cancel := context.WithTimeout(ctx, i.cfg.HeartbeatInterval*3)
-		err := i.cfg.Registry.Heartbeat(hctx, i.cfg.ID)
-		if errors.Is(err, registry.ErrNotFound) {
-			// The registry lost us (a restart, or our lease ran out): register
-			// again with the status it last confirmed, so routing is restored.
-			i.regMu.Lock()
-			err = i.cfg.Registry.Register(hctx, i.record())
-			i.regMu.Unlock()
-			if err == nil {
-				i.log.WithField("status", i.Status()).Info("registered again after the registry forgot the instance")
-			}
-		}
+	}
+}
+
+// heartbeatBatcher is implemented by registry clients that send the
+// heartbeats due at once in one request (registry.Client does).
+type heartbeatBatcher interface{ BatchesHeartbeats() bool }
+
+// processPhase is where in its interval every instance of this process
+// beats when its registry client batches heartbeats. Instances that share
+// a client then beat together and cost the registry one request, while
+// each process draws its own phase, so a fleet still spreads its
+// heartbeats over the interval.
+var processPhase = mrand.Float64()
+
+// untilFirstBeat is how long after now the first heartbeat is due: at the
+// process's phase with a batching client, one interval later otherwise.
+// Either way it is at most one interval, well within the lease.
+func (i *Instance) untilFirstBeat(now time.Time) time.Duration {
+	iv := i.cfg.HeartbeatInterval
+	if b, ok := i.cfg.Registry.(heartbeatBatcher); !ok || !b.BatchesHeartbeats() {
+		return iv
+	}
+	at := now.Truncate(iv).Add(time.Duration(processPhase * float64(iv)))
+	for !at.After(now) {
+		at = at.Add(iv)
+	}
+	return at.Sub(now)
+}
+
+// beat renews the lease once, registering again if the registry lost it.
+func (i *Instance) beat(ctx context.Context) {
+	hctx, cancel := context.WithTimeout(ctx, i.cfg.HeartbeatInterval*3)
+	defer cancel()
+	err := i.cfg.Registry.Heartbeat(hctx, i.cfg.ID)
+	if errors.Is(err, registry.ErrNotFound) {
+		// The registry lost us (a restart, or our lease ran out): register
+		// again with the status it last confirmed, so routing is restored.
+		i.regMu.Lock()
+		err = i.cfg.Registry.Register(hctx, i.record())
+		i.regMu.Unlock()
 		if err == nil {
-			i.reportHealth(hctx)
+			i.log.WithField("status", i.Status()).Info("registered again after the registry forgot the instance")
 		}
-		cancel()
-		if err != nil && ctx.Err() == nil {
-			i.log.WithError(err).Warn("heartbeat failed; retrying")
-		}
+	}
+	if err == nil {
+		i.reportHealth(hctx)
+	}
+	if err != nil && ctx.Err() == nil {
+		i.log.WithError(err).Warn("heartbeat failed; retrying")
 	}
 }
 

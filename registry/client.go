@@ -18,6 +18,7 @@ type Client struct {
 	base  string
 	token string
 	http  *http.Client
+	beats heartbeats
 }
 
 // NewClient returns a client for the server at base, e.g.
@@ -29,7 +30,9 @@ func NewClient(base, token string) *Client {
 	if keys := Keys(token); len(keys) > 0 {
 		key = keys[0] // during a rotation, the current key
 	}
-	return &Client{base: base, token: key, http: &http.Client{Transport: tr}}
+	c := &Client{base: base, token: key, http: &http.Client{Transport: tr}}
+	c.beats.c = c
+	return c
 }
 
 var _ Backend = (*Client)(nil)
@@ -74,13 +77,15 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) (ht
 		e.Error = strings.TrimPrefix(e.Error, "registry: invalid request: ")
 		switch resp.StatusCode {
 		case http.StatusNotFound:
-			return nil, fmt.Errorf("%w: %s", ErrNotFound, e.Error)
+			err = fmt.Errorf("%w: %s", ErrNotFound, e.Error)
 		case http.StatusUnauthorized:
-			return nil, fmt.Errorf("%w: %s", ErrUnauthorized, e.Error)
+			err = fmt.Errorf("%w: %s", ErrUnauthorized, e.Error)
 		case http.StatusBadRequest:
-			return nil, fmt.Errorf("%w: %s", ErrInvalid, e.Error)
+			err = fmt.Errorf("%w: %s", ErrInvalid, e.Error)
+		default:
+			err = fmt.Errorf("registry: %s %s: %s: %s", method, path, resp.Status, e.Error)
 		}
-		return nil, fmt.Errorf("registry: %s %s: %s: %s", method, path, resp.Status, e.Error)
+		return nil, &statusError{code: resp.StatusCode, err: err}
 	}
 	if out != nil {
 		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
@@ -98,10 +103,30 @@ func (c *Client) Register(ctx context.Context, inst Instance) error {
 	return err
 }
 
-// Heartbeat implements Backend.
+// Heartbeat implements Backend. Heartbeats that callers send while
+// another is on the wire go out together in one request.
 func (c *Client) Heartbeat(ctx context.Context, id string) error {
+	return c.beats.beat(ctx, id)
+}
+
+// BatchesHeartbeats tells the SDK that heartbeats due at the same moment
+// cost the registry one request, so its instances may beat together. A
+// client with an instance token acts for one instance and has nothing to
+// batch.
+func (c *Client) BatchesHeartbeats() bool { return !strings.HasPrefix(c.token, InstancePrefix) }
+
+// heartbeat renews one lease in a request of its own.
+func (c *Client) heartbeat(ctx context.Context, id string) error {
 	_, err := c.do(ctx, http.MethodPut, "/v1/instances/"+url.PathEscape(id)+"/heartbeat", nil, nil)
 	return err
+}
+
+// heartbeatBatch renews the leases of ids in one request and returns those
+// the registry does not know.
+func (c *Client) heartbeatBatch(ctx context.Context, ids []string) ([]string, error) {
+	var out HeartbeatResult
+	_, err := c.do(ctx, http.MethodPut, "/v1/heartbeats", HeartbeatBatch{IDs: ids}, &out)
+	return out.Missing, err
 }
 
 // SetStatus implements Backend.
@@ -150,3 +175,13 @@ func (c *Client) Gateways(ctx context.Context) ([]GatewayReport, error) {
 	_, err := c.do(ctx, http.MethodGet, "/v1/gateways", nil, &out)
 	return out, err
 }
+
+// statusError is an answer other than 2xx; it wraps the sentinel that
+// callers check.
+type statusError struct {
+	code int
+	err  error
+}
+
+func (e *statusError) Error() string { return e.err.Error() }
+func (e *statusError) Unwrap() error { return e.err }

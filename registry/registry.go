@@ -162,6 +162,24 @@ type GatewayReport struct {
 	Moved uint64 `json:"moved,omitempty"`
 }
 
+// HeartbeatBatch is the body of PUT /v1/heartbeats, which renews the
+// leases of several instances in one request: what a client sends when
+// heartbeats of several instances are due at once. The shared token may
+// renew any instance; an instance token only its own.
+type HeartbeatBatch struct {
+	IDs []string `json:"ids"`
+}
+
+// HeartbeatResult answers a HeartbeatBatch: the ids the registry does not
+// know, each of which must register again.
+type HeartbeatResult struct {
+	Missing []string `json:"missing"`
+}
+
+// MaxHeartbeatBatch caps the ids of one HeartbeatBatch; at MaxNameLen
+// each it stays well within the server's 64 KB body limit.
+const MaxHeartbeatBatch = 256
+
 // Backend is a registry as switchyard uses it: the built-in server through
 // Client, or Consul. Consumers declare the subset they call.
 type Backend interface {

@@ -63,6 +63,13 @@ func apiSeeds() []apiSeed {
 		{method: "PUT", target: "/v1/instances/seeded-a/status", tok: authWrite, body: `{"status":"UP"}{"status":"DOWN"}`},
 		{method: "PUT", target: "/v1/instances/seeded-a/heartbeat", tok: authWrite},
 		{method: "PUT", target: "/v1/instances/seeded-a/heartbeat", tok: authNone},
+		{method: "PUT", target: "/v1/heartbeats", tok: authWrite, body: `{"ids":["seeded-a","gone"]}`},
+		{method: "PUT", target: "/v1/heartbeats", tok: authRead, body: `{"ids":["seeded-a"]}`},
+		{method: "PUT", target: "/v1/heartbeats", tok: authNone, body: `{"ids":["seeded-a"]}`},
+		{method: "PUT", target: "/v1/heartbeats", tok: authRaw, auth: "Bearer " + registry.InstanceToken(fuzzToken, "seeded-a"), body: `{"ids":["seeded-a"]}`},
+		{method: "PUT", target: "/v1/heartbeats", tok: authRaw, auth: "Bearer " + registry.InstanceToken(fuzzToken, "a"), body: `{"ids":["a","seeded-a"]}`},
+		{method: "PUT", target: "/v1/heartbeats", tok: authWrite, body: `{"ids":"seeded-a"}`},
+		{method: "PUT", target: "/v1/heartbeats", tok: authWrite, chunked: true, body: `{"ids":["` + strings.Repeat("a", 65<<10) + `"]}`},
 		{method: "DELETE", target: "/v1/instances/seeded-a", tok: authWrite},
 		{method: "DELETE", target: "/v1/instances/seeded-a", tok: authRead},
 		{method: "GET", target: "/v1/instances", tok: authRead},
@@ -141,12 +148,13 @@ func FuzzAPI(f *testing.F) {
 		defer cancel()
 		req = req.WithContext(ctx)
 		write, read := registry.TokenOK(req, fuzzToken), registry.TokenOK(req, registry.ReadToken(fuzzToken))
+		own, inst := registry.InstanceOf(req, fuzzToken)
 
 		before := srv.fuzzState()
 		rec := httptest.NewRecorder()
 		srv.Handler().ServeHTTP(rec, req)
 		after := srv.fuzzState()
-		desc := fmt.Sprintf("%s %q (write=%v read=%v) body %.200q: %d %.300s", req.Method, req.RequestURI, write, read, body, rec.Code, rec.Body)
+		desc := fmt.Sprintf("%s %q (write=%v read=%v instance=%q) body %.200q: %d %.300s", req.Method, req.RequestURI, write, read, own, body, rec.Code, rec.Body)
 
 		if rec.Code >= 500 || rec.Code < 100 {
 			t.Fatalf("%s: a request must never cause a server error", desc)
@@ -163,6 +171,14 @@ func FuzzAPI(f *testing.F) {
 			}
 		}
 		switch {
+		case !write && !read && inst:
+			// An instance token may change its own instance and nothing else.
+			others, othersAfter := maps.Clone(before.instances), maps.Clone(after.instances)
+			delete(others, own)
+			delete(othersAfter, own)
+			if !reflect.DeepEqual(others, othersAfter) || !reflect.DeepEqual(before.gateways, after.gateways) {
+				t.Fatalf("%s: an instance token changed another instance or a gateway:\n%+v\n%+v", desc, before, after)
+			}
 		case !write && !read:
 			if !reflect.DeepEqual(before, after) {
 				t.Fatalf("%s: a request without a token changed the registry:\n%+v\n%+v", desc, before, after)
@@ -221,20 +237,26 @@ func rawRequest(method, target string, tok uint8, auth string, chunked bool, bod
 // storeState is everything a request may change, leases included.
 type storeState struct {
 	index     uint64
-	instances map[string]lease[registry.Instance]
-	gateways  map[string]lease[registry.GatewayReport]
+	instances map[string]leaseState[registry.Instance]
+	gateways  map[string]leaseState[registry.GatewayReport]
+}
+
+// leaseState is a lease as it was when read.
+type leaseState[T any] struct {
+	val     T
+	expires int64
 }
 
 func (s *Server) fuzzState() storeState {
 	st := s.store
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	out := storeState{index: st.index, instances: map[string]lease[registry.Instance]{}, gateways: map[string]lease[registry.GatewayReport]{}}
+	out := storeState{index: st.index, instances: map[string]leaseState[registry.Instance]{}, gateways: map[string]leaseState[registry.GatewayReport]{}}
 	for id, l := range st.instances {
-		out.instances[id] = *l
+		out.instances[id] = leaseState[registry.Instance]{l.val, l.expires.Load()}
 	}
 	for id, l := range st.gateways {
-		g := *l
+		g := leaseState[registry.GatewayReport]{l.val, l.expires.Load()}
 		g.val.Applied = maps.Clone(g.val.Applied)
 		out.gateways[id] = g
 	}

@@ -44,7 +44,7 @@ type Config struct {
 // Server is the built-in registry over HTTP.
 type Server struct {
 	cfg       Config
-	readToken string
+	creds     *credentials
 	store     *Store
 	echo      *echo.Echo
 	evictions prometheus.Counter
@@ -68,7 +68,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxWaitersPerClient <= 0 {
 		cfg.MaxWaitersPerClient = 512
 	}
-	s := &Server{cfg: cfg, readToken: registry.ReadTokens(cfg.Token), store: NewStore(cfg.LeaseTTL, cfg.Warmup, nil),
+	s := &Server{cfg: cfg, creds: newCredentials(cfg.Token), store: NewStore(cfg.LeaseTTL, cfg.Warmup, nil),
 		waiters: newWaiters(cfg.MaxWaiters, cfg.MaxWaitersPerClient)}
 	metrics, evictions := newServerMetrics(s.store, s.waiters)
 	s.evictions = evictions
@@ -83,9 +83,11 @@ func New(cfg Config) (*Server, error) {
 	own.PUT("/instances/:id/heartbeat", s.heartbeat)
 	own.PUT("/instances/:id/status", s.setStatus)
 	own.DELETE("/instances/:id", s.deregister)
+	// Several instances' heartbeats at once; it checks each id itself.
+	v1.PUT("/heartbeats", s.heartbeats)
 	// Gateways report with the read token; instances may read too.
-	v1.PUT("/gateways/:id", s.reportGateway, s.auth(cfg.Token, s.readToken))
-	read := v1.Group("", s.auth(cfg.Token, s.readToken, instanceTokens))
+	v1.PUT("/gateways/:id", s.reportGateway, s.auth(sharedToken, readToken))
+	read := v1.Group("", s.auth(sharedToken, readToken, instanceToken))
 	read.GET("/instances", s.list)
 	read.GET("/gateways", s.listGateways)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(metrics, promhttp.HandlerOpts{})))
@@ -155,26 +157,41 @@ func (s *Server) expireLoop(ctx context.Context) {
 func (s *Server) authInstance(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
-		if id, ok := registry.InstanceOf(r, s.cfg.Token); registry.TokenOK(r, s.cfg.Token) || ok && id == c.Param("id") {
+		if s.creds.isShared(r) {
+			return next(c)
+		}
+		if id, ok := s.creds.instance(r); ok && id == c.Param("id") {
 			return next(c)
 		}
 		return echo.NewHTTPError(http.StatusUnauthorized, "missing or wrong token for instance "+strconv.Quote(c.Param("id")))
 	}
 }
 
-// instanceTokens stands, in auth's list, for any valid instance token.
-const instanceTokens = "\x00any instance token"
+// The kinds of token auth may let through.
+type tokenKind int
 
-// auth lets through requests that carry one of tokens.
-func (s *Server) auth(tokens ...string) echo.MiddlewareFunc {
+const (
+	sharedToken   tokenKind = iota // a key of Config.Token
+	readToken                      // a read token derived from one
+	instanceToken                  // any valid instance token
+)
+
+// auth lets through requests that carry a token of one of kinds.
+func (s *Server) auth(kinds ...tokenKind) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			for _, t := range tokens {
-				if t == instanceTokens {
-					if _, ok := registry.InstanceOf(c.Request(), s.cfg.Token); ok {
-						return next(c)
-					}
-				} else if registry.TokenOK(c.Request(), t) {
+			r := c.Request()
+			for _, k := range kinds {
+				var ok bool
+				switch k {
+				case sharedToken:
+					ok = s.creds.isShared(r)
+				case readToken:
+					ok = s.creds.isRead(r)
+				case instanceToken:
+					_, ok = s.creds.instance(r)
+				}
+				if ok {
 					return next(c)
 				}
 			}
@@ -207,6 +224,39 @@ func (s *Server) heartbeat(c echo.Context) error {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+// heartbeats renews a batch of leases: any with the shared token, only
+// its own with an instance token. A refused batch renews none.
+func (s *Server) heartbeats(c echo.Context) error {
+	r := c.Request()
+	shared := s.creds.isShared(r)
+	own, ok := "", shared
+	if !shared {
+		own, ok = s.creds.instance(r)
+	}
+	if !ok {
+		return echo.NewHTTPError(http.StatusUnauthorized, "missing or wrong token")
+	}
+	var batch registry.HeartbeatBatch
+	if err := decode(c, &batch); err != nil {
+		return err
+	}
+	if len(batch.IDs) > registry.MaxHeartbeatBatch {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("at most %d ids per batch", registry.MaxHeartbeatBatch))
+	}
+	if !shared {
+		for _, id := range batch.IDs {
+			if id != own {
+				return echo.NewHTTPError(http.StatusUnauthorized, "missing or wrong token for instance "+strconv.Quote(id))
+			}
+		}
+	}
+	res := registry.HeartbeatResult{Missing: s.store.Heartbeats(batch.IDs)}
+	if res.Missing == nil {
+		res.Missing = []string{}
+	}
+	return c.JSON(http.StatusOK, res)
 }
 
 func (s *Server) setStatus(c echo.Context) error {

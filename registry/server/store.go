@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchyard/switchyard/registry"
@@ -15,10 +16,13 @@ import (
 // each held under a lease, and a change index that blocking queries wait on.
 // It is safe for concurrent use.
 type Store struct {
-	ttl time.Duration
-	now func() time.Time
+	ttl  time.Duration
+	now  func() time.Time
+	base time.Time // lease expiries count from here, on the monotonic clock
 
-	mu        sync.Mutex
+	// mu guards the maps and indexes. A heartbeat changes only its lease's
+	// expiry, an atomic, so heartbeats share mu's read side.
+	mu        sync.RWMutex
 	index     uint64
 	svcIndex  map[string]uint64
 	instances map[string]*lease[registry.Instance]
@@ -33,7 +37,17 @@ type Store struct {
 
 type lease[T any] struct {
 	val     T
-	expires time.Time
+	expires atomic.Int64 // since Store.base
+}
+
+// renew makes a lease expiring at exp last ttl from now.
+func (s *Store) renew(exp *atomic.Int64, now time.Time) {
+	exp.Store(int64(now.Sub(s.base) + s.ttl))
+}
+
+// expired reports whether a lease expiring at exp has run out at now.
+func (s *Store) expired(exp *atomic.Int64, now time.Time) bool {
+	return int64(now.Sub(s.base)) > exp.Load()
 }
 
 // NewStore returns a store whose leases last ttl and which reports itself
@@ -45,8 +59,9 @@ func NewStore(ttl, warmup time.Duration, now func() time.Time) *Store {
 	}
 	t := now()
 	return &Store{
-		ttl: ttl,
-		now: now,
+		ttl:  ttl,
+		now:  now,
+		base: t,
 		// Starting from the wall clock keeps indexes moving forward across a
 		// restart, so a client's old index never hides new changes.
 		index:     uint64(t.UnixMicro()),
@@ -85,20 +100,38 @@ func (s *Store) Register(inst registry.Instance) (uint64, error) {
 	if old, ok := s.instances[inst.ID]; ok && old.val.Service != inst.Service {
 		s.bump(old.val.Service)
 	}
-	s.instances[inst.ID] = &lease[registry.Instance]{val: inst, expires: s.now().Add(s.ttl)}
+	l := &lease[registry.Instance]{val: inst}
+	s.renew(&l.expires, s.now())
+	s.instances[inst.ID] = l
 	return s.bump(inst.Service), nil
 }
 
 // Heartbeat renews an instance's lease.
 func (s *Store) Heartbeat(id string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	l, ok := s.instances[id]
 	if !ok {
 		return registry.ErrNotFound
 	}
-	l.expires = s.now().Add(s.ttl)
+	s.renew(&l.expires, s.now())
 	return nil
+}
+
+// Heartbeats renews the leases of ids and returns those it does not know,
+// which must register again.
+func (s *Store) Heartbeats(ids []string) (missing []string) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	now := s.now()
+	for _, id := range ids {
+		if l, ok := s.instances[id]; ok {
+			s.renew(&l.expires, now)
+		} else {
+			missing = append(missing, id)
+		}
+	}
+	return missing
 }
 
 // SetStatus changes an instance's status. Setting the status it already has
@@ -113,7 +146,7 @@ func (s *Store) SetStatus(id string, st registry.Status) (uint64, error) {
 	if !ok {
 		return 0, registry.ErrNotFound
 	}
-	l.expires = s.now().Add(s.ttl)
+	s.renew(&l.expires, s.now())
 	if l.val.Status == st {
 		return s.svcIndex[l.val.Service], nil
 	}
@@ -140,14 +173,16 @@ func (s *Store) ReportGateway(r registry.GatewayReport) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.gateways[r.ID] = &lease[registry.GatewayReport]{val: r, expires: s.now().Add(s.ttl)}
+	l := &lease[registry.GatewayReport]{val: r}
+	s.renew(&l.expires, s.now())
+	s.gateways[r.ID] = l
 	return nil
 }
 
 // Gateways lists the reports of gateways whose lease is current.
 func (s *Store) Gateways() []registry.GatewayReport {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	out := make([]registry.GatewayReport, 0, len(s.gateways))
 	for _, l := range s.gateways {
 		out = append(out, l.val)
@@ -164,14 +199,14 @@ func (s *Store) Expire() []registry.Instance {
 	now := s.now()
 	var evicted []registry.Instance
 	for id, l := range s.instances {
-		if now.After(l.expires) {
+		if s.expired(&l.expires, now) {
 			delete(s.instances, id)
 			evicted = append(evicted, l.val)
 			s.bump(l.val.Service)
 		}
 	}
 	for id, l := range s.gateways {
-		if now.After(l.expires) {
+		if s.expired(&l.expires, now) {
 			delete(s.gateways, id)
 		}
 	}
@@ -219,9 +254,9 @@ func (s *Store) await(ctx context.Context, service string, waitIndex uint64, wai
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	for {
-		s.mu.Lock()
+		s.mu.RLock()
 		index, ch := s.indexOf(service), s.changed
-		s.mu.Unlock()
+		s.mu.RUnlock()
 		if index != waitIndex {
 			return
 		}
@@ -239,8 +274,8 @@ func (s *Store) await(ctx context.Context, service string, waitIndex uint64, wai
 // to pass waitIndex when waitIndex is not zero.
 func (s *Store) Instances(ctx context.Context, service string, waitIndex uint64, wait time.Duration) registry.Snapshot {
 	s.await(ctx, service, waitIndex, wait)
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	return s.snapshot(service)
 }
 
