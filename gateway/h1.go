@@ -12,6 +12,7 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -59,6 +60,7 @@ type h1Conn struct {
 	limit int64 // while reading a response head, fail past this many bytes
 	used  bool  // carried a round trip before this one
 	since time.Time
+	abort func() // makes a read or write in progress fail at once
 }
 
 // maxResponseHead bounds a response's status line and headers, as
@@ -95,7 +97,7 @@ func fastPath(req *http.Request) bool {
 	}
 	// http.Transport refuses what could smuggle a second request into the
 	// stream; leave those requests to it, so they fail the same way.
-	if !validHeaderValue(req.URL.Host) || !validHeaderValue(req.URL.RequestURI()) || strings.ContainsAny(req.URL.RequestURI(), " ") {
+	if uri := req.URL.RequestURI(); !validHeaderValue(req.URL.Host) || !validHeaderValue(uri) || strings.IndexByte(uri, ' ') >= 0 {
 		return false
 	}
 	for k, vs := range h {
@@ -111,13 +113,23 @@ func fastPath(req *http.Request) bool {
 	return true
 }
 
+// fieldNameByte and headerValueByte say which bytes validFieldName and
+// validHeaderValue accept: every header of every request is checked, and a
+// table lookup per byte costs a fraction of a search in a list.
+var fieldNameByte, headerValueByte = func() (name, value [256]bool) {
+	for c := range 256 {
+		name[c] = c > ' ' && c < 0x7f && !strings.ContainsRune(`"(),/:;<=>?@[\]{}`, rune(c))
+		value[c] = (c >= ' ' || c == '\t') && c != 0x7f
+	}
+	return name, value
+}()
+
 func validFieldName(s string) bool {
 	if s == "" {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+		if !fieldNameByte[s[i]] {
 			return false
 		}
 	}
@@ -126,21 +138,32 @@ func validFieldName(s string) bool {
 
 func validHeaderValue(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < ' ' && c != '\t') || c == 0x7f {
+		if !headerValueByte[s[i]] {
 			return false
 		}
 	}
 	return true
 }
 
-// excluded are written by writeRequest itself, or never sent on a request
-// without a body.
-var excluded = map[string]bool{"Host": true, "User-Agent": true, "Content-Length": true, "Transfer-Encoding": true, "Trailer": true}
+// excluded reports the headers that writeRequest writes itself, or that
+// are never sent on a request without a body.
+func excluded(key string) bool {
+	switch key {
+	case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
+		return true
+	}
+	return false
+}
 
 func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !fastPath(req) {
 		return t.fallback.RoundTrip(req)
 	}
+	return t.roundTripFast(req)
+}
+
+// roundTripFast is RoundTrip for a request that fastPath accepts.
+func (t *h1Transport) roundTripFast(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	for {
 		c, err := t.getConn(ctx, req.URL.Host)
@@ -174,7 +197,7 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 	c.read = 0
 	// A client that goes away aborts the backend exchange, as with
 	// http.Transport.
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, c.abort)
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		c.Close()
@@ -215,10 +238,13 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 		}
 		break
 	}
-	if t.headerTimeout > 0 {
+	if t.headerTimeout > 0 && !inBuffer(resp, c.br) {
 		// The body has no deadline. A client that went away meanwhile set
 		// one in the past, which clearing must not undo: ctx is done before
-		// its AfterFunc runs, so checking it after clearing sees it.
+		// its AfterFunc runs, so checking it after clearing sees it. A body
+		// that came whole with the head is read without touching the
+		// connection, and the next round trip sets a deadline of its own
+		// before it reads: the usual small answer needs no clearing.
 		_ = c.SetReadDeadline(time.Time{})
 		if ctx.Err() != nil {
 			_ = c.SetDeadline(time.Unix(1, 0))
@@ -232,42 +258,55 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 	return resp, nil
 }
 
+// inBuffer reports whether the whole of resp's body is already in br, so
+// that reading it cannot touch the connection.
+func inBuffer(resp *http.Response, br *bufio.Reader) bool {
+	return resp.Body == http.NoBody ||
+		len(resp.TransferEncoding) == 0 && resp.ContentLength >= 0 && int64(br.Buffered()) >= resp.ContentLength
+}
+
 // writeRequest writes req as http.Request.Write would for a request
 // without a body: request line, Host, User-Agent unless set empty (the
 // proxy's way of sending none), then the other headers.
 func writeRequest(bw *bufio.Writer, req *http.Request) error {
-	bw.WriteString(req.Method)
-	bw.WriteByte(' ')
-	bw.WriteString(req.URL.RequestURI())
-	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	bw.WriteString(req.URL.Host)
-	bw.WriteString("\r\n")
+	// Appended in place in the writer's buffer, rather than with a call
+	// per piece; a head larger than the buffer grows b, which Write takes.
+	b := bw.AvailableBuffer()
+	b = append(b, req.Method...)
+	b = append(b, ' ')
+	b = append(b, req.URL.RequestURI()...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, req.URL.Host...)
+	b = append(b, "\r\n"...)
 	ua := "Go-http-client/1.1"
 	if _, ok := req.Header["User-Agent"]; ok {
-		ua = req.Header.Get("User-Agent")
+		ua = headerValue(req.Header, "User-Agent")
 	}
 	if ua != "" {
-		bw.WriteString("User-Agent: ")
-		bw.WriteString(ua)
-		bw.WriteString("\r\n")
+		b = append(b, "User-Agent: "...)
+		b = append(b, ua...)
+		b = append(b, "\r\n"...)
 	}
 	for k, vs := range req.Header {
-		if excluded[k] {
+		if excluded(k) {
 			continue
 		}
 		for _, v := range vs {
-			bw.WriteString(k)
-			bw.WriteString(": ")
+			b = append(b, k...)
+			b = append(b, ": "...)
 			// As http.Request.Write trims: ASCII whitespace only, so a
 			// value ending in, say, U+00A0 reaches the backend whole.
-			bw.WriteString(textproto.TrimString(v))
-			bw.WriteString("\r\n")
+			b = append(b, textproto.TrimString(v)...)
+			b = append(b, "\r\n"...)
 		}
 	}
 	if req.Close {
-		bw.WriteString("Connection: close\r\n")
+		b = append(b, "Connection: close\r\n"...)
 	}
-	bw.WriteString("\r\n")
+	b = append(b, "\r\n"...)
+	if _, err := bw.Write(b); err != nil {
+		return err
+	}
 	return bw.Flush()
 }
 
@@ -282,6 +321,23 @@ type h1Body struct {
 	reuse bool
 	eof   bool
 	done  bool
+	state atomic.Int32 // bodyOpen, then bodyAborted or bodyClosed
+}
+
+const (
+	bodyOpen int32 = iota
+	bodyAborted
+	bodyClosed
+)
+
+// abort ends the exchange at once, as the end of the request's context
+// does: a read in progress or to come fails, and the connection is not
+// reused. It does nothing once the body is closed, when the connection
+// may already serve another request.
+func (b *h1Body) abort() {
+	if b.state.CompareAndSwap(bodyOpen, bodyAborted) {
+		b.c.abort()
+	}
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
@@ -293,7 +349,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		// for longer within its answer. A client that went away set the
 		// deadline in the past, which this must not undo.
 		_ = b.c.SetReadDeadline(time.Now().Add(b.t.readTimeout))
-		if b.ctx.Err() != nil {
+		if b.ctx.Err() != nil || b.state.Load() == bodyAborted {
 			_ = b.c.SetDeadline(time.Unix(1, 0))
 		}
 	}
@@ -311,10 +367,12 @@ func (b *h1Body) Close() error {
 	b.done = true
 	err := b.rc.Close()
 	// stop fails when the request's context already ended and the
-	// connection's deadline was, or is being, set in the past. Bytes the
-	// backend sent past the answer would be read as the next request's
-	// answer: such a connection is closed, as http.Transport does.
-	if b.stop() && b.eof && b.reuse && err == nil && b.c.br.Buffered() == 0 {
+	// connection's deadline was, or is being, set in the past; so does the
+	// swap after an abort. Bytes the backend sent past the answer would be
+	// read as the next request's answer: such a connection is closed, as
+	// http.Transport does.
+	stopped := b.stop()
+	if b.state.CompareAndSwap(bodyOpen, bodyClosed) && stopped && b.eof && b.reuse && err == nil && b.c.br.Buffered() == 0 {
 		b.t.putConn(b.c)
 	} else {
 		b.c.Close()
@@ -343,6 +401,9 @@ func (t *h1Transport) getConn(ctx context.Context, host string) (*h1Conn, error)
 		return nil, err
 	}
 	c := &h1Conn{Conn: conn, host: host}
+	// Made once per connection: a func literal per round trip would be
+	// allocated per request.
+	c.abort = func() { _ = c.SetDeadline(time.Unix(1, 0)) }
 	c.br = bufio.NewReaderSize(c, 4<<10)
 	c.bw = bufio.NewWriterSize(conn, 4<<10)
 	return c, nil

@@ -128,15 +128,7 @@ func (g *Gateway) newServer() *http.Server {
 		MaxHeaderBytes:    g.cfg.HeadLimits.withDefaults().Head,
 		ErrorLog:          log.New(debugWriter{g.log}, "", 0),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			ci := &connInfo{}
-			switch c := c.(type) {
-			case *tls.Conn:
-				ci.tls = true
-			case *guardedConn:
-				ci.guard = c
-				_, ci.tls = c.Conn.(*tls.Conn)
-			}
-			return context.WithValue(ctx, connKey{}, ci)
+			return context.WithValue(ctx, connKey{}, newConnInfo(c))
 		},
 	}
 }

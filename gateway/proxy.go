@@ -93,16 +93,15 @@ func (t retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			req = retarget(req, e, &body)
 			ex.endpoint = e
 		}
-		tr := ex.route.up.h1
-		if ex.endpoint.h2c {
-			tr = ex.route.up.h2c
+		resp, err := send(ex, req)
+		if err == nil && !retriesStatus(policy, resp.StatusCode) {
+			return resp, nil // the usual answer: no need to look at the pool
 		}
-		resp, err := tr.RoundTrip(req)
 		tried = append(tried, req.URL.Host)
 		pool := t.g.pool(ex.route.Service)
 		last := len(tried) >= min(attempts, pool.Len())
 		if err == nil {
-			if last || !retriesStatus(policy, resp.StatusCode) || !retryable(req, body, false, policy) {
+			if last || !retryable(req, body, false, policy) {
 				return resp, nil
 			}
 			// The answer goes unread to the client; the connection is
@@ -134,6 +133,22 @@ func (t retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		req = retarget(req, e, &body)
 		ex.endpoint = e
 	}
+}
+
+// send makes one attempt at req: on the fast path when it takes it, else
+// on the route's transport, with a context of the attempt's own.
+func send(ex *exchange, req *http.Request) (*http.Response, error) {
+	if ex.endpoint.h2c {
+		return ex.route.up.h2c.RoundTrip(ex.attempt(req))
+	}
+	tr := ex.route.up.h1
+	if h1, ok := tr.(*h1Transport); ok {
+		if fastPath(req) {
+			return h1.roundTripFast(req)
+		}
+		tr = h1.fallback
+	}
+	return tr.RoundTrip(ex.attempt(req))
 }
 
 // retriesError reports whether policy retries a failed attempt: a

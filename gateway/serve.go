@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -27,7 +28,9 @@ import (
 // the request's context carries it from ServeHTTP through Rewrite, the
 // transports and ModifyResponse to the access log.
 type exchange struct {
+	ctx       exchangeContext // the proxied request's context
 	start     time.Time
+	table     *Table // the table route was matched in
 	route     *tableRoute
 	endpoint  *Endpoint // the endpoint of the current attempt
 	retries   int
@@ -35,15 +38,27 @@ type exchange struct {
 	status    int   // the status to log when it is not the one written (499)
 	requestID string
 	client    string // the client's address, past trusted proxies
-	cancel    context.CancelFunc
-	timer     *time.Timer // the route's request limit; nil without one
-	timedOut  atomic.Bool
-	bodyErr   atomic.Int32 // 408 or 413 once the client's body failed
-	bodyIn    atomic.Int64
-	streamEnd func() // untracks the stream, once the exchange is one
-	w         http.ResponseWriter
-	upgrade   bool // an HTTP/1.1 request to switch protocols
-	lw        logWriter
+	ci        *connInfo
+	peerIP    string // the address the request came from
+	trusted   bool   // the peer is a trusted proxy
+	// values backs the header values the gateway sets on every request:
+	// one array with the exchange instead of a slice allocated for each.
+	values [numValues]string
+	// cancel ends the exchange; only a route with a request limit has one.
+	// Otherwise nothing ends a request before its client goes away, and
+	// the context http.Server gives it is all it needs.
+	cancel context.CancelFunc
+	// attemptCancel ends the current attempt when it does not take the
+	// fast path; see attempt.
+	attemptCancel context.CancelFunc
+	timer         *time.Timer // the route's request limit; nil without one
+	timedOut      atomic.Bool
+	bodyErr       atomic.Int32 // 408 or 413 once the client's body failed
+	bodyIn        atomic.Int64
+	streamEnd     func() // untracks the stream, once the exchange is one
+	w             http.ResponseWriter
+	upgrade       bool // an HTTP/1.1 request to switch protocols
+	lw            logWriter
 
 	mu       sync.Mutex
 	hijacked net.Conn
@@ -51,7 +66,26 @@ type exchange struct {
 
 type exchangeKey struct{}
 
+// exchangeContext is the proxied request's context: the server's (or, on
+// a route with a request limit, a cancelable one below it) with the
+// exchange as a value. It lives inside the exchange: what
+// context.WithValue would allocate per request comes with the exchange.
+type exchangeContext struct {
+	context.Context
+	ex *exchange
+}
+
+func (c *exchangeContext) Value(key any) any {
+	if key == (exchangeKey{}) {
+		return c.ex
+	}
+	return c.Context.Value(key)
+}
+
 func exchangeOf(ctx context.Context) *exchange {
+	if c, ok := ctx.(*exchangeContext); ok {
+		return c.ex
+	}
 	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
 	return ex
 }
@@ -71,10 +105,56 @@ func (ex *exchange) fields(r *http.Request) logrus.Fields {
 	return f
 }
 
+// The header values in exchange.values.
+const (
+	valueRequestID = iota // X-Request-Id of the answer
+	valueOutRequestID
+	valueForwardedFor
+	valueForwardedProto
+	valueForwardedHost
+	numValues
+)
+
+// value sets the header value i to v and returns it as a header's values.
+// Its capacity is 1: an Add to that header copies it rather than writing
+// into the next value.
+func (ex *exchange) value(i int, v string) []string {
+	ex.values[i] = v
+	return ex.values[i : i+1 : i+1]
+}
+
 // connInfo is what the gateway knows of a client connection.
 type connInfo struct {
 	tls   bool
 	guard *guardedConn
+	// The peer's address as http.Server gives it to each request, and the
+	// IP in it, parsed once per connection rather than per request.
+	remoteAddr string
+	peer       netip.Addr
+	peerIP     string
+}
+
+func newConnInfo(c net.Conn) *connInfo {
+	ci := &connInfo{remoteAddr: c.RemoteAddr().String()}
+	ci.peer = remoteIP(ci.remoteAddr)
+	ci.peerIP = ci.peer.String()
+	switch c := c.(type) {
+	case *tls.Conn:
+		ci.tls = true
+	case *guardedConn:
+		ci.guard = c
+		_, ci.tls = c.Conn.(*tls.Conn)
+	}
+	return ci
+}
+
+// peerOf is the IP r came from, and its text.
+func peerOf(r *http.Request, ci *connInfo) (netip.Addr, string) {
+	if ci != nil && ci.remoteAddr == r.RemoteAddr {
+		return ci.peer, ci.peerIP
+	}
+	a := remoteIP(r.RemoteAddr)
+	return a, a.String()
 }
 
 type connKey struct{}
@@ -91,8 +171,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	lw := &ex.lw // one allocation for both
 	lw.ResponseWriter, lw.ex = w, ex
 	ci, _ := r.Context().Value(connKey{}).(*connInfo)
+	ex.ci = ci
 	defer g.finish(lw, r, ex)
-	w.Header().Set("X-Request-Id", ex.requestID)
+	w.Header()["X-Request-Id"] = ex.value(valueRequestID, ex.requestID)
 
 	if rej, ok := g.rejected(r, ci); ok {
 		ex.route = &noRoute
@@ -120,7 +201,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(lw, http.StatusNotFound, "instance control endpoints are not served at the edge")
 		return
 	}
-	tr := g.table.Load().match(r.Host, r.URL.Path, r.Header)
+	ex.table = g.table.Load()
+	tr := ex.table.match(r.Host, r.URL.Path, r.Header)
 	if tr == nil {
 		ex.route = &noRoute
 		writeError(lw, http.StatusNotFound, fmt.Sprintf("no route for %s%s", r.Host, r.URL.Path))
@@ -139,20 +221,64 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &clientBody{rc: r.Body, ctl: http.NewResponseController(w), idle: tr.Timeouts.ClientBody, max: tr.MaxBody, ex: ex}
 	}
-	ex.client = g.clientAddr(r)
+	peer, peerIP := peerOf(r, ci)
+	ex.peerIP, ex.trusted = peerIP, g.trusts(peer)
+	ex.client = g.clientAddr(r, ex)
 	ex.w = lw
-	ex.upgrade = r.Header.Get("Upgrade") != "" && httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade")
-	ctx, cancel := context.WithCancel(context.WithValue(r.Context(), exchangeKey{}, ex))
-	defer cancel()
-	ex.cancel = cancel
+	ex.upgrade = headerValue(r.Header, "Upgrade") != "" && httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade")
+	ctx := r.Context()
 	if d := tr.Timeouts.Request; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		ex.cancel = cancel
 		ex.timer = time.AfterFunc(d, func() {
 			ex.timedOut.Store(true)
 			cancel()
 		})
 		defer ex.timer.Stop()
 	}
-	g.proxy.ServeHTTP(lw, r.WithContext(ctx))
+	defer ex.endAttempt()
+	ex.ctx = exchangeContext{Context: ctx, ex: ex}
+	g.proxy.ServeHTTP(lw, r.WithContext(&ex.ctx))
+}
+
+// attempt gives req, sent to a transport other than the fast path, a
+// context of its own that ends the attempt on demand (a stream's end, an
+// instance fallen silent), unless the exchange has a cancel of its own.
+// The fast path needs none: its body aborts itself (h1Body.abort).
+// Deriving it only here spares the usual request a context, its
+// registration with the server's and a channel.
+func (ex *exchange) attempt(req *http.Request) *http.Request {
+	if ex.cancel != nil {
+		return req
+	}
+	ex.endAttempt()
+	ctx, cancel := context.WithCancel(req.Context())
+	ex.attemptCancel = cancel
+	return req.WithContext(ctx)
+}
+
+func (ex *exchange) endAttempt() {
+	if ex.attemptCancel != nil {
+		ex.attemptCancel()
+	}
+}
+
+// upstreamAbort is what ends the exchange with the instance that answered
+// with body at once: the request's cancel when it has one, else the fast
+// path's abort, else the attempt's cancel.
+func (ex *exchange) upstreamAbort(body io.ReadCloser) func() {
+	if ex.cancel != nil {
+		return ex.cancel
+	}
+	if b, ok := body.(*h1Body); ok {
+		return b.abort
+	}
+	if ex.attemptCancel != nil {
+		return ex.attemptCancel
+	}
+	return func() {}
 }
 
 // noRoute stands for the route of a request that matched none.
@@ -193,7 +319,7 @@ func (g *Gateway) finish(lw *logWriter, r *http.Request, ex *exchange) {
 		Time: ex.start, RequestID: ex.requestID, Remote: ex.client, Method: r.Method, Host: r.Host,
 		Path: r.RequestURI, Proto: r.Proto, Status: status, BytesIn: ex.bodyIn.Load(), BytesOut: lw.bytes,
 		Duration: d, Service: ex.route.Service, Retries: ex.retries,
-		UserAgent: r.Header.Get("User-Agent"), Referer: r.Header.Get("Referer"),
+		UserAgent: headerValue(r.Header, "User-Agent"), Referer: headerValue(r.Header, "Referer"),
 	}
 	if e.Remote == "" {
 		e.Remote = r.RemoteAddr
@@ -212,12 +338,12 @@ func (g *Gateway) finish(lw *logWriter, r *http.Request, ex *exchange) {
 func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	ex := exchangeOf(pr.In.Context())
 	out := pr.Out
-	g.forwarded(pr)
-	out.Header.Set("X-Request-Id", ex.requestID)
-	out.Header.Del(rejectHeader)
+	g.forwarded(pr, ex)
+	out.Header["X-Request-Id"] = ex.value(valueOutRequestID, ex.requestID)
+	delete(out.Header, rejectHeader)
 	// As nginx: the gateway answers the client's 100-continue itself, when
 	// it starts reading the body; the instance's would be a second one.
-	out.Header.Del("Expect")
+	delete(out.Header, "Expect")
 	if ex.route.StripPrefix && ex.route.Prefix != "/" {
 		p := strings.TrimPrefix(out.URL.Path, ex.route.Prefix)
 		if p == "" || p[0] != '/' {
@@ -231,7 +357,12 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	if ex.route.PreserveHost {
 		out.Host = pr.In.Host
 	}
-	if e := g.pool(ex.route.Service).pick(nil); e != nil {
+	// The newest table, which a switch may have replaced since the match.
+	pool := ex.route.pool
+	if t := g.table.Load(); t != ex.table {
+		pool = t.pools[ex.route.Service]
+	}
+	if e := pool.pick(nil); e != nil {
 		out.URL.Host = e.hostPort
 		ex.endpoint = e
 	}
@@ -244,49 +375,41 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 // they are extended (For) or kept (Proto, Host); from anyone else they are
 // replaced, so a client cannot make itself look like another address. A
 // Forwarded header is passed on only from a trusted proxy.
-func (g *Gateway) forwarded(pr *httputil.ProxyRequest) {
+func (g *Gateway) forwarded(pr *httputil.ProxyRequest, ex *exchange) {
 	in, out := pr.In, pr.Out
-	peer := remoteIP(in.RemoteAddr)
-	trusted := g.trusts(peer)
-	// ReverseProxy drops Forwarded before Rewrite; only a trusted proxy's
-	// is passed on.
-	if v := in.Header.Values("Forwarded"); trusted && len(v) > 0 {
-		out.Header["Forwarded"] = v
-	}
-	xff := peer.String()
-	if prior := in.Header.Values("X-Forwarded-For"); trusted && len(prior) > 0 {
-		xff = strings.Join(prior, ", ") + ", " + xff
-	}
-	out.Header["X-Forwarded-For"] = []string{xff}
-	proto := "http"
-	if in.TLS != nil || isTLS(in.Context()) {
+	xff, proto, host := ex.peerIP, "http", in.Host
+	if in.TLS != nil || ex.ci != nil && ex.ci.tls {
 		proto = "https"
 	}
-	if v := in.Header.Get("X-Forwarded-Proto"); trusted && v != "" {
-		proto = v
+	if ex.trusted {
+		// ReverseProxy drops Forwarded before Rewrite; only a trusted
+		// proxy's is passed on.
+		if v := in.Header["Forwarded"]; len(v) > 0 {
+			out.Header["Forwarded"] = v
+		}
+		if prior := in.Header["X-Forwarded-For"]; len(prior) > 0 {
+			xff = strings.Join(prior, ", ") + ", " + xff
+		}
+		if v := headerValue(in.Header, "X-Forwarded-Proto"); v != "" {
+			proto = v
+		}
+		if v := headerValue(in.Header, "X-Forwarded-Host"); v != "" {
+			host = v
+		}
 	}
-	out.Header["X-Forwarded-Proto"] = []string{proto}
-	host := in.Host
-	if v := in.Header.Get("X-Forwarded-Host"); trusted && v != "" {
-		host = v
-	}
-	out.Header["X-Forwarded-Host"] = []string{host}
-}
-
-func isTLS(ctx context.Context) bool {
-	ci, _ := ctx.Value(connKey{}).(*connInfo)
-	return ci != nil && ci.tls
+	out.Header["X-Forwarded-For"] = ex.value(valueForwardedFor, xff)
+	out.Header["X-Forwarded-Proto"] = ex.value(valueForwardedProto, proto)
+	out.Header["X-Forwarded-Host"] = ex.value(valueForwardedHost, host)
 }
 
 // clientAddr is the client's address for logs: the peer, or, behind
 // trusted proxies, the last address in X-Forwarded-For that is not one of
 // them (as nginx's real_ip_recursive).
-func (g *Gateway) clientAddr(r *http.Request) string {
-	peer := remoteIP(r.RemoteAddr)
-	if !g.trusts(peer) {
+func (g *Gateway) clientAddr(r *http.Request, ex *exchange) string {
+	if !ex.trusted {
 		return r.RemoteAddr
 	}
-	hops := r.Header.Values("X-Forwarded-For")
+	hops := r.Header["X-Forwarded-For"]
 	for i := len(hops) - 1; i >= 0; i-- {
 		parts := strings.Split(hops[i], ",")
 		for j := len(parts) - 1; j >= 0; j-- {
@@ -300,6 +423,15 @@ func (g *Gateway) clientAddr(r *http.Request) string {
 		}
 	}
 	return r.RemoteAddr
+}
+
+// headerValue is h.Get(key) for a key in canonical form, which Get would
+// canonicalize again on every request.
+func headerValue(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 func remoteIP(addr string) netip.Addr {
@@ -333,7 +465,7 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 	ex := exchangeOf(resp.Request.Context())
 	// The answer already carries the request's id; an instance that echoes
 	// it must not make it appear twice.
-	resp.Header.Del("X-Request-Id")
+	delete(resp.Header, "X-Request-Id")
 	if resp.StatusCode != http.StatusSwitchingProtocols && ex.upgrade {
 		// The request-head guard stood aside after this upgrade request;
 		// since no switch happened, what the client sends next must not be
@@ -343,7 +475,7 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 	kind, isStream := streamOf(resp)
 	if !isStream || ex.endpoint == nil {
 		if _, fast := resp.Body.(*h1Body); !fast && ex.route.Timeouts.Read > 0 {
-			resp.Body = newIdleBody(resp.Body, ex.route.Timeouts.Read, ex.cancel)
+			resp.Body = newIdleBody(resp.Body, ex.route.Timeouts.Read, ex.upstreamAbort(resp.Body))
 		}
 		return nil
 	}
@@ -361,11 +493,11 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 		resp.Body = relay
 		s.endFn = relay.end
 	default:
-		body := resp.Body
+		body, abort := resp.Body, ex.upstreamAbort(resp.Body)
 		if _, fast := body.(*h1Body); !fast && ex.route.Timeouts.Read > 0 {
-			body = newIdleBody(body, ex.route.Timeouts.Read, ex.cancel)
+			body = newIdleBody(body, ex.route.Timeouts.Read, abort)
 		}
-		sb := &streamBody{rc: body, resp: resp, kind: kind, cancel: ex.cancel}
+		sb := &streamBody{rc: body, resp: resp, kind: kind, cancel: abort}
 		resp.Body = sb
 		s.endFn = sb.end
 	}

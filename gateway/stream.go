@@ -53,7 +53,7 @@ func streamOf(resp *http.Response) (streamKind, bool) {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return streamWebSocket, true
 	}
-	ct := resp.Header.Get("Content-Type")
+	ct := headerValue(resp.Header, "Content-Type")
 	switch {
 	case strings.HasPrefix(ct, "application/grpc"):
 		return streamGRPC, true
