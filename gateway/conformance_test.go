@@ -135,36 +135,6 @@ func (b *confBackend) of(id string) []confSeen {
 	return out
 }
 
-// silentUpstream accepts connections and never reads or answers.
-func silentUpstream(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var held []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range held {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
-}
-
 // confGateway runs a gateway with the suite's routes and settings.
 func confGateway(t *testing.T, env *confEnv, noFastPath, trusted bool) (string, *logtest.Hook) {
 	cfg := Config{

@@ -16,32 +16,8 @@ import (
 // now the client gets 504 once the response-header timeout passes, on the
 // fast path (GET) and through http.Transport (POST) alike.
 func TestABackendThatNeverAnswersGets504(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var held []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c) // read nothing, answer nothing
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range held {
-			c.Close()
-		}
-	})
-	host, port := splitHostPort(t, ln.Addr().String())
+	addr := silentUpstream(t)
+	host, port := splitHostPort(t, addr)
 	log, hook := quietLog()
 	g, url := runGateway(t, Config{ID: "gw-timeout", Listen: "127.0.0.1:0", Routes: parseRoutes(t, "/=hello"), Source: idleSource{},
 		Timeouts: Timeouts{ResponseHeader: 300 * time.Millisecond}, Log: log})
@@ -67,4 +43,34 @@ func TestABackendThatNeverAnswersGets504(t *testing.T) {
 	if !logged(hook, "did not answer in time") {
 		t.Error("a 504 was not logged at warn with the upstream error")
 	}
+}
+
+// silentUpstream accepts connections and never reads or answers.
+func silentUpstream(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
 }
