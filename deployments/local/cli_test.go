@@ -199,7 +199,7 @@ func TestCLISwitchProgressHistoryAndJSONLogs(t *testing.T) {
 	t.Run("on a terminal switch --wait redraws a progress bar", func(t *testing.T) {
 		script, err := exec.LookPath("script")
 		if err != nil {
-			t.Skip("no script(1) to give the CLI a terminal")
+			t.Fatalf("script(1) gives the CLI a terminal here and is missing (%v); deployments/install/clients.sh installs it", err)
 		}
 		argv := c.sy("switch", "green", "--wait")
 		for i, a := range argv {
