@@ -42,6 +42,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzInstruction$$' -fuzztime $(FUZZEXECS) ./client-sdk/
 	$(GO) test -run '^$$' -fuzz '^FuzzH1$$' -fuzztime $(FUZZEXECS) ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzGuard$$' -fuzztime $(FUZZEXECS) ./gateway/
+	$(GO) test -run '^$$' -fuzz '^FuzzEngine$$' -fuzztime $(FUZZEXECS) ./gateway/
 
 # Unit and package tests with the race detector, then the end-to-end suite
 # against real ZooKeeper, Consul and processes.

@@ -1,8 +1,9 @@
 // Package controller runs switchyard's leader-elected controller. The leader
 // watches /active_color and the color nodes in ZooKeeper and reconciles the
 // registry toward them: every instance of the active color UP, every other
-// one OUT_OF_SERVICE, switching make-before-break, one instance at a time,
-// so that the service never has zero instances UP.
+// one OUT_OF_SERVICE, switching make-before-break (a canary of one, then
+// growing batches), so that no instruction leaves a service with zero
+// instances UP.
 package controller
 
 import (
@@ -52,6 +53,9 @@ type Config struct {
 	HealthTimeout time.Duration
 	// GatewayTimeout bounds the wait for gateways to apply a change; default 5s.
 	GatewayTimeout time.Duration
+	// MaxBatch caps how many instances a switch instructs at once, after
+	// its canary of one; default DefaultMaxBatch, 1 for one at a time.
+	MaxBatch int
 	// Resync is how often the leader reconciles without an event; default 2s.
 	Resync time.Duration
 	// AllowLoopback lets instances live on loopback addresses, as on a
@@ -122,6 +126,12 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.GatewayTimeout <= 0 {
 		cfg.GatewayTimeout = 5 * time.Second
 	}
+	if cfg.MaxBatch < 0 {
+		return nil, fmt.Errorf("controller: max batch %d: want 1 or more (0 for the default, %d)", cfg.MaxBatch, DefaultMaxBatch)
+	}
+	if cfg.MaxBatch == 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
 	if cfg.Resync <= 0 {
 		cfg.Resync = 2 * time.Second
 	}
@@ -133,6 +143,11 @@ func New(cfg Config) (*Controller, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.DialContext = (&net.Dialer{Timeout: time.Second}).DialContext
+	// A switch health-checks every target instance, then checks and
+	// instructs each again: keeping one idle connection per instance (not
+	// the default 100 in all) lets the second call reuse the first's.
+	// runSwitch closes them when it ends.
+	tr.MaxIdleConns = 0
 	return &Controller{
 		cfg: cfg, paths: paths,
 		log: cfg.Log.WithField("controller", cfg.ID),

@@ -8,8 +8,10 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/switchyard/switchyard/internal/retry"
+	"github.com/switchyard/switchyard/registry"
 	"github.com/switchyard/switchyard/zkstate"
 )
 
@@ -63,24 +65,37 @@ func (c *Controller) waitGateways(ctx context.Context, indexes map[string]uint64
 		return ""
 	}
 	var lagging []string
-	err := retry.Until(ctx, c.cfg.GatewayTimeout, func() (bool, error) {
-		reports, err := c.cfg.Registry.Gateways(ctx)
-		if err != nil {
-			return false, err
-		}
-		lagging = lagging[:0]
-		for _, r := range reports {
-			for svc, idx := range indexes {
-				// A gateway that does not route svc has nothing to apply.
-				if got, routes := r.Applied[svc]; routes && got < idx {
-					lagging = append(lagging, r.ID)
-					break
+	var err error
+	wctx, cancel := context.WithTimeout(ctx, c.cfg.GatewayTimeout)
+	defer cancel()
+	// A switch waits here up to three times (canary, make, done), and a
+	// gateway applies a change within milliseconds: polling every few
+	// ms, not with retry.Until's backoff to 100 ms, keeps the wait that
+	// short. A poll is one small registry read.
+	poll := retry.Backoff{Min: 2 * time.Millisecond, Max: 10 * time.Millisecond}
+	for {
+		var reports []registry.GatewayReport
+		reports, err = c.cfg.Registry.Gateways(wctx)
+		if err == nil {
+			lagging = lagging[:0]
+			for _, r := range reports {
+				for svc, idx := range indexes {
+					// A gateway that does not route svc has nothing to apply.
+					if got, routes := r.Applied[svc]; routes && got < idx {
+						lagging = append(lagging, r.ID)
+						break
+					}
 				}
 			}
+			if len(lagging) == 0 {
+				return ""
+			}
 		}
-		return len(lagging) == 0, nil
-	})
-	if err == nil || ctx.Err() != nil {
+		if retry.Sleep(wctx, poll.Next()) != nil {
+			break
+		}
+	}
+	if ctx.Err() != nil {
 		return ""
 	}
 	sort.Strings(lagging)

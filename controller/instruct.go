@@ -40,7 +40,7 @@ func (c *Controller) instruct(ctx context.Context, target zkstate.Color, m Membe
 	}
 	backoff := retry.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
 	for attempt := 1; ; attempt++ {
-		if err := c.checkTarget(ctx, target); err != nil {
+		if err := c.onTarget(ctx, target); err != nil {
 			return 0, attempt - 1, err
 		}
 		idx, err := c.sendInstruction(ctx, m, body)
@@ -118,26 +118,49 @@ func (c *Controller) sendInstruction(ctx context.Context, m Member, body []byte)
 	return out.Index, nil
 }
 
-// checkTarget tells whether /active_color still asks for target, as the
-// leader's watch last read it. A value that is not a color does not
-// interrupt a switch.
+// checkTarget tells whether /active_color still asks for target, and logs
+// when it does not; a batch checks it before it starts.
+func (c *Controller) checkTarget(ctx context.Context, target zkstate.Color) error {
+	paused := !c.sess.Connected()
+	if paused {
+		c.log.WithField("switch", c.current.Load()).Warn("ZooKeeper connection lost; pausing leader actions until it is back on the same session")
+	}
+	err := c.onTarget(ctx, target)
+	switch {
+	case errors.Is(err, errPreempted):
+		c.log.WithFields(logrus.Fields{"target": target, "new_target": *c.asked.Load(), "switch": c.current.Load()}).Info("switch superseded; converging on the newest target")
+	case paused && err == nil:
+		c.log.WithField("switch", c.current.Load()).Info("ZooKeeper connection back on the same session; resuming")
+	}
+	return err
+}
+
+// onTarget is checkTarget without the logs, for every attempt of every
+// instruction of a batch; the batch logs once.
+//
+// It reads the leader's /active_color watch (c.asked), not ZooKeeper. That
+// is as fresh as a read: the watch fires once the write is committed, and
+// a read on this session, served by whichever server it is connected to
+// and without a sync, may lag as much. Nor does safety rest on freshness:
+// an instruction a superseded switch still sends is an UP of a healthy
+// instance or an OUT under the last-UP guard, which no pass relies on not
+// happening, and the next pass plans from the registry after the whole
+// batch returned. The model (model/switch.pml, preempted()) checks the
+// switch with exactly this check.
 //
 // While the ZooKeeper connection is down the leader cannot know whether it
 // still leads, so it waits here, before every instruction, until it is back
 // on its session; if the session is over instead, ctx ends.
-func (c *Controller) checkTarget(ctx context.Context, target zkstate.Color) error {
+func (c *Controller) onTarget(ctx context.Context, target zkstate.Color) error {
 	if !c.sess.Connected() {
-		c.log.WithField("switch", c.current.Load()).Warn("ZooKeeper connection lost; pausing leader actions until it is back on the same session")
 		if err := c.sess.Wait(ctx); err != nil {
 			return err
 		}
-		c.log.WithField("switch", c.current.Load()).Info("ZooKeeper connection back on the same session; resuming")
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	if asked := c.asked.Load(); asked != nil && *asked != target {
-		c.log.WithFields(logrus.Fields{"target": target, "new_target": *asked, "switch": c.current.Load()}).Info("switch superseded; converging on the newest target")
 		return errPreempted
 	}
 	return nil

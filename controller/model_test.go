@@ -107,6 +107,9 @@ var modelRuns = []modelRun{
 		defines: "BUG_NO_EPOCH_CHECK FINDING_LATE_DELIVERY ATOMIC_HANDLER NOCHECK_A " + budgets("leaders=1")},
 	{name: "mutant/new-leader-toggles", want: propC, defines: "BUG_TOGGLE " + budgets("leaders=1")},
 	{name: "mutant/refused-switch-never-retried", want: propLTL, ltl: "converges", defines: "BUG_NO_RETRY " + budgets("health=1")},
+	// The break phase's batch must wait for all its instructions before the
+	// pass gives way to a newer target (inParallel in controller/batch.go).
+	{name: "mutant/batch-gives-way-before-its-instructions-return", want: propA, defines: "BUG_BATCH_NO_JOIN " + budgets("health=1")},
 }
 
 func TestSwitchModel(t *testing.T) {
@@ -334,14 +337,19 @@ func trailLine(f []string) string {
 		return fmt.Sprintf("leader (epoch %d) sends %s to %s (toward %s)", arg(1), status(arg(2)), inst(arg(3)), color(arg(4)))
 	case "preempted":
 		return fmt.Sprintf("leader (epoch %d): /active_color changed, the switch gives way", arg(1))
+	case "orphan":
+		return fmt.Sprintf("the batch gives way without waiting for its instruction to %s, which is still on its way", inst(arg(1)))
 	case "timeout":
 		return fmt.Sprintf("leader (epoch %d) times out waiting for %s; the instruction is still on its way", arg(1), inst(arg(2)))
 	case "accept":
 		return fmt.Sprintf("%s accepts %s of epoch %d (epoch checked; its registry write follows)", inst(arg(1)), status(arg(2)), arg(3))
 	case "apply":
 		late := ""
-		if arg(4) == 1 {
+		switch arg(4) {
+		case 1, 3:
 			late = ", late: its sender was deposed or gave up on it"
+		case 4:
+			late = ", after the pass that sent it gave way without waiting for it"
 		}
 		return fmt.Sprintf("%s applies %s (epoch %d%s)", inst(arg(1)), status(arg(2)), arg(3), late)
 	case "refuse":

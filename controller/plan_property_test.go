@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -163,6 +164,7 @@ type simWorld struct {
 	index    uint64 // the registry's
 
 	leader   *simLeader
+	maxBatch int // the controllers' MaxBatch
 	events   int // environment events left
 	quiet    bool
 	services []string
@@ -483,6 +485,7 @@ type simLeader struct {
 	asked    *zkstate.Color // c.asked
 	preserve preservation
 	first    bool
+	maxBatch int
 	decided  zkstate.Color // ghost: the target Decide chose this pass, "" while keeping the old color
 }
 
@@ -596,6 +599,10 @@ func (c *simLeader) runSwitch(ctx context.Context, target zkstate.Color, id int6
 		return nil
 	}
 	if !c.logic.breakBeforeMake {
+		c.step("wait for gateways (make)")
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		if err := c.takeOut(ctx, &rec, outs, targetUp); err != nil {
 			return ignorePreempted(err)
 		}
@@ -609,37 +616,80 @@ func (c *simLeader) runSwitch(ctx context.Context, target zkstate.Color, id int6
 	return nil
 }
 
-// bringUp mirrors Controller.bringUp.
+// bringUp mirrors Controller.bringUp: a canary of one, then batches that
+// double up to maxBatch. The instructions of a batch go out in a random
+// order, one after the other: an interleaving of the real batch, whose
+// instructions are independent (all of them UPs of the target).
 func (c *simLeader) bringUp(ctx context.Context, rec *zkstate.Switch, ups []Member, healthy map[string]bool, targetUp map[string]int) error {
+	var ready []Member
 	for _, m := range ups {
-		if !healthy[m.ID] || !c.healthy(m) {
-			continue
+		if healthy[m.ID] {
+			ready = append(ready, m)
 		}
-		_, _, err := c.instruct(ctx, rec.Target, m, registry.StatusUp, true)
-		switch {
-		case errors.Is(err, errPreempted) || ctx.Err() != nil:
+	}
+	b, canary := upBatcher(c.maxBatch), true
+	for len(ready) > 0 {
+		if err := c.checkTarget(ctx, rec.Target); err != nil {
 			return err
-		case err != nil:
-		default:
-			targetUp[m.Service]++
 		}
+		var batch []Member
+		batch, ready = b.take(ready)
+		up := false
+		var stop error
+		for _, m := range rapid.Permutation(batch).Draw(c.w.t, "batch order") {
+			if !c.healthy(m) {
+				continue
+			}
+			_, _, err := c.instruct(ctx, rec.Target, m, registry.StatusUp, true)
+			switch {
+			case errors.Is(err, errPreempted) || ctx.Err() != nil:
+				stop = cmp.Or(stop, err, ctx.Err())
+			case err != nil:
+			default:
+				targetUp[m.Service]++
+				up = true
+			}
+		}
+		if stop != nil {
+			return stop
+		}
+		if canary && up {
+			canary = false
+			c.step("wait for gateways (canary)")
+		}
+		b.grow(up)
 	}
 	return nil
 }
 
-// takeOut mirrors Controller.takeOut.
+// takeOut mirrors Controller.takeOut: batches of maxBatch, each guarded.
 func (c *simLeader) takeOut(ctx context.Context, rec *zkstate.Switch, outs []Member, targetUp map[string]int) error {
-	for _, m := range outs {
-		if targetUp[m.Service] == 0 && !c.logic.noLastUpGuard {
-			continue // never take out the last UP instance
+	b, rest := outBatcher(c.maxBatch), outs
+	for len(rest) > 0 {
+		if err := c.checkTarget(ctx, rec.Target); err != nil {
+			return err
 		}
-		_, _, err := c.instruct(ctx, rec.Target, m, registry.StatusOutOfService, false)
-		switch {
-		case errors.Is(err, errPreempted) || ctx.Err() != nil:
-			return err
-		case errors.Is(err, errGone):
-		case err != nil:
-			return err
+		var next, batch []Member
+		next, rest = b.take(rest)
+		for _, m := range next {
+			if targetUp[m.Service] == 0 && !c.logic.noLastUpGuard {
+				continue // never take out the last UP instance
+			}
+			batch = append(batch, m)
+		}
+		var stop error
+		for _, m := range rapid.Permutation(batch).Draw(c.w.t, "batch order") {
+			_, _, err := c.instruct(ctx, rec.Target, m, registry.StatusOutOfService, false)
+			switch {
+			case errors.Is(err, errPreempted) || ctx.Err() != nil:
+				stop = cmp.Or(stop, err, ctx.Err())
+			case errors.Is(err, errGone):
+			case err != nil:
+				stop = cmp.Or(stop, err)
+			}
+		}
+		if stop != nil {
+			return stop
 		}
 	}
 	return nil
@@ -834,7 +884,7 @@ func (w *simWorld) pass() {
 			w.resolveLate() // E1: it arrives before the next leader starts
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		w.leader = &simLeader{w: w, logic: w.logic, ctx: ctx, cancel: cancel, epoch: w.epoch, first: true}
+		w.leader = &simLeader{w: w, logic: w.logic, ctx: ctx, cancel: cancel, epoch: w.epoch, first: true, maxBatch: w.maxBatch}
 	}
 	c := w.leader
 	_ = c.reconcile(c.ctx)
@@ -897,7 +947,7 @@ func simProperty(mode simMode) func(*rapid.T) {
 		}
 		w := &simWorld{t: t, mode: mode, logic: logic, active: []byte("blue"), epoch: 1, want: zkstate.Blue, wantActed: true,
 			now:    time.Unix(1000, 0),
-			events: rapid.IntRange(0, 30).Draw(t, "events")}
+			events: rapid.IntRange(0, 30).Draw(t, "events"), maxBatch: rapid.IntRange(1, 3).Draw(t, "max batch")}
 		w.services = []string{"api", "web"}[:rapid.IntRange(1, 2).Draw(t, "services")]
 		for _, svc := range w.services {
 			for _, color := range zkstate.Colors {

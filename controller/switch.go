@@ -1,9 +1,11 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,18 +15,22 @@ import (
 	"github.com/switchyard/switchyard/zkstate"
 )
 
-// runSwitch moves traffic to target, make-before-break: first every healthy
-// target instance is brought UP, one at a time; then every other instance
-// goes OUT_OF_SERVICE, one at a time, never the last UP one of a service;
-// the switch is done once every gateway confirmed. It resumes prev when
-// that is the same switch.
+// runSwitch moves traffic to target, make-before-break: first the healthy
+// target instances are brought UP, a canary of one and then in growing
+// batches (batch.go); once the gateways confirmed them, every other
+// instance goes OUT_OF_SERVICE in batches, never the last UP one of a
+// service; the switch is done once every gateway confirmed. It resumes
+// prev when that is the same switch.
 func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int64, prev *zkstate.Switch, members []Member, quarantined []zkstate.Quarantined) error {
 	log := c.log.WithFields(logrus.Fields{"target": target, "switch": id})
 	log.Info("switch started")
+	defer c.http.CloseIdleConnections()
 	rec := c.startRecord(ctx, target, id, prev, quarantined)
 	moved := c.movedBaseline(ctx)
 
+	began := time.Now()
 	healthy := c.healthyTargets(ctx, target, members, true)
+	log.WithFields(logrus.Fields{"healthy": len(healthy), "took": time.Since(began).Round(time.Microsecond)}).Debug("health pre-flight done")
 	if err := c.checkTarget(ctx, target); err != nil {
 		return ignorePreempted(err)
 	}
@@ -49,6 +55,12 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 			target, strings.Join(svcs, ", "), target.Other()))
 		return nil
 	}
+	// Gateways apply snapshots in index order, so none could see an OUT
+	// before the UPs anyway; waiting here makes the break phase start from
+	// a target the gateways route to, as a rollout's "available" does.
+	if note := c.waitGateways(ctx, indexes); note != "" {
+		rec.Reason = note
+	}
 	if err := c.takeOut(ctx, log, &rec, members, outs, targetUp, indexes); err != nil {
 		return ignorePreempted(err)
 	}
@@ -67,44 +79,123 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 	if sm, err := c.streamMoves(ctx, taken, moved); err == nil && (sm.Left > 0 || sm.Moved > 0) {
 		rec.Streams = &sm
 	}
+	// The record ends with what stands quarantined as the switch ends: a
+	// node cleaned up while it ran (or seen late by this ZooKeeper server)
+	// no longer shows as if it still did.
+	if snap, err := c.cfg.Registry.Instances(ctx, "", 0, 0); err == nil {
+		if _, q, err := c.members(snap); err == nil {
+			rec.Quarantined = q
+		}
+	}
 	c.finishRecord(ctx, rec)
 	log.WithField("took", done.Sub(rec.StartedAt).Round(time.Millisecond)).Info("switch done; gateways route to the target")
 	go c.followStreams(ctx, rec, taken, moved)
 	return nil
 }
 
+// stepResult is one instruction of a batch.
+type stepResult struct {
+	step zkstate.Step
+	idx  uint64
+	err  error
+}
+
 // bringUp is the make phase: each healthy target instance is checked once
-// more and told to go UP. One that fails is skipped, not fatal. It counts
-// the UP instances per service in targetUp and the registry index of each
-// service's last change in indexes.
+// more and told to go UP, a canary first, then in growing batches. One
+// that fails is skipped, not fatal. It counts the UP instances per service
+// in targetUp and the registry index of each service's last change in
+// indexes.
 func (c *Controller) bringUp(ctx context.Context, log logrus.FieldLogger, rec *zkstate.Switch, ups []Member, healthy map[string]bool, targetUp map[string]int, indexes map[string]uint64) error {
+	var ready []Member
 	for _, m := range ups {
-		step := zkstate.Step{Instance: m.ID, Service: m.Service, Color: m.Color, Action: registry.StatusUp}
-		// Checked again right before: health may have changed since the pre-flight.
-		if !healthy[m.ID] || !c.healthy(ctx, m) {
-			step.State, step.Error, step.At = zkstate.StepSkipped, "failed its health check", time.Now().UTC()
-			rec.Steps = append(rec.Steps, step)
+		if !healthy[m.ID] {
+			rec.Steps = append(rec.Steps, zkstate.Step{Instance: m.ID, Service: m.Service, Color: m.Color, Action: registry.StatusUp,
+				State: zkstate.StepSkipped, Error: "failed its health check", At: time.Now().UTC()})
 			log.WithField("instance", m.ID).Warn("instance failed its health check; it stays OUT_OF_SERVICE")
 			continue
 		}
-		idx, attempts, err := c.instruct(ctx, rec.Target, m, registry.StatusUp, c.cfg.HealthTimeout)
-		step.Attempts, step.At = attempts, time.Now().UTC()
-		switch {
-		case errors.Is(err, errPreempted) || ctx.Err() != nil:
+		ready = append(ready, m)
+	}
+	b, canary, n := upBatcher(c.cfg.MaxBatch), true, lastBatch(rec.Steps)
+	for len(ready) > 0 {
+		if err := c.checkTarget(ctx, rec.Target); err != nil {
 			return err
-		case err != nil:
-			step.State, step.Error = zkstate.StepSkipped, err.Error()
-			log.WithError(err).WithField("instance", m.ID).Warn("could not bring instance UP; skipping it")
-		default:
-			step.State = zkstate.StepDone
-			targetUp[m.Service]++
-			indexes[m.Service] = max(indexes[m.Service], idx)
-			log.WithFields(logrus.Fields{"instance": m.ID, "attempts": attempts}).Info("instance UP")
 		}
-		rec.Steps = append(rec.Steps, step)
+		var batch []Member
+		batch, ready = b.take(ready)
+		n++
+		results := inParallel(batch, func(m Member) stepResult { return c.upOne(ctx, rec.Target, m) })
+		upNow, skipped := map[string]uint64{}, 0
+		var stop error
+		steps := make([]zkstate.Step, 0, len(batch))
+		for i, r := range results {
+			m := batch[i]
+			switch {
+			case errors.Is(r.err, errPreempted) || ctx.Err() != nil:
+				stop = cmp.Or(stop, r.err, ctx.Err())
+				continue // not sent, or its outcome is for the next pass to read
+			case r.step.State == zkstate.StepDone:
+				targetUp[m.Service]++
+				indexes[m.Service] = max(indexes[m.Service], r.idx)
+				upNow[m.Service] = max(upNow[m.Service], r.idx)
+				log.WithFields(logrus.Fields{"instance": m.ID, "attempts": r.step.Attempts, "batch": n}).Info("instance UP")
+			default:
+				skipped++
+				log.WithError(r.err).WithField("instance", m.ID).Warn("could not bring instance UP; skipping it")
+			}
+			r.step.Batch = n
+			steps = append(steps, r.step)
+		}
+		rec.Steps = appendByTime(rec.Steps, steps)
 		c.writeRecord(*rec)
+		if stop != nil {
+			return stop
+		}
+		log.WithFields(logrus.Fields{"batch": n, "size": len(batch), "up": len(batch) - skipped, "skipped": skipped, "left": len(ready)}).Info("batch UP")
+		if canary && len(upNow) > 0 {
+			// The canary is in the gateways' routes before anything else.
+			canary = false
+			if note := c.waitGateways(ctx, upNow); note != "" {
+				rec.Reason = note
+			}
+		}
+		b.grow(len(upNow) > 0)
 	}
 	return nil
+}
+
+// upOne checks m once more, since health may have changed since the
+// pre-flight, and tells it to go UP.
+func (c *Controller) upOne(ctx context.Context, target zkstate.Color, m Member) stepResult {
+	step := zkstate.Step{Instance: m.ID, Service: m.Service, Color: m.Color, Action: registry.StatusUp}
+	if !c.healthy(ctx, m) {
+		step.State, step.Error, step.At = zkstate.StepSkipped, "failed its health check", time.Now().UTC()
+		return stepResult{step: step, err: errors.New("failed its health check")}
+	}
+	idx, attempts, err := c.instruct(ctx, target, m, registry.StatusUp, c.cfg.HealthTimeout)
+	step.Attempts, step.At = attempts, time.Now().UTC()
+	if err != nil {
+		step.State, step.Error = zkstate.StepSkipped, err.Error()
+	} else {
+		step.State = zkstate.StepDone
+	}
+	return stepResult{step: step, idx: idx, err: err}
+}
+
+// appendByTime appends a batch's steps in the order they finished, so that
+// the record reads as a timeline, as it did one step at a time.
+func appendByTime(steps, batch []zkstate.Step) []zkstate.Step {
+	slices.SortStableFunc(batch, func(a, b zkstate.Step) int { return a.At.Compare(b.At) })
+	return append(steps, batch...)
+}
+
+// lastBatch is the number of the newest batch in steps, so that a resumed
+// switch numbers on.
+func lastBatch(steps []zkstate.Step) int {
+	if len(steps) == 0 {
+		return 0
+	}
+	return steps[len(steps)-1].Batch
 }
 
 // recountUp reads service's registry view and counts the members of color
@@ -133,38 +224,77 @@ func (c *Controller) recountUp(ctx context.Context, service string, color zkstat
 }
 
 // takeOut is the break phase, after make: every OUT below has a higher
-// registry index than every UP before it. Gateways apply whole snapshots
-// in index order, so none can see the old color gone before the new one is
-// UP, and no wait for them is needed in between.
+// registry index than every UP before it, and the gateways confirmed the
+// UPs. The old color goes out in batches; each OUT keeps the last-UP
+// guard, and an OUT of the old color never lowers the target's count, so
+// a batch is as safe as the same OUTs one at a time.
 //
 // When a service has few target instances UP, their count is read again
-// from the registry before each OUT: one that failed since it came UP
+// from the registry before each batch: one that failed since it came UP
 // (and reported DOWN) must not be counted.
 func (c *Controller) takeOut(ctx context.Context, log logrus.FieldLogger, rec *zkstate.Switch, members, outs []Member, targetUp map[string]int, indexes map[string]uint64) error {
-	for _, m := range outs {
-		if targetUp[m.Service] <= 2 {
-			targetUp[m.Service] = c.recountUp(ctx, m.Service, rec.Target, members, targetUp[m.Service])
-		}
-		if targetUp[m.Service] == 0 {
-			continue // never take out the last UP instance
-		}
-		step := zkstate.Step{Instance: m.ID, Service: m.Service, Color: m.Color, Action: registry.StatusOutOfService}
-		idx, attempts, err := c.instruct(ctx, rec.Target, m, registry.StatusOutOfService, 0)
-		step.Attempts, step.At = attempts, time.Now().UTC()
-		switch {
-		case errors.Is(err, errPreempted) || ctx.Err() != nil:
+	b, n, rest := outBatcher(c.cfg.MaxBatch), lastBatch(rec.Steps), outs
+	for len(rest) > 0 {
+		if err := c.checkTarget(ctx, rec.Target); err != nil {
 			return err
-		case errors.Is(err, errGone):
-			step.State, step.Error = zkstate.StepSkipped, "instance left"
-		case err != nil:
-			return err
-		default:
-			step.State = zkstate.StepDone
-			indexes[m.Service] = max(indexes[m.Service], idx)
-			log.WithFields(logrus.Fields{"instance": m.ID, "attempts": attempts}).Info("instance OUT_OF_SERVICE")
 		}
-		rec.Steps = append(rec.Steps, step)
+		var next []Member
+		next, rest = b.take(rest)
+		recounted := map[string]bool{}
+		batch := make([]Member, 0, len(next))
+		for _, m := range next {
+			if targetUp[m.Service] <= 2 && !recounted[m.Service] {
+				targetUp[m.Service] = c.recountUp(ctx, m.Service, rec.Target, members, targetUp[m.Service])
+				recounted[m.Service] = true
+			}
+			if targetUp[m.Service] == 0 {
+				continue // never take out the last UP instance
+			}
+			batch = append(batch, m)
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		n++
+		results := inParallel(batch, func(m Member) stepResult { return c.outOne(ctx, rec.Target, m) })
+		var stop error
+		steps := make([]zkstate.Step, 0, len(batch))
+		for i, r := range results {
+			m := batch[i]
+			switch {
+			case errors.Is(r.err, errPreempted) || ctx.Err() != nil:
+				stop = cmp.Or(stop, r.err, ctx.Err())
+				continue
+			case r.err != nil && !errors.Is(r.err, errGone):
+				stop = cmp.Or(stop, r.err)
+				continue
+			case r.step.State == zkstate.StepDone:
+				indexes[m.Service] = max(indexes[m.Service], r.idx)
+				log.WithFields(logrus.Fields{"instance": m.ID, "attempts": r.step.Attempts, "batch": n}).Info("instance OUT_OF_SERVICE")
+			}
+			r.step.Batch = n
+			steps = append(steps, r.step)
+		}
+		rec.Steps = appendByTime(rec.Steps, steps)
 		c.writeRecord(*rec)
+		if stop != nil {
+			return stop
+		}
+		log.WithFields(logrus.Fields{"batch": n, "size": len(batch), "left": len(rest)}).Info("batch OUT_OF_SERVICE")
 	}
 	return nil
+}
+
+// outOne tells m to go OUT_OF_SERVICE, until it does or leaves.
+func (c *Controller) outOne(ctx context.Context, target zkstate.Color, m Member) stepResult {
+	step := zkstate.Step{Instance: m.ID, Service: m.Service, Color: m.Color, Action: registry.StatusOutOfService}
+	idx, attempts, err := c.instruct(ctx, target, m, registry.StatusOutOfService, 0)
+	step.Attempts, step.At = attempts, time.Now().UTC()
+	switch {
+	case errors.Is(err, errGone):
+		step.State, step.Error = zkstate.StepSkipped, "instance left"
+	case err == nil:
+		step.State = zkstate.StepDone
+	}
+	return stepResult{step: step, idx: idx, err: err}
 }

@@ -15,76 +15,39 @@ import (
 )
 
 // metrics are the gateway's Prometheus series. Per-request updates go to
-// children made once per routed service, when a route first names it, so
-// the hot path never formats labels.
+// each routed service's serviceMetrics (svcmetrics.go).
 type metrics struct {
-	reg      *prometheus.Registry
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
-	retries  *prometheus.CounterVec
-	moved    *prometheus.CounterVec
-	noRoute  prometheus.Counter
+	reg     *prometheus.Registry
+	moved   *prometheus.CounterVec
+	noRoute counter // requests that matched no route: service "", 4xx
 
 	mu  sync.Mutex
 	svc map[string]*serviceMetrics
 }
 
-type serviceMetrics struct {
-	byClass  [6]prometheus.Counter // by status code / 100
-	duration prometheus.Observer
-	retries  prometheus.Counter
-}
-
 func newMetrics(g *Gateway) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "switchyard_gateway_requests_total", Help: "Requests answered, by service and status class.",
-		}, []string{"service", "code"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "switchyard_gateway_request_duration_seconds", Help: "Time to answer a request, by service.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
-		}, []string{"service"}),
-		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "switchyard_gateway_retries_total", Help: "Requests sent again to another instance, by service.",
-		}, []string{"service"}),
 		moved: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_gateway_streams_moved_total", Help: "Streams ended because their instance left the UP set, by kind.",
 		}, []string{"kind"}),
 		svc: map[string]*serviceMetrics{},
 	}
-	m.noRoute = m.requests.WithLabelValues("", "4xx")
-	m.reg.MustRegister(m.requests, m.duration, m.retries, m.moved, tableCollector{g},
+	m.reg.MustRegister(serviceCollector{m}, m.moved, tableCollector{g},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "switchyard_gateway_streams_open", Help: "Open long-lived streams (WebSocket, SSE, gRPC).",
 		}, func() float64 { return float64(g.streams.total()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "switchyard_gateway_access_log_dropped_total", Help: "Access log lines dropped to keep the request path from blocking.",
 		}, func() float64 { return float64(g.access.Dropped()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "switchyard_gateway_engine_requests_total", Help: "HTTP/1.1 requests the gateway's own engine answered (the rest go through net/http).",
+		}, func() float64 { return float64(g.engine.served.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "switchyard_gateway_engine_handoffs_total", Help: "HTTP/1.1 connections the engine handed to net/http, at a request it does not take.",
+		}, func() float64 { return float64(g.engine.handedOff.Load()) }),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
-}
-
-// service returns service's series, made on first use.
-func (m *metrics) service(s string) *serviceMetrics {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if sm := m.svc[s]; sm != nil {
-		return sm
-	}
-	sm := &serviceMetrics{duration: m.duration.WithLabelValues(s), retries: m.retries.WithLabelValues(s)}
-	for c := 1; c <= 5; c++ {
-		sm.byClass[c] = m.requests.WithLabelValues(s, string(rune('0'+c))+"xx")
-	}
-	m.svc[s] = sm
-	return sm
-}
-
-// count records an answer with status code.
-func (sm *serviceMetrics) count(code int) {
-	if code >= 100 && code < 600 {
-		sm.byClass[code/100].Inc()
-	}
 }
 
 var (
@@ -101,7 +64,7 @@ func (c tableCollector) Collect(ch chan<- prometheus.Metric) {
 	t := c.g.table.Load()
 	for s, p := range t.pools {
 		ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, float64(p.Len()), s)
-		ch <- prometheus.MustNewConstMetric(appliedDesc, prometheus.GaugeValue, float64(p.index), s)
+		ch <- prometheus.MustNewConstMetric(appliedDesc, prometheus.GaugeValue, float64(c.g.appliedIndex(p)), s)
 	}
 }
 
@@ -129,7 +92,7 @@ func (g *Gateway) Routes() []RouteView {
 	t := g.table.Load()
 	out := make([]RouteView, 0, len(t.routes))
 	for _, r := range t.routes {
-		v := RouteView{Host: r.Host, Prefix: r.Prefix, Headers: r.Headers, Service: r.pool.service, Index: r.pool.index, Ready: r.pool.ready, Instances: []InstanceView{}}
+		v := RouteView{Host: r.Host, Prefix: r.Prefix, Headers: r.Headers, Service: r.pool.service, Index: g.appliedIndex(r.pool), Ready: r.pool.ready, Instances: []InstanceView{}}
 		for _, e := range r.pool.eps {
 			v.Instances = append(v.Instances, InstanceView{ID: e.inst.ID, Address: e.hostPort, Color: e.inst.Color, Version: e.inst.Version})
 		}

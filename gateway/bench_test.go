@@ -52,6 +52,21 @@ func BenchmarkTableBuild10000(b *testing.B) {
 			prev.with("hello", next)
 		}
 	})
+	// What the gateway does for each step of a switch that goes one
+	// instance at a time, or for each batch: a snapshot of 10,000 in which
+	// one instance changed.
+	b.Run("apply-one", func(b *testing.B) {
+		tables := [2]*Table{NewTable(routes, snaps), nil}
+		next := [2]registry.Snapshot{bigSnapshot("hello", 2, 10000), bigSnapshot("hello", 3, 10000)}
+		next[1].Instances[5000].Status = registry.StatusOutOfService
+		tables[1] = tables[0].with("hello", next[1])
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			tables[i%2].with("hello", next[(i+1)%2])
+			i++
+		}
+	})
 }
 
 func BenchmarkLookup(b *testing.B) {

@@ -29,21 +29,34 @@ import (
 )
 
 // The conformance suite lists each rule the edge router keeps, at the wire
-// and in what it forwards, as one case, and runs every case against three
-// targets: the gateway with its HTTP/1.1 fast path, the gateway with every
-// request through net/http's Transport (both HTTP/1.1 paths must behave the
-// same), and nginx 1.22 configured to the same settings. Where nginx keeps
+// and in what it forwards, as one case, and runs every case against four
+// targets: the gateway as it runs by default (its HTTP/1.1 engine, engine.go,
+// for GET and HEAD, net/http's server for the rest), the gateway with
+// net/http's server and its fast path to the instances, the gateway with
+// every request through net/http's server and Transport (every path must
+// behave the same), and nginx 1.22 configured to the same settings. Where nginx keeps
 // the same rule it passes the same case, which shows the expectation is
 // the ordinary one of an edge router; where it has no such rule, or keeps
 // it with another answer, the case says so and why.
 
-// The settings all three targets share. The timeouts are short so that the
+// The settings all the targets share. The timeouts are short so that the
 // cases that wait for them are quick.
 const (
 	confHeaderTimeout   = 300 * time.Millisecond // gateway ClientHeaderTimeout, nginx client_header_timeout
 	confBodyTimeout     = 300 * time.Millisecond // route Timeouts.ClientBody, nginx client_body_timeout (/stall)
 	confUpstreamTimeout = 300 * time.Millisecond // route Timeouts.ResponseHeader, nginx proxy_read_timeout (/silent)
 	confMaxBody         = 1024                   // route MaxBody, nginx client_max_body_size 1k (/small)
+)
+
+// confPath is how a gateway target serves HTTP/1.1: its own engine for
+// GET and HEAD (the default), net/http's server with the fast path to the
+// instances, or net/http all the way.
+type confPath int
+
+const (
+	confEngine confPath = iota
+	confNoEngine
+	confNoFastPath
 )
 
 // confTarget is one implementation of the rules.
@@ -136,7 +149,7 @@ func (b *confBackend) of(id string) []confSeen {
 }
 
 // confGateway runs a gateway with the suite's routes and settings.
-func confGateway(t *testing.T, env *confEnv, noFastPath, trusted bool) (string, *logtest.Hook) {
+func confGateway(t *testing.T, env *confEnv, path confPath, trusted bool) (string, *logtest.Hook) {
 	cfg := Config{
 		ID: "gw-conformance",
 		Routes: []Route{
@@ -149,7 +162,8 @@ func confGateway(t *testing.T, env *confEnv, noFastPath, trusted bool) (string, 
 			{Prefix: "/dead", Service: "dead"},
 		},
 		ClientHeaderTimeout: confHeaderTimeout,
-		NoFastPath:          noFastPath,
+		NoFastPath:          path == confNoFastPath,
+		NoEngine:            path == confNoEngine,
 	}
 	log, hook := quietLog()
 	log.Level = logrus.WarnLevel
@@ -288,14 +302,11 @@ func confNginxConf(env *confEnv, plain, trusted string) string {
 // confTargets starts what the cases run against.
 func confTargets(t *testing.T, env *confEnv) []*confTarget {
 	var targets []*confTarget
-	for _, noFastPath := range []bool{false, true} {
-		tg := &confTarget{name: "gateway"}
-		if noFastPath {
-			tg.name = "gateway-no-fast-path"
-		}
+	for _, path := range []confPath{confEngine, confNoEngine, confNoFastPath} {
+		tg := &confTarget{name: [...]string{"gateway", "gateway-no-engine", "gateway-no-fast-path"}[path]}
 		var plain, trusted *logtest.Hook
-		tg.addr, plain = confGateway(t, env, noFastPath, false)
-		tg.trusted, trusted = confGateway(t, env, noFastPath, true)
+		tg.addr, plain = confGateway(t, env, path, false)
+		tg.trusted, trusted = confGateway(t, env, path, true)
 		tg.logs = []*logtest.Hook{plain, trusted}
 		targets = append(targets, tg)
 	}

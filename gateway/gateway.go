@@ -1,9 +1,10 @@
 // Package gateway is switchyard's edge router. It matches each request to
 // a route (host, path prefix, headers), proxies it to an UP instance of the
 // route's service over HTTP/1.1 or HTTP/2, follows the registry with one
-// blocking-query watch per service, moves long-lived streams off instances
-// that leave the UP set, and reports the registry index it has applied, so
-// the controller knows when a switch is visible. It serves HTTP/1.1 and
+// blocking-query watch of all services (one per service where that view is
+// costly, as Consul's is), moves long-lived streams off instances that
+// leave the UP set, and reports the registry index it has applied, so the
+// controller knows when a switch is visible. It serves HTTP/1.1 and
 // h2c on a plain listener and HTTP/2 and HTTP/1.1 over TLS.
 package gateway
 
@@ -12,10 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"maps"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -80,6 +83,11 @@ type Config struct {
 	// Transport instead of the gateway's own fast path for GET and HEAD;
 	// for debugging, and for the conformance suite, which runs on both.
 	NoFastPath bool
+	// NoEngine serves every HTTP/1.1 request with net/http's server and
+	// ReverseProxy instead of the gateway's own engine for GET and HEAD
+	// (engine.go); for comparison, and for the conformance suite. The
+	// engine needs the fast path: NoFastPath turns it off too.
+	NoEngine bool
 }
 
 const (
@@ -103,13 +111,28 @@ type Gateway struct {
 	running   atomic.Bool
 	metrics   *metrics
 	streams   *streams
+	engine    engineConns // the connections the HTTP/1.1 engine serves
 	access    *AccessLog
 	certs     *certStore // nil without certificate files
 
 	watchMu  sync.Mutex
-	watchCtx context.Context // set while running
-	watchers map[string]context.CancelFunc
+	watchCtx context.Context               // set while running
+	watchers map[string]context.CancelFunc // by service; "" is the one watch of all services
 	watchWG  sync.WaitGroup
+	resync   chan struct{} // buffered(1): routes name a service the watch of all services has not applied
+	covered  atomic.Pointer[coverage]
+}
+
+// coverage is the view of all services the watch of them applied last:
+// each pool of table reflects its service's view at index, whether it was
+// rebuilt from that view or found equal to it and kept, except, when the
+// view was not Ready, the Ready pools that the warm-up rule kept: those
+// reflect the last Ready view.
+type coverage struct {
+	index     uint64
+	table     *Table
+	ready     bool
+	lastReady *coverage // when this view was not Ready; nil if none was yet
 }
 
 // New checks cfg and builds a gateway whose table has no endpoints yet.
@@ -164,6 +187,7 @@ func New(cfg Config) (*Gateway, error) {
 		streams:   newStreams(cfg.StreamGrace),
 		access:    cfg.AccessLog,
 		watchers:  map[string]context.CancelFunc{},
+		resync:    make(chan struct{}, 1),
 	}
 	g.metrics = newMetrics(g)
 	g.streams.onMoved = func(k streamKind) { g.metrics.moved.WithLabelValues(k.String()).Inc() }
@@ -264,10 +288,43 @@ func (g *Gateway) pool(service string) *Pool { return g.table.Load().pools[servi
 
 // Applied maps each routed service to the registry index its current
 // routing table was built from.
-func (g *Gateway) Applied() map[string]uint64 { return g.table.Load().Applied() }
+func (g *Gateway) Applied() map[string]uint64 {
+	t, c := g.table.Load(), g.covered.Load()
+	out := t.Applied()
+	if c != nil {
+		for svc := range out {
+			out[svc] = c.of(svc, t.pools[svc])
+		}
+	}
+	return out
+}
 
-// syncWatches runs one registry watch per routed service while the
-// gateway runs. Callers hold applyMu.
+// appliedIndex is p's entry of Applied, for the admin views.
+func (g *Gateway) appliedIndex(p *Pool) uint64 {
+	if c := g.covered.Load(); c != nil {
+		return c.of(p.service, p)
+	}
+	return p.index
+}
+
+// of is the index that p, service's pool in some table, reflects: the
+// coverage's when the coverage's table holds p itself, else p's own.
+// Whichever of the table and the coverage a reader loads first, this
+// never overstates: a pool in the coverage's table reflects its index.
+func (c *coverage) of(service string, p *Pool) uint64 {
+	switch {
+	case !c.ready && p.ready && c.lastReady != nil:
+		return c.lastReady.of(service, p)
+	case !c.ready && p.ready:
+	case c.table.pools[service] == p:
+		return c.index
+	}
+	return p.index
+}
+
+// syncWatches follows the routed services while the gateway runs: all of
+// them with one watch when the registry's view of all services is one
+// query, else one watch each. Callers hold applyMu.
 func (g *Gateway) syncWatches() {
 	g.watchMu.Lock()
 	defer g.watchMu.Unlock()
@@ -275,6 +332,23 @@ func (g *Gateway) syncWatches() {
 		return
 	}
 	pools := g.table.Load().pools
+	if registry.ListsAllAtOnce(g.cfg.Source) {
+		if _, ok := g.watchers[""]; !ok {
+			ctx, cancel := context.WithCancel(g.watchCtx)
+			g.watchers[""] = cancel
+			g.watchWG.Go(func() { g.watchAll(ctx) })
+			return
+		}
+		// A service a route just named needs its view now, not at the
+		// registry's next change.
+		for _, p := range pools {
+			if !p.applied {
+				g.askResync()
+				return
+			}
+		}
+		return
+	}
 	for svc, stop := range g.watchers {
 		if _, ok := pools[svc]; !ok {
 			stop()
@@ -296,6 +370,159 @@ func (g *Gateway) watch(ctx context.Context, service string) {
 	for snap := range registry.Watch(ctx, g.cfg.Source, service, registry.WatchOptions{Log: g.log}) {
 		g.apply(service, snap)
 	}
+}
+
+func (g *Gateway) askResync() {
+	select {
+	case g.resync <- struct{}{}:
+	default:
+	}
+}
+
+// watchAll applies the registry's views of all services until ctx ends.
+// When routes name a service it has not applied, it reads the whole view
+// again at once rather than wait for the registry's next change.
+func (g *Gateway) watchAll(ctx context.Context) {
+	for ctx.Err() == nil {
+		wctx, cancel := context.WithCancel(ctx)
+		snaps := registry.Watch(wctx, g.cfg.Source, "", registry.WatchOptions{Log: g.log})
+	follow:
+		for {
+			select {
+			case snap, ok := <-snaps:
+				if !ok {
+					break follow
+				}
+				g.applyAll(snap)
+			case <-g.resync:
+				break follow
+			}
+		}
+		cancel()
+	}
+}
+
+// applyAll applies the view of all services to each routed service whose
+// UP instances or readiness differ from its pool; every other pool is
+// kept as it is and reports the view's index (see coverage). The warm-up
+// rule of apply holds per service.
+func (g *Gateway) applyAll(snap registry.Snapshot) {
+	g.applyMu.Lock()
+	defer g.applyMu.Unlock()
+	prev := g.table.Load()
+	views := make(map[string][]registry.Instance, len(prev.pools))
+	for _, inst := range snap.Instances {
+		if _, ok := prev.pools[inst.Service]; ok {
+			views[inst.Service] = append(views[inst.Service], inst)
+		}
+	}
+	changed := map[string]registry.Snapshot{}
+	kept := 0
+	for svc, p := range prev.pools {
+		switch {
+		case !snap.Ready && p.applied && p.ready:
+			kept++
+		case p.applied && p.ready == snap.Ready && sameUp(p, views[svc]):
+		default:
+			changed[svc] = registry.Snapshot{Index: snap.Index, Ready: snap.Ready, Instances: views[svc]}
+		}
+	}
+	if kept > 0 {
+		g.log.WithFields(logrus.Fields{"index": snap.Index, "services": kept}).
+			Info("registry is warming up; keeping the last routing table of the services it had until it is ready")
+	}
+	t := prev
+	if len(changed) > 0 {
+		t = withSnapshots(prev, changed)
+		g.table.Store(t)
+		g.logApplied(t, changed)
+		g.streams.changed(t.upIDs())
+	}
+	// Stored after the table: a reader that sees the older coverage with
+	// the newer table reports less than it could, never more.
+	c := &coverage{index: snap.Index, table: t, ready: snap.Ready}
+	if old := g.covered.Load(); !snap.Ready && old != nil {
+		c.lastReady = old.lastReady
+		if old.ready {
+			c.lastReady = old
+		}
+	}
+	g.covered.Store(c)
+	// Even when no pool changed, a routed service's index may have moved
+	// (an instance went from STARTING to OUT_OF_SERVICE), and the
+	// controller waits for gateways to report it.
+	select {
+	case g.changed <- struct{}{}:
+	default:
+	}
+}
+
+// logApplied says what a view of all services changed: each service when
+// a few did, a summary when many did (a start, a registry's warm-up).
+// A service left without UP instances is always named.
+func (g *Gateway) logApplied(t *Table, changed map[string]registry.Snapshot) {
+	const few = 10
+	empty := 0
+	for svc, snap := range changed {
+		up := t.pools[svc].Len()
+		entry := g.log.WithFields(logrus.Fields{"service": svc, "index": snap.Index, "up": up, "ready": snap.Ready})
+		switch {
+		case up == 0 && len(changed) <= few:
+			entry.Warn("routing table applied; service has no UP instance and answers 503")
+		case up == 0:
+			empty++
+		case len(changed) <= few:
+			entry.Info("routing table applied")
+		}
+	}
+	if len(changed) > few {
+		entry := g.log.WithFields(logrus.Fields{"services": len(changed), "without_up": empty})
+		if empty > 0 {
+			entry.Warn("routing table applied; services without an UP instance answer 503")
+		} else {
+			entry.Info("routing table applied")
+		}
+	}
+}
+
+// sameUp tells whether view, a service's instances in the registry's
+// order, has exactly p's endpoints as its UP instances.
+func sameUp(p *Pool, view []registry.Instance) bool {
+	n := 0
+	for i := range view {
+		if view[i].Status != registry.StatusUp {
+			continue
+		}
+		if n == len(p.eps) || p.eps[n].inst != view[i] {
+			return false
+		}
+		n++
+	}
+	return n == len(p.eps)
+}
+
+// withSnapshots is Table.with for many services in one copy of the
+// table, so that a view of all services costs one copy however many of
+// its services changed. (It belongs with Table.with in table.go.)
+func withSnapshots(t *Table, snaps map[string]registry.Snapshot) *Table {
+	if len(snaps) == 1 {
+		for svc, snap := range snaps {
+			return t.with(svc, snap)
+		}
+	}
+	nt := &Table{pools: maps.Clone(t.pools), routes: slices.Clone(t.routes)}
+	for svc, snap := range snaps {
+		prev := t.pools[svc]
+		np := newPool(svc, snap, true, prev)
+		if prev != nil {
+			np.m = prev.m
+		}
+		nt.pools[svc] = np
+	}
+	for i := range nt.routes {
+		nt.routes[i].pool = nt.pools[nt.routes[i].pool.service]
+	}
+	return nt
 }
 
 // apply makes snap service's view, unless it comes from a registry still

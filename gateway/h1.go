@@ -164,13 +164,35 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // roundTripFast is RoundTrip for a request that fastPath accepts.
 func (t *h1Transport) roundTripFast(req *http.Request) (*http.Response, error) {
-	ctx := req.Context()
+	return t.send(req.Context(), req.URL.Host, req, requestHead{req})
+}
+
+// headWriter writes the head of a request without a body.
+type headWriter interface {
+	writeHead(bw *bufio.Writer) error
+}
+
+// requestHead writes an *http.Request's head (writeRequest).
+type requestHead struct{ r *http.Request }
+
+func (h requestHead) writeHead(bw *bufio.Writer) error { return writeRequest(bw, h.r) }
+
+// send makes the round trip of a GET or HEAD without a body to host: req
+// gives the method and whether to close, head writes the request. The
+// gateway's HTTP/1.1 engine calls it with a head of its own making.
+func (t *h1Transport) send(ctx context.Context, host string, req *http.Request, head headWriter) (*http.Response, error) {
+	return t.sendRaw(ctx, host, req, head, nil)
+}
+
+// sendRaw is send that, when raw is not nil and the answer's head is one
+// rawResponse takes, fills raw instead of returning an *http.Response.
+func (t *h1Transport) sendRaw(ctx context.Context, host string, req *http.Request, head headWriter, raw *rawResponse) (*http.Response, error) {
 	for {
-		c, err := t.getConn(ctx, req.URL.Host)
+		c, err := t.getConn(ctx, host)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := t.roundTrip(ctx, c, req)
+		resp, err := t.roundTrip(ctx, c, req, head, raw)
 		if err == nil {
 			return resp, nil
 		}
@@ -193,11 +215,14 @@ func (e timeoutError) Error() string   { return string(e) }
 func (e timeoutError) Timeout() bool   { return true }
 func (e timeoutError) Temporary() bool { return true }
 
-func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Request) (*http.Response, error) {
+func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Request, head headWriter, raw *rawResponse) (*http.Response, error) {
 	c.read = 0
 	// A client that goes away aborts the backend exchange, as with
 	// http.Transport.
-	stop := context.AfterFunc(ctx, c.abort)
+	stop := notStopped
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, c.abort)
+	}
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		c.Close()
@@ -206,13 +231,20 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 		}
 		return nil, err
 	}
-	if err := writeRequest(c.bw, req); err != nil {
+	if err := head.writeHead(c.bw); err != nil {
 		return fail(err)
 	}
 	// As http.Transport's ResponseHeaderTimeout: the head must come in
 	// time. A read deadline, not a timer: nothing is allocated per request.
 	if t.headerTimeout > 0 {
 		_ = c.SetReadDeadline(time.Now().Add(t.headerTimeout))
+	}
+	if raw != nil && raw.peek(c, req.Method) {
+		if t.headerTimeout > 0 && int64(c.br.Buffered()) < int64(raw.headLen)+raw.body {
+			_ = c.SetReadDeadline(time.Time{})
+		}
+		raw.t, raw.c, raw.stop, raw.reuse = t, c, stop, raw.reuse && !req.Close
+		return nil, nil
 	}
 	var resp *http.Response
 	for {
@@ -229,7 +261,11 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 		// 1xx answers other than 101 come before the real one; the proxy
 		// forwards them through its trace hook, as with http.Transport.
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
-			if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
+			if raw != nil && raw.got1xx != nil {
+				if err := raw.got1xx(resp.StatusCode, resp.Header); err != nil {
+					return fail(err)
+				}
+			} else if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
 				if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
 					return fail(err)
 				}
@@ -257,6 +293,10 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 	resp.Body = &h1Body{rc: resp.Body, t: t, c: c, stop: stop, reuse: reuse, ctx: ctx}
 	return resp, nil
 }
+
+// notStopped stands for context.AfterFunc's stop on a context that never
+// ends (the engine's): there is nothing to stop, and nothing to allocate.
+func notStopped() bool { return true }
 
 // inBuffer reports whether the whole of resp's body is already in br, so
 // that reading it cannot touch the connection.

@@ -87,8 +87,14 @@ func (g *Gateway) Serve(ctx context.Context, ln, tln net.Listener) error {
 	serveErr := make(chan error, 2)
 	fields := logrus.Fields{"routes": g.cfg.Routes}
 	if ln != nil {
-		gl := guardListener(ln, g.cfg.HeadLimits, g.nonce)
-		go func() { serveErr <- srv.Serve(gl) }()
+		if g.engineOn() {
+			q := newConnQueue(ln.Addr())
+			go g.acceptEngine(ln, q)
+			go func() { serveErr <- srv.Serve(q) }()
+		} else {
+			gl := guardListener(ln, g.cfg.HeadLimits, g.nonce)
+			go func() { serveErr <- srv.Serve(gl) }()
+		}
 		fields["listen"] = ln.Addr().String()
 	}
 	if tln != nil {
@@ -108,7 +114,7 @@ func (g *Gateway) Serve(ctx context.Context, ln, tln net.Listener) error {
 		return fmt.Errorf("gateway: serve: %w", err)
 	case <-ctx.Done():
 	}
-	g.drain(srv, tln)
+	g.drain(srv, ln, tln)
 	return nil
 }
 
@@ -137,17 +143,22 @@ func (g *Gateway) newServer() *http.Server {
 // every HTTP/2 client, requests in flight finish, and streams are ended at
 // once (WebSocket 1001, the end of SSE, UNAVAILABLE for gRPC), all within
 // DrainTimeout; what is left then is closed.
-func (g *Gateway) drain(srv *http.Server, tln net.Listener) {
+func (g *Gateway) drain(srv *http.Server, ln, tln net.Listener) {
 	g.log.WithFields(logrus.Fields{"streams": g.streams.total(), "timeout": g.cfg.DrainTimeout}).
 		Info("gateway shutting down; draining requests in flight and ending streams")
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.DrainTimeout)
 	defer cancel()
-	if tln != nil {
-		_ = tln.Close()
+	for _, l := range []net.Listener{ln, tln} {
+		if l != nil {
+			_ = l.Close()
+		}
 	}
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(ctx) }()
+	engineDone := make(chan struct{})
+	go func() { g.engine.drain(ctx); close(engineDone) }()
 	g.streams.endAll(ctx)
+	<-engineDone
 	if err := <-shut; err != nil {
 		_ = srv.Close()
 		g.log.WithError(err).Warn("gateway drain timed out; closed the remaining connections")
@@ -222,12 +233,41 @@ func (g *Gateway) acceptTLS(ln net.Listener, cfg *tls.Config, q *connQueue) {
 			}
 			var out net.Conn = tc
 			if tc.ConnectionState().NegotiatedProtocol != "h2" {
-				out = guardConn(tc, g.cfg.HeadLimits, g.nonce)
+				gc := guardConn(tc, g.cfg.HeadLimits, g.nonce)
+				if g.engineOn() {
+					g.serveEngine(gc, q)
+					return
+				}
+				out = gc
 			}
 			if !q.put(out) {
 				_ = c.Close()
 			}
 		}()
+	}
+}
+
+// engineOn reports whether HTTP/1.1 clients are served by the engine.
+func (g *Gateway) engineOn() bool { return !g.cfg.NoEngine && !g.cfg.NoFastPath }
+
+// acceptEngine accepts connections on ln and serves each with the engine,
+// which hands the ones it does not serve to q.
+func (g *Gateway) acceptEngine(ln net.Listener, q *connQueue) {
+	defer q.Close()
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			g.log.WithError(err).Warn("accept failed; retrying")
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		go g.serveEngine(guardConn(c, g.cfg.HeadLimits, g.nonce), q)
 	}
 }
 

@@ -138,6 +138,9 @@ func newConnInfo(c net.Conn) *connInfo {
 	ci := &connInfo{remoteAddr: c.RemoteAddr().String()}
 	ci.peer = remoteIP(ci.remoteAddr)
 	ci.peerIP = ci.peer.String()
+	if h, ok := c.(*handedConn); ok {
+		c = h.guardedConn
+	}
 	switch c := c.(type) {
 	case *tls.Conn:
 		ci.tls = true

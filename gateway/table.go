@@ -117,30 +117,86 @@ func (t *Table) with(service string, snap registry.Snapshot) *Table {
 	return nt
 }
 
+// newPool builds service's pool from snap, carrying over prev's endpoints
+// of instances that did not change. A switch changes a few instances per
+// snapshot of thousands, so this is the gateway's cost per registry
+// change: registries list instances ordered by id (as both backends do),
+// and so are a pool's endpoints, so the old endpoints are found by walking
+// both lists together, without a map; a snapshot out of order falls back
+// to one. When the UP endpoints are the same, prev's list is shared.
 func newPool(service string, snap registry.Snapshot, applied bool, prev *Pool) *Pool {
 	p := &Pool{service: service, index: snap.Index, applied: applied, ready: applied && snap.Ready}
-	var old map[string]*Endpoint
-	if prev != nil && len(prev.eps) > 0 {
-		old = make(map[string]*Endpoint, len(prev.eps))
-		for _, e := range prev.eps {
-			old[e.inst.ID] = e
-		}
+	var old []*Endpoint
+	if prev != nil {
+		old = prev.eps
 	}
-	for _, inst := range snap.Instances {
+	var (
+		eps    []*Endpoint // nil while it equals old[:n]
+		n      int         // endpoints so far
+		j      int         // the walk's place in old
+		byID   map[string]*Endpoint
+		lastID string
+	)
+	for i := range snap.Instances {
+		inst := &snap.Instances[i]
 		if inst.Status != registry.StatusUp || inst.Service != service {
 			continue
 		}
-		e := old[inst.ID]
-		if e == nil || e.inst != inst {
-			ne := &Endpoint{inst: inst, hostPort: inst.HostPort(), h2c: inst.Protocol == registry.ProtocolH2C}
+		var e *Endpoint
+		switch {
+		case byID != nil:
+			e = byID[inst.ID]
+		case n > 0 && inst.ID <= lastID:
+			byID = make(map[string]*Endpoint, len(old))
+			for _, o := range old {
+				byID[o.inst.ID] = o
+			}
+			e = byID[inst.ID]
+		default:
+			for j < len(old) && old[j].inst.ID < inst.ID {
+				j++
+			}
+			if j < len(old) && old[j].inst.ID == inst.ID {
+				e = old[j]
+			}
+		}
+		lastID = inst.ID
+		if e == nil || e.inst != *inst {
+			ne := &Endpoint{inst: *inst, hostPort: inst.HostPort(), h2c: inst.Protocol == registry.ProtocolH2C}
 			if e != nil && e.hostPort == ne.hostPort {
 				ne.downUntil.Store(e.downUntil.Load())
 			}
 			e = ne
 		}
-		p.eps = append(p.eps, e)
+		if eps == nil && (n >= len(old) || old[n] != e) {
+			eps = make([]*Endpoint, n, n+upIn(snap.Instances[i:], service))
+			copy(eps, old[:n])
+		}
+		if eps != nil {
+			eps = append(eps, e)
+		}
+		n++
+	}
+	switch {
+	case eps != nil:
+		p.eps = eps
+	case n == len(old):
+		p.eps = old // the same endpoints; a Table's lists are never written
+	default:
+		p.eps = old[:n:n]
 	}
 	return p
+}
+
+// upIn counts the UP instances of service in insts.
+func upIn(insts []registry.Instance, service string) int {
+	n := 0
+	for i := range insts {
+		if insts[i].Status == registry.StatusUp && insts[i].Service == service {
+			n++
+		}
+	}
+	return n
 }
 
 // Lookup finds the pool of the first route that takes path on any host

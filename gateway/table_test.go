@@ -239,3 +239,65 @@ func TestTableWith(t *testing.T) {
 		}
 	})
 }
+
+// TestPoolCarriesEndpointsOver checks the rebuild of one service's pool,
+// the gateway's work per registry change: an unchanged instance keeps its
+// endpoint (and so its passive health and its place), whatever the order
+// the registry lists instances in.
+func TestPoolCarriesEndpointsOver(t *testing.T) {
+	up, out := registry.StatusUp, registry.StatusOutOfService
+	base := []registry.Instance{inst("a", "web", 1, up), inst("b", "web", 2, up), inst("c", "web", 3, out), inst("d", "web", 4, up)}
+	for _, tc := range []struct {
+		desc  string
+		next  []registry.Instance
+		want  string // the endpoints' ids
+		kept  string // the ids whose endpoint is carried over
+		share bool   // the whole endpoint list is the old one
+	}{
+		{desc: "an unchanged snapshot shares the old endpoint list", next: base, want: "[a b d]", kept: "[a b d]", share: true},
+		{desc: "an instance coming UP gets a new endpoint, the others are kept",
+			next: []registry.Instance{inst("a", "web", 1, up), inst("b", "web", 2, up), inst("c", "web", 3, up), inst("d", "web", 4, up)},
+			want: "[a b c d]", kept: "[a b d]"},
+		{desc: "an instance going OUT leaves, the others are kept",
+			next: []registry.Instance{inst("a", "web", 1, up), inst("b", "web", 2, out), inst("c", "web", 3, out), inst("d", "web", 4, up)},
+			want: "[a d]", kept: "[a d]"},
+		{desc: "the last instance leaving keeps a prefix of the old list",
+			next: []registry.Instance{inst("a", "web", 1, up), inst("b", "web", 2, up), inst("c", "web", 3, out), inst("d", "web", 4, out)},
+			want: "[a b]", kept: "[a b]"},
+		{desc: "an instance at a new address gets a new endpoint",
+			next: []registry.Instance{inst("a", "web", 1, up), inst("b", "web", 9, up), inst("c", "web", 3, out), inst("d", "web", 4, up)},
+			want: "[a b d]", kept: "[a d]"},
+		{desc: "a registry that does not list by id still finds the old endpoints",
+			next: []registry.Instance{inst("d", "web", 4, up), inst("b", "web", 2, up), inst("a", "web", 1, up)},
+			want: "[d b a]", kept: "[d b a]"},
+		{desc: "no UP instance is an empty pool", next: []registry.Instance{inst("a", "web", 1, out)}, want: "[]", kept: "[]"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			prev := newPool("web", snapOf(1, base...), true, nil)
+			p := newPool("web", snapOf(2, tc.next...), true, prev)
+			old := map[string]*Endpoint{}
+			for _, e := range prev.eps {
+				old[e.inst.ID] = e
+			}
+			got, kept := []string{}, []string{}
+			for _, e := range p.eps {
+				got = append(got, e.inst.ID)
+				if old[e.inst.ID] == e {
+					kept = append(kept, e.inst.ID)
+				}
+			}
+			if fmt.Sprint(got) != tc.want {
+				t.Errorf("endpoints = %v, want %s", got, tc.want)
+			}
+			if fmt.Sprint(kept) != tc.kept {
+				t.Errorf("carried over = %v, want %s", kept, tc.kept)
+			}
+			if shared := len(p.eps) > 0 && &p.eps[0] == &prev.eps[0] && len(p.eps) == len(prev.eps); shared != tc.share {
+				t.Errorf("list shared = %v, want %v", shared, tc.share)
+			}
+			if p.Index() != 2 {
+				t.Errorf("index = %d, want 2", p.Index())
+			}
+		})
+	}
+}

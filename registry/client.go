@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,15 +16,16 @@ import (
 
 // Client talks to the built-in registry server over HTTP.
 type Client struct {
-	base  string
-	token string
-	http  *http.Client
-	beats heartbeats
+	base   string
+	token  string
+	http   *http.Client
+	beats  heartbeats
+	stream leaseStream
 }
 
 // NewClient returns a client for the server at base, e.g.
 // http://127.0.0.1:8761, that signs writes with token.
-func NewClient(base, token string) *Client {
+func NewClient(base, token string, opts ...ClientOption) *Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 16
 	var key string
@@ -32,6 +34,10 @@ func NewClient(base, token string) *Client {
 	}
 	c := &Client{base: base, token: key, http: &http.Client{Transport: tr}}
 	c.beats.c = c
+	c.stream.init(c)
+	for _, o := range opts {
+		o(c)
+	}
 	return c
 }
 
@@ -103,9 +109,13 @@ func (c *Client) Register(ctx context.Context, inst Instance) error {
 	return err
 }
 
-// Heartbeat implements Backend. Heartbeats that callers send while
-// another is on the wire go out together in one request.
+// Heartbeat implements Backend. It renews the lease over the client's
+// heartbeat stream, or, while there is none, with a PUT; heartbeats that
+// callers send while another is on the wire go out together.
 func (c *Client) Heartbeat(ctx context.Context, id string) error {
+	if err := c.stream.beat(ctx, id); !errors.Is(err, errNoStream) {
+		return err
+	}
 	return c.beats.beat(ctx, id)
 }
 
@@ -162,6 +172,11 @@ func (c *Client) Instances(ctx context.Context, service string, waitIndex uint64
 	_, err := c.do(ctx, http.MethodGet, "/v1/instances?"+q.Encode(), nil, &snap)
 	return snap, err
 }
+
+// ListsAllAtOnce implements AllLister: the built-in registry answers the
+// view of all services from one index and one cached encoding, so one
+// watch of it follows any number of services.
+func (c *Client) ListsAllAtOnce() bool { return true }
 
 // ReportGateway implements Backend.
 func (c *Client) ReportGateway(ctx context.Context, r GatewayReport) error {

@@ -1,10 +1,12 @@
 package registry_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -35,7 +37,8 @@ type registryWithGate struct {
 func (g *registryWithGate) release() { g.once.Do(func() { close(g.gate) }) }
 
 // newRegistry serves a registry holding instances i0..i(n-1); with old it
-// answers the batch route as a registry that predates it does.
+// answers the batch route as a registry that predates it does. Its
+// clients heartbeat with PUT: these tests are of the batches.
 func newRegistry(t *testing.T, n int, old bool) *registryWithGate {
 	t.Helper()
 	log := logrus.New()
@@ -103,7 +106,7 @@ func beatAll(t *testing.T, g *registryWithGate, c *registry.Client, ids ...strin
 
 func TestHeartbeatsSentTogetherShareOneRequest(t *testing.T) {
 	g := newRegistry(t, 50, false)
-	c := registry.NewClient(g.url, secret)
+	c := registry.NewClient(g.url, secret, registry.WithoutHeartbeatStream())
 	var ids []string
 	for i := 1; i < 50; i++ {
 		ids = append(ids, fmt.Sprintf("i%d", i))
@@ -125,7 +128,7 @@ func TestHeartbeatsSentTogetherShareOneRequest(t *testing.T) {
 
 func TestHeartbeatsGoOneByOneToARegistryWithoutBatches(t *testing.T) {
 	g := newRegistry(t, 3, true)
-	c := registry.NewClient(g.url, secret)
+	c := registry.NewClient(g.url, secret, registry.WithoutHeartbeatStream())
 	for id, err := range beatAll(t, g, c, "i1", "i2", "gone") {
 		if want := id == "gone"; errors.Is(err, registry.ErrNotFound) != want || !want && err != nil {
 			t.Errorf("heartbeat of %s: %v", id, err)
@@ -148,7 +151,7 @@ func TestHeartbeatsGoOneByOneToARegistryWithoutBatches(t *testing.T) {
 
 func TestAQueuedHeartbeatEndsWithItsContext(t *testing.T) {
 	g := newRegistry(t, 2, false)
-	c := registry.NewClient(g.url, secret)
+	c := registry.NewClient(g.url, secret, registry.WithoutHeartbeatStream())
 	done := make(chan error, 1)
 	go func() { done <- c.Heartbeat(context.Background(), "i0") }()
 	testutil.Eventually(t, 5*time.Second, "the first heartbeat on the wire", func() bool { return g.singles.Load() == 1 })
@@ -165,7 +168,7 @@ func TestAQueuedHeartbeatEndsWithItsContext(t *testing.T) {
 
 func TestAnInstanceTokensHeartbeatsAreNeverBatched(t *testing.T) {
 	g := newRegistry(t, 2, false)
-	c := registry.NewClient(g.url, registry.InstanceToken(secret, "i0"))
+	c := registry.NewClient(g.url, registry.InstanceToken(secret, "i0"), registry.WithoutHeartbeatStream())
 	done := make(chan error, 1)
 	go func() { done <- c.Heartbeat(context.Background(), "i0") }()
 	testutil.Eventually(t, 5*time.Second, "the first heartbeat on the wire", func() bool { return g.singles.Load() == 1 })
@@ -177,5 +180,294 @@ func TestAnInstanceTokensHeartbeatsAreNeverBatched(t *testing.T) {
 	g.release()
 	if err := <-done; err != nil {
 		t.Errorf("instance i0's own heartbeat: %v", err)
+	}
+}
+
+// sniffingListener counts the heartbeat requests and stream upgrades a
+// server reads, and can break every connection it accepted.
+type sniffingListener struct {
+	net.Listener
+	puts, upgrades atomic.Int64
+	mu             sync.Mutex
+	conns          []net.Conn
+}
+
+func (l *sniffingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.conns = append(l.conns, c)
+	l.mu.Unlock()
+	return &sniffingConn{Conn: c, l: l}, nil
+}
+
+// breakAll closes every connection under the server, as a proxy or a
+// network that drops them does.
+func (l *sniffingListener) breakAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns {
+		_ = c.Close()
+	}
+	l.conns = nil
+}
+
+type sniffingConn struct {
+	net.Conn
+	l *sniffingListener
+}
+
+func (c *sniffingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.l.puts.Add(int64(bytes.Count(p[:n], []byte("/heartbeat HTTP/1.1"))))
+	c.l.upgrades.Add(int64(bytes.Count(p[:n], []byte("GET "+registry.HeartbeatStreamPath+" "))))
+	return n, err
+}
+
+// serveReal runs a real registry on loopback, its leases lasting ttl,
+// holding i0 and i1.
+func serveReal(t *testing.T, ttl time.Duration) (*server.Server, *sniffingListener, string) {
+	t.Helper()
+	log := logrus.New()
+	log.Out = io.Discard
+	srv, err := server.New(server.Config{Token: secret, LeaseTTL: ttl, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, err := srv.Store().Register(registry.Instance{ID: fmt.Sprintf("i%d", i), Service: "hello", Color: "blue", Address: "127.0.0.1", Port: 9, Status: registry.StatusUp}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &sniffingListener{Listener: inner}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.ServeListener(ctx, ln); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return srv, ln, "http://" + inner.Addr().String()
+}
+
+func live(srv *server.Server, id string) bool {
+	for _, in := range srv.Store().Instances(context.Background(), "", 0, 0).Instances {
+		if in.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// beatFor heartbeats id every period for d and fails on an error.
+func beatFor(t *testing.T, c *registry.Client, id string, period, d time.Duration) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(period) {
+		if err := c.Heartbeat(context.Background(), id); err != nil {
+			t.Fatalf("heartbeat of %s: %v", id, err)
+		}
+	}
+}
+
+func TestAClientRenewsItsLeaseOverItsStream(t *testing.T) {
+	const ttl = time.Second
+	srv, ln, url := serveReal(t, ttl)
+	c := registry.NewClient(url, secret)
+	if err := c.Heartbeat(context.Background(), "i0"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, "the stream to open", c.StreamOpen)
+	puts := ln.puts.Load()
+	const beats = 30
+	beatFor(t, c, "i0", 3*ttl/beats, 3*ttl)
+	// On a loaded machine a ping may go unanswered in time and a few
+	// heartbeats go out as PUTs until the stream is back; most must not.
+	if got := ln.puts.Load() - puts; got > beats/3 {
+		t.Errorf("%d of %d heartbeats were PUTs, want most over the stream", got, beats)
+	}
+	// The stream renewed i0 over three leases; i1, silent, lapsed as ever.
+	if !live(srv, "i0") || live(srv, "i1") {
+		t.Errorf("after 3 leases i0 live = %v (want true), i1 live = %v (want false)", live(srv, "i0"), live(srv, "i1"))
+	}
+}
+
+func TestABrokenStreamFallsBackToPUTAtOnceAndReconnects(t *testing.T) {
+	const ttl = time.Second
+	srv, ln, url := serveReal(t, ttl)
+	c := registry.NewClient(url, secret)
+	if err := c.Heartbeat(context.Background(), "i0"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, "the stream to open", c.StreamOpen)
+	beatFor(t, c, "i0", ttl/10, ttl/2)
+	for round := 2; round <= 3; round++ {
+		puts := ln.puts.Load()
+		ln.breakAll()
+		// The stream's loss is noticed, and the heartbeats go out as PUTs
+		// without a gap, until the stream is back after its backoff.
+		testutil.Eventually(t, 5*time.Second, "a PUT heartbeat after the stream broke", func() bool {
+			if err := c.Heartbeat(context.Background(), "i0"); err != nil {
+				t.Fatalf("heartbeat after the stream broke: %v", err)
+			}
+			time.Sleep(ttl / 10)
+			return ln.puts.Load() > puts
+		})
+		testutil.Eventually(t, 10*time.Second, "the stream to open again", func() bool {
+			if err := c.Heartbeat(context.Background(), "i0"); err != nil {
+				t.Fatalf("heartbeat while the stream reopens: %v", err)
+			}
+			time.Sleep(ttl / 10)
+			return ln.upgrades.Load() >= int64(round) && c.StreamOpen()
+		})
+		if !live(srv, "i0") {
+			t.Fatalf("i0's lease lapsed across a reconnect")
+		}
+	}
+}
+
+func TestAnInstancesStreamRenewsItsOwnLeaseOnly(t *testing.T) {
+	const ttl = 500 * time.Millisecond
+	srv, _, url := serveReal(t, ttl)
+	c := registry.NewClient(url, registry.InstanceToken(secret, "i0"))
+	if err := c.Heartbeat(context.Background(), "i0"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, "the stream to open", c.StreamOpen)
+	for range 3 * 10 {
+		if err := c.Heartbeat(context.Background(), "i1"); !errors.Is(err, registry.ErrUnauthorized) {
+			t.Fatalf("instance i0's token renewing i1: %v, want ErrUnauthorized", err)
+		}
+		if err := c.Heartbeat(context.Background(), "i0"); err != nil {
+			t.Fatalf("instance i0's own heartbeat: %v", err)
+		}
+		time.Sleep(ttl / 10)
+	}
+	if !live(srv, "i0") || live(srv, "i1") {
+		t.Errorf("i0 live = %v (want true), i1 live = %v (want false: only its own instance may renew it)", live(srv, "i0"), live(srv, "i1"))
+	}
+}
+
+func TestALeaseTheRegistryLostIsReportedOverTheStream(t *testing.T) {
+	srv, _, url := serveReal(t, time.Minute)
+	c := registry.NewClient(url, secret)
+	if err := c.Heartbeat(context.Background(), "i0"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, "the stream to open", c.StreamOpen)
+	if _, err := srv.Store().Deregister("i0"); err != nil {
+		t.Fatal(err)
+	}
+	// The registry names i0 back; a heartbeat soon answers ErrNotFound,
+	// which tells the SDK to register again.
+	testutil.Eventually(t, 5*time.Second, "a heartbeat to answer ErrNotFound", func() bool {
+		err := c.Heartbeat(context.Background(), "i0")
+		if err != nil && !errors.Is(err, registry.ErrNotFound) {
+			t.Fatalf("heartbeat of a lost lease: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+		return err != nil
+	})
+	if err := c.Register(context.Background(), registry.Instance{ID: "i0", Service: "hello", Color: "blue", Address: "127.0.0.1", Port: 9, Status: registry.StatusUp}); err != nil {
+		t.Fatal(err)
+	}
+	beatFor(t, c, "i0", 10*time.Millisecond, 200*time.Millisecond)
+	if !c.StreamOpen() {
+		t.Errorf("the stream closed over a lease the registry did not know")
+	}
+}
+
+func TestHeartbeatsFallBackToPUTWithoutAStream(t *testing.T) {
+	for _, tc := range []struct {
+		desc   string
+		answer func(w http.ResponseWriter)
+	}{
+		{desc: "a registry that predates streams answers 404", answer: func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"error":"Not Found"}`))
+		}},
+		{desc: "a proxy that dropped the Upgrade header gets 426", answer: func(w http.ResponseWriter) {
+			w.WriteHeader(http.StatusUpgradeRequired)
+		}},
+		{desc: "a proxy answers with a page of its own", answer: func(w http.ResponseWriter) {
+			_, _ = w.Write([]byte("<html>hello</html>"))
+		}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			log := logrus.New()
+			log.Out = io.Discard
+			srv, err := server.New(server.Config{Token: secret, LeaseTTL: time.Minute, Log: log})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := srv.Store().Register(registry.Instance{ID: "i0", Service: "hello", Color: "blue", Address: "127.0.0.1", Port: 9, Status: registry.StatusUp}); err != nil {
+				t.Fatal(err)
+			}
+			var upgrades, puts atomic.Int64
+			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == registry.HeartbeatStreamPath {
+					upgrades.Add(1)
+					tc.answer(w)
+					return
+				}
+				if strings.HasSuffix(r.URL.Path, "/heartbeat") {
+					puts.Add(1)
+				}
+				srv.Handler().ServeHTTP(w, r)
+			}))
+			t.Cleanup(ts.Close)
+			c := registry.NewClient(ts.URL, secret)
+			for i := range 20 {
+				if err := c.Heartbeat(context.Background(), "i0"); err != nil {
+					t.Fatalf("heartbeat %d: %v", i, err)
+				}
+				if i == 0 {
+					testutil.Eventually(t, 5*time.Second, "the upgrade to be tried", func() bool { return upgrades.Load() == 1 })
+				}
+			}
+			if p, u := puts.Load(), upgrades.Load(); p != 20 || u != 1 {
+				t.Errorf("%d PUT heartbeats and %d upgrades for 20 heartbeats, want 20 and 1", p, u)
+			}
+			if err := c.Heartbeat(context.Background(), "gone"); !errors.Is(err, registry.ErrNotFound) {
+				t.Errorf("heartbeat of an unknown instance: %v, want ErrNotFound", err)
+			}
+		})
+	}
+}
+
+func TestManyHeartbeatsAtOnceGoOutInFramesWithinTheLimit(t *testing.T) {
+	var ids []string
+	for i := range 1000 {
+		ids = append(ids, fmt.Sprintf("%d-%s", i, strings.Repeat("x", i%registry.MaxNameLen)))
+	}
+	ids = append(ids, strings.Repeat("y", registry.MaxNameLen))
+	for _, ping := range []bool{false, true} {
+		out := string(registry.FramesFor(ids, ping))
+		if !strings.HasSuffix(out, "\n") {
+			t.Fatalf("the frames do not end with a newline")
+		}
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		if strings.HasPrefix(lines[0], "?") != ping {
+			t.Errorf("ping %v, first frame %.20q", ping, lines[0])
+		}
+		var got []string
+		for i, l := range lines {
+			if len(l)+1 > registry.MaxHeartbeatFrame {
+				t.Fatalf("frame %d is %d bytes with its newline, over %d", i, len(l)+1, registry.MaxHeartbeatFrame)
+			}
+			if i > 0 && strings.HasPrefix(l, "?") {
+				t.Fatalf("frame %d pings too", i)
+			}
+			got = append(got, strings.Fields(strings.TrimPrefix(l, "?"))...)
+		}
+		if strings.Join(got, ",") != strings.Join(ids, ",") {
+			t.Fatalf("the frames carry %d ids, not the %d heartbeats", len(got), len(ids))
+		}
+	}
+	if out := string(registry.FramesFor([]string{"a"}, true)); out != "?a\n" {
+		t.Errorf("one heartbeat with a ping = %q, want %q", out, "?a\n")
 	}
 }

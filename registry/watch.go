@@ -14,6 +14,23 @@ type Lister interface {
 	Instances(ctx context.Context, service string, waitIndex uint64, wait time.Duration) (Snapshot, error)
 }
 
+// AllLister is a Lister that may say its view of all services (service
+// "") costs about what one service's does: one blocking query on one
+// index, however many services there are. A watcher of many services
+// then holds one Watch of that view instead of one per service, each of
+// which would hold a connection of its own.
+type AllLister interface {
+	Lister
+	ListsAllAtOnce() bool
+}
+
+// ListsAllAtOnce tells whether l's view of all services is one query
+// (see AllLister).
+func ListsAllAtOnce(l Lister) bool {
+	al, ok := l.(AllLister)
+	return ok && al.ListsAllAtOnce()
+}
+
 // WatchOptions tune Watch; the zero value is sensible.
 type WatchOptions struct {
 	Wait       time.Duration // blocking-query wait; default 30s

@@ -74,6 +74,10 @@ type Step struct {
 	Attempts int             `json:"attempts,omitempty"`
 	Error    string          `json:"error,omitempty"`
 	At       time.Time       `json:"at,omitzero"`
+	// Batch numbers the batch the step went out in, from 1 for the canary:
+	// the steps of one batch are instructed at once. 0 in records of
+	// controllers that instructed one instance at a time.
+	Batch int `json:"batch,omitempty"`
 }
 
 // Switch is the record the leader keeps in /switchyard/switch.

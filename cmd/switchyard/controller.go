@@ -33,6 +33,7 @@ func controllerCmd(c *common) *cobra.Command {
 	f.DurationVar(&cfg.SessionTimeout, "session-timeout", 10*time.Second, "ZooKeeper session timeout")
 	f.DurationVar(&cfg.HealthTimeout, "health-timeout", 5*time.Second, "how long an instance may take to pass its health check")
 	f.DurationVar(&cfg.GatewayTimeout, "gateway-timeout", 5*time.Second, "how long to wait for gateways to apply a change")
+	f.IntVar(&cfg.MaxBatch, "max-batch", controller.DefaultMaxBatch, "most instances a switch instructs at once, after its first one (a canary) alone; batches double up to it; 1 for one at a time")
 	f.DurationVar(&cfg.Resync, "resync", 2*time.Second, "reconcile at least this often")
 	f.BoolVar(&cfg.AllowLoopback, "allow-loopback", false, "accept instances on loopback addresses (a single-host deployment)")
 	f.DurationVar(&cfg.PreservationHold, "preservation-hold", 30*time.Second, "when over half of the instance nodes vanish at once, hold every status this long for them to return")

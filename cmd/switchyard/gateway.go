@@ -130,6 +130,7 @@ last good one keeps serving.`,
 	f.StringVar(&accessLog, "access-log", "stdout", "stdout, stderr, a file PATH (reopened on SIGHUP) or off")
 	f.StringVar(&accessFormat, "access-log-format", "json", "json or common")
 	f.BoolVar(&cfg.NoFastPath, "no-fast-path", false, "send every HTTP/1.1 request through net/http's transport (debugging)")
+	f.BoolVar(&cfg.NoEngine, "no-engine", false, "serve every HTTP/1.1 request with net/http's server instead of the gateway's own engine for GET and HEAD (comparison, debugging)")
 	f.IntVar(&accessRate, "access-log-rate", 0, "most access log lines per second, the rest dropped and counted (0 = no limit)")
 	return cmd
 }

@@ -10,7 +10,8 @@
  *   Decide                    controller/plan.go        decide()
  *   reconcile                 controller/reconcile.go   reconcile()
  *   runSwitch, bringUp,       controller/switch.go      runSwitch(), makePhase(),
- *   takeOut, the refusals                               breakPhase(), unserved()
+ *   takeOut, the refusals,                              breakPhase(), workerStep(),
+ *   batches, inParallel       controller/batch.go       unserved()
  *   maintain                  controller/reconcile.go   maintain()
  *   instruct, checkTarget     controller/instruct.go    instruct(), preempted()
  *   Plan, upCount,            controller/plan.go        the loops over member slots,
@@ -49,6 +50,17 @@
  * atomic step; so is the check of the target with the send of an
  * instruction (a write in between commutes with the send).
  *
+ * Batches (controller/batch.go). The make phase is a canary of one, then
+ * batches that double: with two instances per color that is one at a
+ * time (the canary, then the one left), as modelled. The break phase
+ * sends the OUTs of a batch at once (breakPhase: two workers, each on its
+ * own network slot, each retrying until its instruction lands or its
+ * instance leaves), with the last-UP guard read before the batch; a
+ * leader change leaves both on their way as late ones; the batch ends
+ * only when both workers have (BUG_BATCH_NO_JOIN gives way at once
+ * instead). The gateway waits after the canary and before the break
+ * phase only delay, as waitGateways does, and are not modelled.
+ *
  * Checked. Assertions (switch them off with NOCHECK_A, NOCHECK_C,
  * NOCHECK_D to show that the others still hold) and LTL claims (pan -a -f
  * -N name, with weak fairness):
@@ -83,8 +95,9 @@
  *  E1  An instruction is applied or lost before its sender gives up on it,
  *      and a deposed leader's instruction before the next leader starts
  *      its first pass (the session timeout separates two leaders, the
- *      HTTP client timeout bounds an instruction). FINDING_LATE_DELIVERY
- *      lifts it (LATE_NO_TIMEOUT: only for a deposed leader's).
+ *      HTTP client timeout bounds an instruction), for every instruction of
+ *      a batch. FINDING_LATE_DELIVERY lifts it (LATE_NO_TIMEOUT: only for a
+ *      deposed leader's).
  *  E2  An UP instance does not report DOWN or leave while the leader is in
  *      the middle of a pass or an instruction is on its way.
  *      FINDING_HEALTH_MIDSWITCH lifts it.
@@ -98,7 +111,7 @@
  * Mutations of the real algorithm, each expected to produce a
  * counterexample, which shows the checks can fail: BUG_COUNT_QUARANTINED,
  * BUG_BREAK_BEFORE_MAKE, BUG_NO_LAST_UP_GUARD, BUG_NO_EPOCH_CHECK,
- * BUG_TOGGLE, BUG_NO_RETRY.
+ * BUG_TOGGLE, BUG_NO_RETRY, BUG_BATCH_NO_JOIN.
  *
  * A replayed counterexample (spin -T -t) prints "TRAIL <event> <numbers>"
  * lines; model_test.go renders them in words.
@@ -203,9 +216,16 @@ byte applied[NI];           /* ghost: newest epoch this process applied */
 #endif
 byte maxApplied;            /* ghost: newest epoch applied anywhere */
 
-/* ---- network: slot 0 the leader's instruction, slot 1 a late one ---- */
+/* ---- network: slots 0 and 2 the leader's instructions (a batch of the
+ * break phase has two at once), 1 and 3 the same once late (their sender
+ * stopped waiting), 4 one its pass abandoned (BUG_BATCH_NO_JOIN only) ---- */
 typedef Msg { byte to; byte st; byte ep; byte state };
-Msg net[2];
+#define NS 5
+#define ORPHAN 4
+Msg net[NS];
+#define leaderSlot(s) ((s) == 0 || (s) == 2)
+#define freeSlot(s) net[s].to = 0; net[s].st = 0; net[s].ep = 0; net[s].state = M_FREE
+#define lateFree (net[1].state == M_FREE && net[3].state == M_FREE)
 
 /* ---- ghosts ---- */
 byte want = BLUE;           /* the last valid value written to /active_color */
@@ -224,7 +244,8 @@ byte writes, leaders, hflips, churn, plants, losses;
 #ifdef FINDING_HEALTH_MIDSWITCH
 #define upMayDrop true
 #else
-#define upMayDrop (!busy && net[0].state == M_FREE && net[1].state == M_FREE)
+#define upMayDrop (!busy && net[0].state == M_FREE && net[1].state == M_FREE && net[2].state == M_FREE && \
+                   net[3].state == M_FREE && net[4].state == M_FREE)
 #endif
 
 /* (b) convergence. The goal is /active_color, or while it holds a bad
@@ -257,8 +278,8 @@ inline pstate() {
 /* A message that fails: the leader's gets an error answer, a late one vanishes. */
 inline fail(s) {
 	if
-	:: s == 0 -> net[0].state = M_ERR
-	:: else -> net[1].state = M_FREE
+	:: leaderSlot(s) -> net[s].state = M_ERR
+	:: else -> freeSlot(s)
 	fi
 }
 
@@ -294,13 +315,13 @@ inline apply(s) {
 #endif
 		wasUp = 0;
 		if
-		:: s == 0 ->
+		:: leaderSlot(s) ->
 			if
-			:: net[0].state = M_OK
-			:: losses < MAXLOSS -> losses++; net[0].state = M_ERR;  /* answer lost */
+			:: net[s].state = M_OK
+			:: losses < MAXLOSS -> losses++; net[s].state = M_ERR;  /* answer lost */
 				printf("TRAIL lostanswer %d\n", j)
 			fi
-		:: else -> net[1].to = 0; net[1].st = 0; net[1].ep = 0; net[1].state = M_FREE
+		:: else -> freeSlot(s)
 		fi
 	fi
 }
@@ -341,15 +362,30 @@ end:
 	do
 	:: atomic { net[0].state == M_SENT -> deliver(0); j = 0 }
 	:: atomic { net[1].state == M_SENT -> deliver(1); j = 0 }
+	:: atomic { net[2].state == M_SENT -> deliver(2); j = 0 }
+	:: atomic { net[3].state == M_SENT -> deliver(3); j = 0 }
+#ifdef BUG_BATCH_NO_JOIN
+	:: atomic { net[4].state == M_SENT -> deliver(4); j = 0 }
+#endif
 #ifndef ATOMIC_HANDLER
 	:: atomic { net[0].state == M_ACCEPTED -> apply(0); j = 0 }
 	:: atomic { net[1].state == M_ACCEPTED -> apply(1); j = 0 }
+	:: atomic { net[2].state == M_ACCEPTED -> apply(2); j = 0 }
+	:: atomic { net[3].state == M_ACCEPTED -> apply(3); j = 0 }
+#ifdef BUG_BATCH_NO_JOIN
+	:: atomic { net[4].state == M_ACCEPTED -> apply(4); j = 0 }
+#endif
 #endif
 	:: atomic { losses < MAXLOSS && net[0].state == M_SENT -> losses++; net[0].state = M_ERR;
 	            printf("TRAIL lost %d\n", net[0].to) }
+	:: atomic { losses < MAXLOSS && net[2].state == M_SENT -> losses++; net[2].state = M_ERR;
+	            printf("TRAIL lost %d\n", net[2].to) }
 	:: atomic { losses < MAXLOSS && net[1].state == M_SENT -> losses++;
 	            printf("TRAIL lostlate %d\n", net[1].to);
-	            net[1].to = 0; net[1].st = 0; net[1].ep = 0; net[1].state = M_FREE }
+	            freeSlot(1) }
+	:: atomic { losses < MAXLOSS && net[3].state == M_SENT -> losses++;
+	            printf("TRAIL lostlate %d\n", net[3].to);
+	            freeSlot(3) }
 #ifdef FINDING_RECORD_LAG
 	:: atomic { pend -> recId = pId; recGoal = pGoal; recActive = pActive; recPhase = P_SWITCHING;
 	                    printf("TRAIL recorder\n");
@@ -377,15 +413,13 @@ inline leave(i) {
 		churn++; alive[i] = 0; healthy[i] = 0; status[i] = S_NONE;
 		forgetEpochs(i);
 		printf("TRAIL leave %d\n", i);
-		if
-		:: net[0].to == i && net[0].state == M_ACCEPTED -> net[0].state = M_ERR
-		:: else
-		fi;
-		if
-		:: net[1].to == i && net[1].state == M_ACCEPTED ->
-			net[1].to = 0; net[1].st = 0; net[1].ep = 0; net[1].state = M_FREE
-		:: else
-		fi
+		for (j : 0 .. NS - 1) {
+			if
+			:: net[j].to == i && net[j].state == M_ACCEPTED -> fail(j)
+			:: else
+			fi
+		}
+		j = 0
 	}
 }
 
@@ -420,6 +454,7 @@ inline recover(i) {
 }
 
 proctype Env() {
+	byte j;                     /* leave()'s loop */
 	do
 	:: atomic {
 		writes < MAXWRITES -> writes++; azx++;
@@ -437,16 +472,21 @@ proctype Env() {
 		printf("TRAIL write %d %d\n", acol, azx)
 	   }
 	/* Leadership moves: the old leader's session is gone and its pass
-	 * stops, but its instruction in flight goes on as a late one (at most
-	 * one). The new leader's epoch is higher; its watch has not fired. */
+	 * stops, but its instructions in flight (two in a batch) go on as late
+	 * ones. The new leader's epoch is higher; its watch has not fired. */
 	:: atomic {
-		leaders < MAXLEADERS && net[1].state == M_FREE -> leaders++; epoch++; armed = 0; busy = 0;
+		leaders < MAXLEADERS && lateFree -> leaders++; epoch++; armed = 0; busy = 0;
 		if
 		:: net[0].state == M_SENT || net[0].state == M_ACCEPTED ->
 			net[1].to = net[0].to; net[1].st = net[0].st; net[1].ep = net[0].ep; net[1].state = net[0].state
 		:: else
 		fi;
-		net[0].to = 0; net[0].st = 0; net[0].ep = 0; net[0].state = M_FREE;
+		if
+		:: net[2].state == M_SENT || net[2].state == M_ACCEPTED ->
+			net[3].to = net[2].to; net[3].st = net[2].st; net[3].ep = net[2].ep; net[3].state = net[2].state
+		:: else
+		fi;
+		freeSlot(0); freeSlot(2);
 #ifdef FINDING_RECORD_LAG
 		pend = 0; pId = 0; pGoal = 0; pActive = 0;
 #endif
@@ -692,26 +732,114 @@ inline makePhase() {
 	od
 }
 
-/* The break phase (takeOut): never the last UP instance. */
+/* The break phase (takeOut): the other color goes out in batches (of two
+ * here: the batch of MaxBatch covers every instance of a color), each OUT
+ * under the last-UP guard, read before the batch, its instructions sent
+ * at once, each retried by its own worker (slot 2w) until it lands or the
+ * instance leaves. The batch ends once every worker has: inParallel joins
+ * them, so no instruction of it is on its way when the pass moves on or
+ * gives way. */
+#define W_IDLE 0            /* not in the batch, or finished */
+#define W_READY 1           /* to check the target and send (again) */
+#define W_WAIT 2            /* sent; awaiting the answer */
+
+/* One step of batch worker w: onTarget then one signed PUT, as instruct()
+ * without a limit. (A macro, not an inline: it is a set of options.) */
+#define workerStep(w) \
+	:: atomic { bws[w] == W_READY && preempted(dtgt) -> \
+		bws[w] = W_IDLE; bres[w] = R_PREEMPTED; printf("TRAIL preempted %d\n", myEp) } \
+	:: atomic { bws[w] == W_READY && !preempted(dtgt) -> \
+		net[2*w].to = slotInst(bw[w]); net[2*w].st = S_OUT; net[2*w].ep = myEp; net[2*w].state = M_SENT; \
+		printf("TRAIL send %d %d %d %d\n", myEp, S_OUT, net[2*w].to, dtgt); \
+		if \
+		:: dtgt == want && fromGoal -> wantActed = 1 \
+		:: else \
+		fi; \
+		bws[w] = W_WAIT } \
+	:: atomic { bws[w] == W_WAIT && (net[2*w].state == M_OK || net[2*w].state == M_ERR) -> \
+		if \
+		:: net[2*w].state == M_OK || !slotNode(bw[w]) -> bws[w] = W_IDLE \
+		:: else -> bws[w] = W_READY \
+		fi; \
+		freeSlot(2*w) } \
+	workerTimeout(w)
+
+#if defined(FINDING_LATE_DELIVERY) && !defined(LATE_NO_TIMEOUT)
+/* the HTTP client times out; the instruction may still be applied later */
+#define workerTimeout(w) \
+	:: atomic { bws[w] == W_WAIT && (net[2*w].state == M_SENT || net[2*w].state == M_ACCEPTED) && \
+	            net[2*w+1].state == M_FREE -> \
+		net[2*w+1].to = net[2*w].to; net[2*w+1].st = net[2*w].st; net[2*w+1].ep = net[2*w].ep; \
+		net[2*w+1].state = net[2*w].state; \
+		freeSlot(2*w); \
+		printf("TRAIL timeout %d %d\n", myEp, net[2*w+1].to); \
+		if \
+		:: !slotNode(bw[w]) -> bws[w] = W_IDLE \
+		:: else -> bws[w] = W_READY \
+		fi }
+#else
+#define workerTimeout(w)
+#endif
+
 inline breakPhase() {
 	do
 	:: k < NM ->
-		if
+		/* the next batch: the next two members to take out, from k on */
+		atomic {
+			do
+			:: k < NM && bws[1] == W_IDLE ->
+				if
 #ifdef BUG_NO_LAST_UP_GUARD
-		:: mem[k] && slotCol(k) != dtgt && mst[k] != S_OUT ->
+				:: mem[k] && slotCol(k) != dtgt && mst[k] != S_OUT ->
 #else
-		:: mem[k] && slotCol(k) != dtgt && mst[k] != S_OUT && tUp > 0 ->
+				:: mem[k] && slotCol(k) != dtgt && mst[k] != S_OUT && tUp > 0 ->
 #endif
-			instruct(dtgt, k, S_OUT, 0);
+					if
+					:: bws[0] == W_IDLE -> bw[0] = k; bws[0] = W_READY
+					:: else -> bw[1] = k; bws[1] = W_READY
+					fi
+				:: else -> forget(k)
+				fi;
+				k++
+			:: else -> break
+			od
+		}
+		do
+		workerStep(0)
+		workerStep(1)
+#ifdef BUG_BATCH_NO_JOIN
+		/* the batch gives way as soon as one worker is preempted: the other's
+		 * instruction goes on, and nobody waits for it */
+		:: atomic { (bres[0] == R_PREEMPTED || bres[1] == R_PREEMPTED) && net[ORPHAN].state == M_FREE ->
+			for (j : 0 .. 1) {
+				if
+				:: bws[j] == W_WAIT && (net[2*j].state == M_SENT || net[2*j].state == M_ACCEPTED) ->
+					net[ORPHAN].to = net[2*j].to; net[ORPHAN].st = net[2*j].st; net[ORPHAN].ep = net[2*j].ep;
+					net[ORPHAN].state = net[2*j].state;
+					printf("TRAIL orphan %d\n", net[ORPHAN].to)
+				:: else
+				fi;
+				if
+				:: bws[j] == W_WAIT -> freeSlot(2*j)
+				:: else
+				fi;
+				bws[j] = W_IDLE
+			}
+			j = 0 }
+#endif
+		:: atomic { bws[0] == W_IDLE && bws[1] == W_IDLE ->
 			if
-			:: res == R_PREEMPTED -> goto endpass
+			:: bres[0] == R_PREEMPTED || bres[1] == R_PREEMPTED -> res = R_PREEMPTED
 			:: else
 			fi;
-			res = 0
+			/* with one in the batch, bw[1] is slot 0, behind k: forgotten already */
+			forget(bw[0]); forget(bw[1]); bw[0] = 0; bw[1] = 0; bres[0] = 0; bres[1] = 0 };
+			break
+		od;
+		if
+		:: res == R_PREEMPTED -> goto endpass
 		:: else
-		fi;
-		forget(k);
-		k++
+		fi
 	:: else -> k = 0; break
 	od
 }
@@ -807,7 +935,7 @@ inline runSwitch() {
 inline reconcile() {
 	atomic {
 #ifndef FINDING_LATE_DELIVERY
-		net[1].state == M_FREE;     /* E1 */
+		lateFree;                   /* E1 */
 #endif
 		oAsked = acol; oZx = azx; observeRecord();
 		decide();
@@ -878,7 +1006,8 @@ endpass:
 		act = 0; dtgt = 0; fromGoal = 1; did = 0; mode = 0; mt = 0; res = 0; tUp = 0; pj = 0;
 		oAsked = 0; oZx = 0; oId = 0; oGoal = 0; oActive = 0; oPhase = 0;
 		for (k : 0 .. NM - 1) { mem[k] = 0; mst[k] = 0; hset[k] = 0 }
-		k = 0
+		k = 0;
+		bw[0] = 0; bw[1] = 0; bws[0] = 0; bws[1] = 0; bres[0] = 0; bres[1] = 0
 	}
 }
 
@@ -895,6 +1024,10 @@ proctype Controller() {
 	bit mem[NM];
 	byte mst[NM];
 	bit hset[NM];
+	byte bw[2], bws[2], bres[2];  /* the break phase's batch: member slot, state, result of each worker */
+#ifdef BUG_BATCH_NO_JOIN
+	byte j;
+#endif
 #ifdef BUG_TOGGLE
 	bit first = 1;
 #endif
@@ -911,6 +1044,7 @@ end:
 		oAsked = 0; oZx = 0; oId = 0; oGoal = 0; oActive = 0; oPhase = 0;
 		for (k : 0 .. NM - 1) { mem[k] = 0; mst[k] = 0; hset[k] = 0 }
 		k = 0;
+		bw[0] = 0; bw[1] = 0; bws[0] = 0; bws[1] = 0; bres[0] = 0; bres[1] = 0;
 #ifdef BUG_TOGGLE
 		first = 1;
 #endif

@@ -32,7 +32,7 @@ import (
 )
 
 // AllSections are the parts Options.Only may name, in the order they run.
-var AllSections = []string{"gobench", "throughput", "tls", "propagation", "consul", "seed", "scale", "leases"}
+var AllSections = []string{"gobench", "throughput", "tls", "propagation", "consul", "seed", "scale", "leases", "routes", "fleet"}
 
 // The settings every load shares; BENCHMARKS.md describes them.
 const (
@@ -51,6 +51,14 @@ type Options struct {
 	ScaleSizes []int         // total instances (half blue, half green) of the scale switches
 	Leases     int           // heartbeating leases the registry holds
 	LeaseRun   time.Duration // how long they heartbeat while measured
+	// ConsulSizes are the instances per color of the Consul propagation
+	// runs.
+	ConsulSizes []int
+	// FleetSizes are the fleet section's sizes, each switched behind
+	// FleetGateways gateways.
+	FleetSizes    []FleetSize
+	FleetGateways int
+	FleetLimit    time.Duration // how long a fleet switch may take before it is reported unfinished
 }
 
 type bencher struct {
@@ -113,6 +121,8 @@ func Run(ctx context.Context, o Options) error {
 		{"seed nginx blue/green", b.wants("seed"), b.seed},
 		{"scale", b.wants("scale"), b.scale},
 		{"registry leases", b.wants("leases"), b.leases},
+		{"gateway memory per route", b.wants("routes"), b.routes},
+		{"fleet", b.wants("fleet"), b.fleet},
 	} {
 		if s.want {
 			b.section(s.name, func() error { return s.run(ctx) })

@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,7 +46,11 @@ type PerRequestOptions struct {
 	Runs     int      // callgrind: how many times N and 2N are measured, for the mean
 	Warmup   int      // requests before anything is measured
 	Conns    int      // h2load's keep-alive connections
-	Targets  []string // "gateway", "nginx"
+	Targets  []string // "gateway", "nginx", "caddy"
+	Proto    string   // what clients speak: h1 (default), https (HTTP/1.1 over TLS), h2 (over TLS) or h2c
+	Streams  int      // h2 and h2c: streams in flight per connection (h2load -m)
+	Caddy    string   // the Caddy binary, for the caddy target
+	cert     certFiles
 	Mode     string   // "callgrind", "strace" or "pprof" (the gateway only)
 	Env      []string // more environment for the gateway (GOMAXPROCS=1, GOGC=…)
 	Args     []string // more flags for the gateway (a later --access-log wins)
@@ -133,6 +138,17 @@ func PerRequest(ctx context.Context, o PerRequestOptions) error {
 		}
 	}
 
+	switch o.Proto {
+	case "":
+		o.Proto = "h1"
+	case "h1", "h2c":
+	case "https", "h2":
+		if o.cert, err = writeCert(o.Dir, "127.0.0.1"); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("unknown protocol %q (want h1, https, h2 or h2c)", o.Proto)
+	}
 	tw := tabwriter.NewWriter(o.Out, 0, 0, 2, ' ', 0)
 	defer tw.Flush()
 	perReq := map[string]float64{}
@@ -143,17 +159,23 @@ func PerRequest(ctx context.Context, o PerRequestOptions) error {
 			err = o.pprofGateway(ctx, registry.NewClient("http://"+regAddr, token), tw)
 		case o.Mode == "pprof":
 			err = errors.New("pprof profiles only the gateway")
-		case t == "gateway" || t == "nginx":
+		case o.Mode == "tail":
+			if t == o.Targets[0] {
+				err = o.tail(ctx, env, backends, tw)
+			}
+		case t == "gateway" || t == "nginx" || t == "caddy":
 			perReq[t], err = o.measureProc(ctx, t, env, backends, tw)
 		default:
-			err = fmt.Errorf("unknown target %q (want gateway or nginx)", t)
+			err = fmt.Errorf("unknown target %q (want gateway, nginx or caddy)", t)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", t, err)
 		}
 	}
-	if g, n := perReq["gateway"], perReq["nginx"]; g > 0 && n > 0 {
-		fmt.Fprintf(tw, "gateway/nginx	%s per request	%.2f×\t\n", o.Mode, g/n)
+	for _, peer := range []string{"nginx", "caddy"} {
+		if g, n := perReq["gateway"], perReq[peer]; g > 0 && n > 0 {
+			fmt.Fprintf(tw, "gateway/%s\t%s per request, %s\t%.2f×\t\n", peer, o.Mode, o.Proto, g/n)
+		}
 	}
 	return nil
 }
@@ -161,24 +183,63 @@ func PerRequest(ctx context.Context, o PerRequestOptions) error {
 // startTarget starts target (the switchyard gateway or nginx) on addr,
 // under wrap (valgrind's argv, or none), and waits until it answers with a
 // backend.
-func (o PerRequestOptions) startTarget(ctx context.Context, target, addr string, env, backends, wrap []string) (*proc, error) {
-	dir := filepath.Join(o.Dir, target)
+func (o PerRequestOptions) startTarget(ctx context.Context, target, addr string, env, backends, wrap []string, sub string) (*proc, error) {
+	dir := filepath.Join(o.Dir, sub)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	var argv []string
+	listen := addr // where the process accepts the measured connections
+	tlsOn := o.Proto == "https" || o.Proto == "h2"
 	switch target {
 	case "gateway":
 		// As `switchyard gateway` runs by default, JSON access log on, but
 		// into a file, as nginx's.
-		argv = []string{o.Bin, "gateway", "--listen", addr, "--admin", "", "--route", "/=hello",
+		argv = []string{o.Bin, "gateway", "--admin", "", "--route", "/=hello",
 			"--access-log", filepath.Join(dir, "access.log")}
+		if tlsOn {
+			plain, err := freeAddr()
+			if err != nil {
+				return nil, err
+			}
+			argv = append(argv, "--listen", plain, "--tls-listen", addr, "--tls-cert", o.cert.Cert, "--tls-key", o.cert.Key)
+		} else {
+			argv = append(argv, "--listen", addr)
+		}
 		argv = append(argv, o.Args...)
-		// Callgrind (3.19) trips an assertion on the signal of Go's
-		// asynchronous preemption.
-		env = slices.Concat(env, []string{"GODEBUG=asyncpreemptoff=1"}, o.Env)
+		env = slices.Concat(env, o.Env)
+		if len(wrap) > 0 {
+			// Callgrind (3.19) trips an assertion on the signal of Go's
+			// asynchronous preemption.
+			env = append(env, "GODEBUG=asyncpreemptoff=1")
+		}
+	case "caddy":
+		if o.Caddy == "" {
+			return nil, errors.New("no Caddy binary (-caddy)")
+		}
+		// As the gateway's and nginx's, its access log is on, into a file.
+		site := caddySite("http://"+addr, backends, "bind 127.0.0.1", "log {\n\t\toutput file "+filepath.Join(dir, "access.log")+"\n\t}")
+		if tlsOn {
+			site = caddySite("https://"+addr, backends, "bind 127.0.0.1", "tls "+o.cert.Cert+" "+o.cert.Key, "log {\n\t\toutput file "+filepath.Join(dir, "access.log")+"\n\t}")
+		}
+		cfg, err := caddyConfig(dir, "\tservers {\n\t\tprotocols h1 h2 h2c\n\t}\n", site)
+		if err != nil {
+			return nil, err
+		}
+		argv = []string{o.Caddy, "run", "--config", cfg, "--adapter", "caddyfile"}
+		env = slices.Concat(env, caddyEnv(dir))
+		if len(wrap) > 0 {
+			env = append(env, "GODEBUG=asyncpreemptoff=1")
+		}
 	case "nginx":
-		conf := nginxOneProcessConf(dir, nginxKeepaliveServer(backends, "listen "+addr))
+		listenDirective := map[string]string{"h1": "listen " + addr, "https": "listen " + addr + " ssl", "h2": "listen " + addr + " ssl http2", "h2c": "listen " + addr + " http2"}[o.Proto]
+		directives := []string{listenDirective}
+		if tlsOn {
+			directives = append(directives, "ssl_certificate "+o.cert.Cert, "ssl_certificate_key "+o.cert.Key, "ssl_protocols TLSv1.2 TLSv1.3",
+				"ssl_prefer_server_ciphers on", "ssl_conf_command Ciphersuites "+tls13Suites)
+		}
+		directives = append(directives, "keepalive_requests "+strconv.Itoa(nginxKeepaliveRequests))
+		conf := nginxOneProcessConf(dir, nginxKeepaliveServer(backends, directives...))
 		if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
 			return nil, err
 		}
@@ -187,12 +248,13 @@ func (o PerRequestOptions) startTarget(ctx context.Context, target, addr string,
 			return nil, fmt.Errorf("nginx -t: %w: %s", err, out)
 		}
 	}
-	p, err := startProc(ctx, dir, target, addr, env, append(wrap, argv...)...)
+	p, err := startProc(ctx, dir, target, listen, env, append(wrap, argv...)...)
 	if err != nil {
 		return nil, err
 	}
+	hc := protoClient(o.cert.Pool, map[string]string{"h1": "http/1.1", "https": "http/1.1", "h2": "h2", "h2c": "h2c"}[o.Proto])
 	err = retry.Until(ctx, 2*time.Minute, func() (bool, error) {
-		resp, err := http.Get("http://" + addr + "/")
+		resp, err := hc.Get(o.url(addr))
 		if err != nil {
 			return false, nil
 		}
@@ -236,7 +298,7 @@ func (o PerRequestOptions) load(ctx context.Context, addr string, n int) (time.D
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
 	start := time.Now()
-	out, err := exec.CommandContext(ctx, "h2load", "--h1", "-t1", "-c"+strconv.Itoa(o.Conns), "-n"+strconv.Itoa(n), "http://"+addr+"/").CombinedOutput()
+	out, err := exec.CommandContext(ctx, "h2load", o.h2loadArgs(addr, n)...).CombinedOutput()
 	took := time.Since(start)
 	if err != nil {
 		return took, fmt.Errorf("h2load: %w: %s", err, out)
@@ -246,6 +308,27 @@ func (o PerRequestOptions) load(ctx context.Context, addr string, n int) (time.D
 		return took, fmt.Errorf("h2load: not every request was answered 2xx:\n%s", out)
 	}
 	return took, nil
+}
+
+// url is where clients of o.Proto reach a proxy listening on addr.
+func (o PerRequestOptions) url(addr string) string {
+	if o.Proto == "https" || o.Proto == "h2" {
+		return "https://" + addr + "/"
+	}
+	return "http://" + addr + "/"
+}
+
+// h2loadArgs sends n requests to addr in o.Proto: --h1 for HTTP/1.1 (in
+// clear or over TLS), else HTTP/2 (ALPN h2 over TLS, or h2c with prior
+// knowledge) with o.Streams streams in flight per connection.
+func (o PerRequestOptions) h2loadArgs(addr string, n int, extra ...string) []string {
+	args := []string{"-t1", "-c" + strconv.Itoa(o.Conns), "-n" + strconv.Itoa(n)}
+	if o.Proto == "h1" || o.Proto == "https" || o.Proto == "" {
+		args = append(args, "--h1")
+	} else {
+		args = append(args, "-m"+strconv.Itoa(max(o.Streams, 1)))
+	}
+	return append(append(args, extra...), o.url(addr))
 }
 
 // measureProc measures a proxy process: callgrind's instruction count or
@@ -260,7 +343,7 @@ func (o PerRequestOptions) measureProc(ctx context.Context, target string, env, 
 	if o.Mode == "callgrind" {
 		wrap = []string{"valgrind", "--tool=callgrind", "--callgrind-out-file=" + filepath.Join(dir, "callgrind.out")}
 	}
-	p, err := o.startTarget(ctx, target, addr, env, backends, wrap)
+	p, err := o.startTarget(ctx, target, addr, env, backends, wrap, target)
 	if err != nil {
 		return 0, err
 	}
@@ -513,6 +596,28 @@ func (o PerRequestOptions) pprofGateway(ctx context.Context, src gateway.Source,
 	fmt.Fprintf(tw, "gateway\tin-process: mallocs/request, bytes/request, µs wall/request\t%.1f, %.0f, %.1f\t\n",
 		float64(after.Mallocs-before.Mallocs)/float64(o.Requests), float64(after.TotalAlloc-before.TotalAlloc)/float64(o.Requests),
 		float64(took.Microseconds())/float64(o.Requests))
+
+	// A runtime/trace of a quarter as many requests: the scheduler's view.
+	tracePath := filepath.Join(dir, "trace.out")
+	tf, err := os.Create(tracePath)
+	if err != nil {
+		return err
+	}
+	defer tf.Close()
+	if err := trace.Start(tf); err != nil {
+		return err
+	}
+	_, err = o.load(ctx, addr, max(o.Requests/4, 1))
+	trace.Stop()
+	if err != nil {
+		return err
+	}
+	if _, err := tf.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if err := traceSummary(bufio.NewReader(tf), tw); err != nil {
+		return fmt.Errorf("read %s: %w", tracePath, err)
+	}
 
 	runtime.MemProfileRate = 1
 	defer func() { runtime.MemProfileRate = 512 * 1024 }()

@@ -6,6 +6,8 @@
 #   deployments/bench/callgrind.sh                 # instructions/request, gateway and nginx
 #   deployments/bench/callgrind.sh -mode strace    # syscalls/request
 #   deployments/bench/callgrind.sh -mode pprof -targets gateway -n 100000
+#   deployments/bench/callgrind.sh -proto h2 -targets gateway,nginx,caddy
+#   deployments/bench/callgrind.sh -mode tail     # where the latency tail comes from
 #
 # Flags go to deployments/bench/callgrind (-n, -c, -warmup, -targets, -dir).
 set -euo pipefail
@@ -16,4 +18,6 @@ for tool in valgrind:valgrind h2load:nghttp2-client nginx:nginx strace:strace; d
 done
 make build >/dev/null
 go build -o bin/per-request-bench ./deployments/bench/callgrind
-exec bin/per-request-bench -bin bin/switchyard "$@"
+# Caddy, built once from its Go module and cached, is the last line.
+caddy=$(bash deployments/install/bench-deps.sh | tail -n 1)
+exec bin/per-request-bench -bin bin/switchyard -caddy "$caddy" "$@"

@@ -22,8 +22,11 @@ type Report struct {
 	TableBuild           []GoBench
 	Throughput           *Throughput
 	Switches             []*SwitchRow // the registry backends', then the seed's
+	ConsulSizes          []*SizeRow   // propagation with Consul by instances per color
 	Scale                []*ScaleRow
 	Leases               *LeaseResult
+	Routes               []*RouteRow // the gateway's memory at each route count
+	Fleet                []*FleetRow // many services behind many gateways, simulated instances
 	TLS                  *TLS
 	Memory               []MemRow
 	Notes                []string // sections, or parts of them, that did not complete
@@ -68,6 +71,10 @@ type ScaleRow struct {
 	Costs                  StepCosts
 	CPU                    map[string]time.Duration // each process's CPU time during the first switch, over Wall
 	Wall                   time.Duration
+	// Requests through the gateway across the switches, and those that
+	// failed (FailKinds says how).
+	Requests, Failed int
+	FailKinds        string
 }
 
 // StepCosts are the parts of a switch step, each timed on its own right
@@ -86,6 +93,32 @@ type LeaseResult struct {
 	CPU                 time.Duration // the registry's CPU time in the window
 	Heartbeats, Errors  int64
 	Mem                 Mem
+	// Way is how the instances heartbeat; Others are the same leases
+	// heartbeating in the other ways, each on a registry of its own.
+	Way    string
+	Others []*LeaseResult
+	// Streams is how many heartbeat streams the registry held at the end.
+	Streams int
+}
+
+// leaseGoal is the registry's CPU, in percent of one core, that 10,000
+// leases at a 1 s heartbeat may cost.
+const leaseGoal = 15.0
+
+// Driven reports whether the bench sent nearly every heartbeat due: on a
+// loaded machine its own clients may not keep up, and a registry that
+// got fewer heartbeats spent less.
+func (l *LeaseResult) Driven() bool {
+	return l.Rate() >= 0.95*float64(l.Leases)/l.Interval.Seconds()
+}
+
+// ShareAtFull is Share scaled to every heartbeat due, an estimate where
+// the bench did not drive them all.
+func (l *LeaseResult) ShareAtFull() float64 {
+	if l.Heartbeats == 0 {
+		return 0
+	}
+	return l.Share() * float64(l.Leases) / l.Interval.Seconds() / l.Rate()
 }
 
 // MemRow is one memory reading.
@@ -198,6 +231,16 @@ func (t *Target) P99() time.Duration {
 func (t *Target) CPUPerRequest() time.Duration {
 	return time.Duration(t.mean(func(w LoadResult) float64 { return float64(w.CPUPerRequest) }))
 }
+
+// CPUPer100k is the target's CPU seconds per 100,000 requests, "—" when
+// its process is not known.
+func (t *Target) CPUPer100k() string {
+	if d := t.CPUPerRequest(); d > 0 {
+		return fmt.Sprintf("%.2f s", (d * 100_000).Seconds())
+	}
+	return "—"
+}
+
 func (t *Target) Errors() (n int64) {
 	for _, w := range t.Runs {
 		n += w.Errors
@@ -235,6 +278,7 @@ func (t *Throughput) VsDirect(tg *Target) string {
 type Versus struct {
 	Proxy         string
 	RPS, P50, P99 float64
+	CPU           float64 // CPU per request, gateway over proxy; 0 when unknown
 }
 
 // Versus compares the gateway with each proxy.
@@ -243,7 +287,11 @@ func (t *Throughput) Versus() []Versus {
 	gw := t.get(TargetGateway)
 	for _, name := range []string{TargetNginx, TargetCaddy} {
 		if o := t.get(name); gw != nil && o != nil {
-			out = append(out, Versus{name, gw.MeanRPS() / o.MeanRPS(), float64(gw.P50()) / float64(o.P50()), float64(gw.P99()) / float64(o.P99())})
+			v := Versus{Proxy: name, RPS: gw.MeanRPS() / o.MeanRPS(), P50: float64(gw.P50()) / float64(o.P50()), P99: float64(gw.P99()) / float64(o.P99())}
+			if g, p := gw.CPUPerRequest(), o.CPUPerRequest(); g > 0 && p > 0 {
+				v.CPU = float64(g) / float64(p)
+			}
+			out = append(out, v)
 		}
 	}
 	return out
@@ -260,7 +308,7 @@ func (s *ScaleRow) PerInstance() time.Duration { return s.Duration() / time.Dura
 // CPUNote tells where the CPU went during a switch long enough for the
 // samples to tell.
 func (s *ScaleRow) CPUNote(cpus int) string {
-	if s.Wall < time.Second || len(s.CPU) == 0 {
+	if s.Wall < 500*time.Millisecond || len(s.CPU) == 0 {
 		return ""
 	}
 	names := slices.SortedFunc(maps.Keys(s.CPU), func(a, b string) int { return cmp.Compare(s.CPU[b], s.CPU[a]) })
@@ -298,6 +346,9 @@ func (r *Report) Goals() []Goal {
 			ratio := gw.MeanRPS() / ng.MeanRPS()
 			gs = append(gs, Goal{"gateway throughput ≥ 1.0× nginx", fmt.Sprintf("%.2f×", ratio), met(ratio >= 1)},
 				Goal{"gateway p99 ≤ nginx p99", ms(gw.P99()) + " vs " + ms(ng.P99()), met(gw.P99() <= ng.P99())})
+			if g, n := gw.CPUPerRequest(), ng.CPUPerRequest(); g > 0 && n > 0 {
+				gs = append(gs, Goal{"gateway CPU per request ≤ nginx's (a win by using more cores is no win)", fmt.Sprintf("%s vs %s per 100k requests (%.2f×)", gw.CPUPer100k(), ng.CPUPer100k(), float64(g)/float64(n)), met(g <= n)})
+			}
 		}
 	}
 	for _, s := range r.Switches {
@@ -308,15 +359,22 @@ func (r *Report) Goals() []Goal {
 				Goal{"0 failed requests across every flip (" + s.Name + ")", fmt.Sprintf("%d of %d", s.Failed, s.Requests), met(s.Failed == 0)})
 		}
 	}
+	gs = append(gs, r.sizeGoals()...)
 	var growth []string
 	for _, row := range r.Scale {
 		if row.Instances == 1000 {
-			gs = append(gs, Goal{"1,000-instance switch ≤ 5 s", ms(row.Duration()), met(row.Duration() <= 5*time.Second)})
+			gs = append(gs, Goal{"1,000-instance switch ≤ 1 s", ms(row.Duration()), met(row.Duration() <= time.Second)},
+				Goal{"0 failed requests during the 1,000-instance switch", fmt.Sprintf("%d of %d", row.Failed, row.Requests), met(row.Failed == 0 && row.Requests > 0)})
 		}
 		growth = append(growth, fmt.Sprintf("%s per instance at %d", ms(row.PerInstance()), row.Instances))
 	}
 	if len(growth) > 0 {
 		gs = append(gs, Goal{"linear growth", strings.Join(growth, ", "), ""})
+	}
+	for _, row := range r.Routes {
+		if row.Routes == 1000 && row.Registry == "built-in" {
+			gs = append(gs, Goal{"gateway ≤ 40 MB at 1,000 routes", fmt.Sprintf("%s (peak %s)", mb(row.Mem.RSS), mb(row.Mem.HWM)), met(row.Mem.HWM <= 40<<20)})
+		}
 	}
 	var peak MemRow
 	for _, m := range r.Memory {
@@ -326,6 +384,19 @@ func (r *Report) Goals() []Goal {
 	}
 	if peak.Mem.HWM > 0 {
 		gs = append(gs, Goal{"gateway RSS ≤ 40 MB under load", "peak " + mb(peak.Mem.HWM) + " (" + strings.TrimSuffix(peak.When, " (largest sample)") + ")", met(peak.Mem.HWM <= 40<<20)})
+	}
+	if l := r.Leases; l != nil {
+		for _, w := range append([]*LeaseResult{l}, l.Others...) {
+			goal := fmt.Sprintf("registry CPU for %d leases at a %s heartbeat ≤ %.0f%% of one core", w.Leases, w.Interval, leaseGoal)
+			if w.Way != "" {
+				goal += " (" + w.Way + ")"
+			}
+			measured := fmt.Sprintf("%.1f%% (%.0f heartbeats/s, %d failed)", w.Share(), w.Rate(), w.Errors)
+			if !w.Driven() {
+				measured = fmt.Sprintf("%.1f%% at only %.0f heartbeats/s, the bench's clients could not send more: ~%.0f%% at all of them; %d failed", w.Share(), w.Rate(), w.ShareAtFull(), w.Errors)
+			}
+			gs = append(gs, Goal{goal, measured, met(w.Driven() && w.Share() <= leaseGoal && w.Errors == 0)})
+		}
 	}
 	return gs
 }

@@ -25,8 +25,14 @@ import (
 	"github.com/switchyard/switchyard/deployments/local"
 	"github.com/switchyard/switchyard/internal/retry"
 	"github.com/switchyard/switchyard/registry"
+	"github.com/switchyard/switchyard/signing"
 	"github.com/switchyard/switchyard/zkstate"
 )
+
+// scaleConns is the load's connections during the scale switches: fewer
+// than the other loads', since the 1,000 instances and every process of
+// the cluster already share the two cores.
+const scaleConns = 8
 
 // scale switches clusters of simulated instances, half blue and half
 // green. Each instance is a real sdk.Instance (its own ZooKeeper session
@@ -106,6 +112,12 @@ func (b *bencher) scaleOne(ctx context.Context, row *ScaleRow) error {
 	if row.Instances >= 1000 {
 		flips = 1
 	}
+	// Traffic goes through the gateway to the simulated instances across
+	// the flips, with the client that never resends: a switch that batches
+	// must still lose no request.
+	ld := startLoad(ctx, strings.TrimPrefix(c.GatewayURL, "http://"), scaleConns, loadPause)
+	defer ld.Stop()
+	_ = retry.Sleep(ctx, 500*time.Millisecond)
 	color := zkstate.Blue
 	var first zkstate.Switch
 	for i := range flips {
@@ -124,6 +136,15 @@ func (b *bencher) scaleOne(ctx context.Context, row *ScaleRow) error {
 	}
 	stopCPU()
 	row.CPU, row.Wall = cpuBetween(samples, first.StartedAt, *first.FinishedAt)
+	rs := ld.Stop()
+	var fs []local.Result
+	for _, r := range rs {
+		if r.Err != "" {
+			fs = append(fs, r)
+		}
+	}
+	row.Requests, row.Failed, row.FailKinds = len(rs), len(fs), errorKinds(fs)
+	b.logf("scale %d: %d requests through the gateway across the switches, %d failed %s", row.Instances, row.Requests, row.Failed, row.FailKinds)
 
 	if costs, err := probeCosts(ctx, c, fleet, b.token, color); err != nil {
 		b.logf("scale %d: timing the step's parts: %v", row.Instances, err)
@@ -268,12 +289,33 @@ func probeCosts(ctx context.Context, c *local.Cluster, fleet []*sim, token strin
 		data := bytes.Repeat([]byte("x"), max(n, 1))
 		return func() error { _, err := conn.Set(probe, data, -1); return err }
 	}
+	// Instructions are signed with the instance's key and fenced by the
+	// leader's epoch (the creation zxid of its election node): the probe
+	// signs as the leader does, with the leader's own epoch, which the
+	// instance has seen already, so it fences nothing.
+	kids, _, err := conn.Children(c.Paths.Leader())
+	if err != nil || len(kids) == 0 {
+		return sc, fmt.Errorf("read the leader's election node: %v", err)
+	}
+	zkstate.SortCandidates(kids)
+	_, lstat, err := conn.Get(c.Paths.Leader() + "/" + kids[0])
+	if err != nil {
+		return sc, err
+	}
+	keys, err := signing.ParseKeys(registry.InstanceToken(token, target.inst.ID()))
+	if err != nil {
+		return sc, err
+	}
 	hc := &http.Client{Timeout: 5 * time.Second}
 	call := func(method, path, body string) func() error {
 		return func() error {
 			req, _ := http.NewRequestWithContext(ctx, method, "http://"+target.addr+path, strings.NewReader(body))
-			req.Header.Set("Authorization", "Bearer "+token)
 			req.Header.Set("Content-Type", "application/json")
+			if body != "" {
+				if err := keys.Sign(req, []byte(body), signing.Claims{Subject: target.inst.ID(), Epoch: lstat.Czxid}); err != nil {
+					return err
+				}
+			}
 			resp, err := hc.Do(req)
 			if err != nil {
 				return err
@@ -347,3 +389,7 @@ func parseGoBench(out string) []GoBench {
 	}
 	return res
 }
+
+// ScaleConns is the load's connections during the scale switches, for the
+// report.
+func (r *Report) ScaleConns() int { return scaleConns }

@@ -138,7 +138,8 @@ func (b *bencher) builtinCluster(ctx context.Context) error {
 	return nil
 }
 
-// consul measures propagation with the Consul registry.
+// consul measures propagation with the Consul registry: two hello
+// processes of each color, then each of ConsulSizes.
 func (b *bencher) consul(ctx context.Context) error {
 	dir := filepath.Join(b.dir, "consul-agent")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -150,29 +151,50 @@ func (b *bencher) consul(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consul agent: %w", err)
 	}
-	defer agent.Stop()
-	c, err := b.startCluster(ctx, "consul", agent.URL(), 2)
+	err = func() error {
+		defer agent.Stop()
+		c, err := b.startCluster(ctx, "consul", agent.URL(), 2)
+		if err != nil {
+			return err
+		}
+		defer c.Stop()
+		r := &SwitchRow{Method: "switchyard, Consul registry", Name: "Consul"}
+		return b.propagation(ctx, c, r, "under the switch load with Consul, after the flips")
+	}()
 	if err != nil {
 		return err
 	}
-	defer c.Stop()
-	r := &SwitchRow{Method: "switchyard, Consul registry", Name: "Consul"}
-	return b.propagation(ctx, c, r, "under the switch load with Consul, after the flips")
+	return b.consulSizes(ctx)
 }
 
 // propagation flips /active_color Flips times under load through the
 // gateway and measures each flip.
 func (b *bencher) propagation(ctx context.Context, c *local.Cluster, r *SwitchRow, memWhen string) error {
+	mem, err := b.flipUnderLoad(ctx, c, r, b.Flips)
+	if err != nil {
+		return err
+	}
+	b.addMem(memWhen, mem, "gateway", "registry", "controller (leader)", "controller (standby)")
+	b.r.Switches = append(b.r.Switches, r)
+	b.logf("%s: %d flips, %d requests, %d failed; propagation p50 %s p99 %s max %s",
+		r.Name, r.Switches, r.Requests, r.Failed, pct(r.Propagation, 50), pct(r.Propagation, 99), pct(r.Propagation, 100))
+	return nil
+}
+
+// flipUnderLoad flips /active_color n times under load through the
+// gateway, measures each flip into r, and returns the cluster's memory
+// while the load still ran.
+func (b *bencher) flipUnderLoad(ctx context.Context, c *local.Cluster, r *SwitchRow, n int) (map[string]Mem, error) {
 	ld := startLoad(ctx, strings.TrimPrefix(c.GatewayURL, "http://"), conns, loadPause)
 	defer ld.Stop()
 	_ = retry.Sleep(ctx, time.Second)
 	var ws []window
 	color := zkstate.Blue
-	for i := range b.Flips {
+	for i := range n {
 		color = color.Other()
 		rec, at, err := flip(ctx, c, color, 90*time.Second)
 		if at.IsZero() {
-			return fmt.Errorf("flip %d: %w", i+1, err)
+			return nil, fmt.Errorf("flip %d: %w", i+1, err)
 		}
 		ph := phasesOf(rec, at)
 		ws = append(ws, window{from: at, at: at, color: color, ok: err == nil, took: rec.Duration(), phases: &ph})
@@ -184,12 +206,9 @@ func (b *bencher) propagation(ctx context.Context, c *local.Cluster, r *SwitchRo
 	}
 	// Let the last flip's tail show in the results.
 	_ = retry.Sleep(ctx, time.Second)
-	b.addMem(memWhen, clusterMem(c), "gateway", "registry", "controller (leader)", "controller (standby)")
+	mem := clusterMem(c)
 	r.tally(ld.Stop(), ws)
-	b.r.Switches = append(b.r.Switches, r)
-	b.logf("%s: %d flips, %d requests, %d failed; propagation p50 %s p99 %s max %s",
-		r.Name, r.Switches, r.Requests, r.Failed, pct(r.Propagation, 50), pct(r.Propagation, 99), pct(r.Propagation, 100))
-	return nil
+	return mem, nil
 }
 
 // clusterMem reads the memory of the cluster's gateway, registry and

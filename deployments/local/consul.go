@@ -139,6 +139,10 @@ func (c *Consul) start(ctx context.Context) error {
 		"-server-port="+strconv.Itoa(c.ports.server),
 		"-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
 		"-hcl=disable_update_check = true",
+		// -dev logs at DEBUG, and every anti-entropy sync (one per status
+		// change) then logs a line per service and check the agent holds:
+		// with a few hundred instances that costs more than the change.
+		"-log-level=info",
 	)
 	cmd.Dir = c.dir
 	cmd.Stdout, cmd.Stderr = logf, logf

@@ -31,6 +31,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"sort"
@@ -40,6 +41,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/switchyard/switchyard/registry"
 )
@@ -84,6 +86,14 @@ type Registry struct {
 	gen   uint64              // bumped whenever Consul may have lost its state
 	keys  map[string]keyState // what each listed service ("" for all) last answered
 	epoch epoch
+	mine  map[string]mine // by id, the instances registered here
+}
+
+// mine is what this backend last made of an instance it registered, which
+// is the SDK's case: it spares SetStatus a look-up in the agent.
+type mine struct {
+	service string
+	out     bool // in maintenance
 }
 
 // keyState is a service's last answered index and the generation it was
@@ -120,6 +130,9 @@ const (
 	// requestTimeout bounds a call that does not block by design.
 	requestTimeout = 10 * time.Second
 	maintReason    = "switchyard: OUT_OF_SERVICE"
+	// maxMine bounds what a backend remembers of the instances it
+	// registered; past it, SetStatus looks the others up in the agent.
+	maxMine = 100000
 )
 
 var _ registry.Backend = (*Registry)(nil)
@@ -173,6 +186,7 @@ func New(cfg Config) (*Registry, error) {
 		api:  client,
 		log:  cfg.Log.WithField("consul", ac.Address),
 		keys: map[string]keyState{},
+		mine: map[string]mine{},
 	}, nil
 }
 
@@ -229,6 +243,7 @@ func (c *Registry) Register(ctx context.Context, inst registry.Instance) error {
 	if err := c.api.Agent().ServiceRegisterOpts(reg, opts); err != nil {
 		return fmt.Errorf("register %s with the consul agent: %w", inst.ID, consulError(err))
 	}
+	c.remember(inst.ID, inst.Service, out)
 	if !out {
 		return nil
 	}
@@ -254,10 +269,18 @@ func (c *Registry) Heartbeat(ctx context.Context, id string) error {
 }
 
 // SetStatus turns maintenance on (OUT_OF_SERVICE) or off (UP) and waits
-// until a consistent read of the service shows the status, up to
+// until a consistent read of the instance shows the status, up to
 // StatusTimeout. UP needs the health check passing too; when it does not
 // pass in time, maintenance goes back on if it was on, so an error always
 // means nothing changed.
+//
+// A status change is on the switch's critical path, once per instance, so
+// it costs as few round trips as Consul allows: the agent applies the
+// toggle to its local state and syncs it to the catalog at once (a partial
+// anti-entropy sync), and by the time the read that confirms it arrives,
+// the catalog almost always shows it. That read asks for this one instance
+// only: the whole service is hundreds of kilobytes with a few hundred
+// instances.
 func (c *Registry) SetStatus(ctx context.Context, id string, st registry.Status) (uint64, error) {
 	if _, err := registry.ParseStatus(string(st)); err != nil {
 		return 0, fmt.Errorf("set status of %s: %w", id, err)
@@ -265,38 +288,58 @@ func (c *Registry) SetStatus(ctx context.Context, id string, st registry.Status)
 	if err := settable(st); err != nil {
 		return 0, fmt.Errorf("set status of %s: %w", id, err)
 	}
-	svc, err := c.agentService(ctx, id)
-	if err != nil {
-		return 0, fmt.Errorf("set status of %s to %s: %w", id, st, err)
+	if err := registry.CheckName("instance id", id); err != nil {
+		return 0, fmt.Errorf("set status of %s: %w", id, err)
 	}
 	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	q := (&api.QueryOptions{}).WithContext(rctx)
 	if st == registry.StatusOutOfService {
-		err = c.api.Agent().EnableServiceMaintenanceOpts(id, maintReason, q)
-		if err != nil {
-			return 0, fmt.Errorf("set status of %s to %s: enter maintenance: %w", id, st, consulError(err))
-		}
-		idx, err := c.awaitStatus(ctx, svc.Service, id, st)
+		service, err := c.serviceOf(rctx, id)
 		if err != nil {
 			return 0, fmt.Errorf("set status of %s to %s: %w", id, st, err)
 		}
+		// An id the agent lost answers 404 here: ErrNotFound, as the lookup would.
+		if err := c.api.Agent().EnableServiceMaintenanceOpts(id, maintReason, q); err != nil {
+			return 0, fmt.Errorf("set status of %s to %s: enter maintenance: %w", id, st, consulError(err))
+		}
+		idx, service, err := c.awaitStatus(ctx, service, id, st)
+		if err != nil {
+			return 0, fmt.Errorf("set status of %s to %s: %w", id, st, err)
+		}
+		c.remember(id, service, true)
 		return idx, nil
 	}
-	checks, err := c.api.Agent().ChecksWithFilterOpts("", q)
-	if err != nil {
-		return 0, fmt.Errorf("set status of %s to %s: read its checks: %w", id, st, consulError(err))
+	// An UP that fails must put back the maintenance it lifted. That this
+	// backend left the instance in maintenance is enough to know it; should
+	// someone else have lifted it since, a failed UP leaves it in
+	// maintenance, which routes no more than the DOWN it was.
+	c.mu.Lock()
+	m, known := c.mine[id]
+	c.mu.Unlock()
+	if !known || !m.out {
+		_, info, err := c.api.Agent().AgentHealthServiceByIDOpts(id, q)
+		if err == nil && (info == nil || info.Service == nil) {
+			err = fmt.Errorf("%w: the consul agent has no service %s", registry.ErrNotFound, id)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("set status of %s to %s: look it up in the consul agent: %w", id, st, consulError(err))
+		}
+		m.service = info.Service.Service
+		m.out = slices.ContainsFunc(info.Checks, func(ch *api.HealthCheck) bool { return ch.CheckID == maintCheckID(id) })
 	}
-	_, wasOut := checks[maintCheckID(id)]
-	if err := c.api.Agent().DisableServiceMaintenanceOpts(id, q); err != nil {
-		return 0, fmt.Errorf("set status of %s to %s: leave maintenance: %w", id, st, consulError(err))
+	if m.out {
+		if err := c.api.Agent().DisableServiceMaintenanceOpts(id, q); err != nil {
+			return 0, fmt.Errorf("set status of %s to %s: leave maintenance: %w", id, st, consulError(err))
+		}
 	}
-	idx, err := c.awaitStatus(ctx, svc.Service, id, st)
+	idx, service, err := c.awaitStatus(ctx, m.service, id, st)
 	if err == nil {
+		c.remember(id, service, false)
 		return idx, nil
 	}
 	err = fmt.Errorf("set status of %s to %s: %w", id, st, err)
-	if wasOut {
+	if m.out {
 		// The caller still believes the instance is out: make it so.
 		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
 		defer cancel()
@@ -311,25 +354,55 @@ func (c *Registry) SetStatus(ctx context.Context, id string, st registry.Status)
 	return 0, err
 }
 
-// awaitStatus reads service consistently, by blocking queries, until the
-// instance shows st, and returns the index of that read.
-func (c *Registry) awaitStatus(ctx context.Context, service, id string, st registry.Status) (uint64, error) {
+// remember records what this backend made of an instance it registered.
+func (c *Registry) remember(id, service string, out bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.mine[id]; ok || len(c.mine) < maxMine {
+		c.mine[id] = mine{service: service, out: out}
+	}
+}
+
+// serviceOf names id's service: as this backend registered it, else as
+// the agent knows it.
+func (c *Registry) serviceOf(ctx context.Context, id string) (string, error) {
+	c.mu.Lock()
+	m, ok := c.mine[id]
+	c.mu.Unlock()
+	if ok {
+		return m.service, nil
+	}
+	svc, err := c.agentService(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	return svc.Service, nil
+}
+
+// awaitStatus reads the instance consistently until it shows st, and
+// returns the index of that read and the service it is in. Every read
+// asks for the instance alone; the first does not block. Should the
+// catalog not show st yet (many instances changing at once queue in the
+// agent's sync), blocking queries follow, kept off the agent's streaming
+// backend by ?near: there, a filter of their own would make the agent
+// keep one more view of the service, fed with every change, per instance.
+func (c *Registry) awaitStatus(ctx context.Context, service, id string, st registry.Status) (uint64, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.StatusTimeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
 	var index uint64
 	seen := registry.Status("absent")
 	for {
-		q := &api.QueryOptions{RequireConsistent: true}
+		q := &api.QueryOptions{RequireConsistent: true, Filter: fmt.Sprintf("Service.ID == %q", id)}
 		if index > 0 {
-			q.WaitIndex, q.WaitTime = index, max(time.Until(deadline), time.Millisecond)
+			q.WaitIndex, q.WaitTime, q.Near = index, max(time.Until(deadline), time.Millisecond), "_agent"
 		}
 		entries, meta, err := c.api.Health().Service(service, "", false, q.WithContext(ctx))
 		if err != nil {
 			if ctx.Err() != nil {
-				return 0, fmt.Errorf("the catalog still shows it %s after %s: %w", seen, c.cfg.StatusTimeout, ctx.Err())
+				return 0, service, fmt.Errorf("the catalog still shows it %s after %s: %w", seen, c.cfg.StatusTimeout, ctx.Err())
 			}
-			return 0, fmt.Errorf("read %s from consul: %w", service, consulError(err))
+			return 0, service, fmt.Errorf("read %s from consul: %w", service, consulError(err))
 		}
 		for _, e := range entries {
 			if e.Service != nil && e.Service.ID == id {
@@ -337,7 +410,14 @@ func (c *Registry) awaitStatus(ctx context.Context, service, id string, st regis
 			}
 		}
 		if seen == st {
-			return meta.LastIndex, nil
+			return meta.LastIndex, service, nil
+		}
+		if index == 0 && seen == "absent" {
+			// Registered again since, under another name?
+			if svc, err := c.agentService(ctx, id); err == nil && svc.Service != service {
+				service = svc.Service
+				continue
+			}
 		}
 		index = meta.LastIndex
 	}
@@ -364,6 +444,9 @@ func (c *Registry) healthOutput(ctx context.Context, id string) (string, bool) {
 func (c *Registry) Deregister(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
+	c.mu.Lock()
+	delete(c.mine, id)
+	c.mu.Unlock()
 	if err := c.api.Agent().ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
 		return fmt.Errorf("deregister %s: %w", id, consulError(err))
 	}
@@ -491,28 +574,66 @@ func (c *Registry) readService(service string, q *api.QueryOptions) (registry.Sn
 	return snap, nil
 }
 
-// readAll blocks on the checks of switchyard's services, which change with
-// every registration, maintenance toggle and probe result, then lists each
-// service that has any.
+// readAll lists switchyard's services, then reads each of them at once.
+// A blocking readAll blocks on their checks, which change with every
+// registration, maintenance toggle and probe result, and takes the names
+// from the answer. A read that does not block takes the index from the
+// checks too, but asks for no check: all of them are hundreds of
+// kilobytes with a few hundred instances, while the catalog names the
+// services in a few bytes.
 func (c *Registry) readAll(ctx context.Context, q *api.QueryOptions) (registry.Snapshot, error) {
-	q.Filter = fmt.Sprintf("%q in ServiceTags", tagOwned)
-	checks, meta, err := c.api.Health().State(api.HealthAny, q)
-	if err != nil {
-		return registry.Snapshot{}, err
-	}
 	var names []string
-	for _, ch := range checks {
-		if ch.ServiceName != "" && !slices.Contains(names, ch.ServiceName) {
-			names = append(names, ch.ServiceName)
-		}
-	}
-	sort.Strings(names)
-	snap := registry.Snapshot{Index: meta.LastIndex, Instances: []registry.Instance{}}
-	for _, name := range names {
-		s, err := c.readService(name, (&api.QueryOptions{}).WithContext(ctx))
+	var index uint64
+	owned := fmt.Sprintf("%q in ServiceTags", tagOwned)
+	if q.WaitIndex > 0 {
+		q.Filter = owned
+		checks, meta, err := c.api.Health().State(api.HealthAny, q)
 		if err != nil {
 			return registry.Snapshot{}, err
 		}
+		for _, ch := range checks {
+			if ch.ServiceName != "" && !slices.Contains(names, ch.ServiceName) {
+				names = append(names, ch.ServiceName)
+			}
+		}
+		index = meta.LastIndex
+	} else {
+		var g errgroup.Group
+		g.Go(func() error {
+			nq := *q
+			nq.Filter = `CheckID == ""` // no check has an empty id
+			_, meta, err := c.api.Health().State(api.HealthAny, &nq)
+			if err == nil {
+				index = meta.LastIndex
+			}
+			return err
+		})
+		g.Go(func() error {
+			sq := *q
+			sq.Filter = owned
+			svcs, _, err := c.api.Catalog().Services(&sq)
+			names = slices.Collect(maps.Keys(svcs))
+			return err
+		})
+		if err := g.Wait(); err != nil {
+			return registry.Snapshot{}, err
+		}
+	}
+	sort.Strings(names)
+	snaps := make([]registry.Snapshot, len(names))
+	var g errgroup.Group
+	for i, name := range names {
+		g.Go(func() error {
+			var err error
+			snaps[i], err = c.readService(name, (&api.QueryOptions{}).WithContext(ctx))
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return registry.Snapshot{}, err
+	}
+	snap := registry.Snapshot{Index: index, Instances: []registry.Instance{}}
+	for _, s := range snaps {
 		snap.Instances = append(snap.Instances, s.Instances...)
 	}
 	sortInstances(snap.Instances)

@@ -292,6 +292,65 @@ func TestConsul(t *testing.T) {
 		}
 	})
 
+	t.Run("an UP that fails puts back the maintenance the registering backend left", func(t *testing.T) {
+		// The backend that registered the instance knows it is in
+		// maintenance without asking the agent; it must still restore it.
+		own := newConsulBackend(t, c, consul.Config{StatusTimeout: 1500 * time.Millisecond})
+		h := newHealthServer(t)
+		inst := h.instance("sick-own-1", "svc-sick-own", registry.StatusOutOfService)
+		registerOut(t, own, raw, inst)
+		h.code.Store(http.StatusServiceUnavailable)
+		testutil.EventuallyWhy(t, 10*time.Second, "check goes critical", func() (bool, string) {
+			checks, _ := raw.Agent().Checks()
+			if ch, ok := checks["service:"+inst.ID]; ok {
+				return ch.Status == api.HealthCritical, ch.Status
+			}
+			return false, "no check"
+		})
+		if _, err := own.SetStatus(ctx, inst.ID, registry.StatusUp); err == nil {
+			t.Fatal("SetStatus UP succeeded for an instance whose health check fails")
+		}
+		if ok, st := hasStatus(t, b, inst.Service, inst.ID, registry.StatusOutOfService)(); !ok {
+			t.Fatalf("after the failed SetStatus the instance is %s, want OUT_OF_SERVICE", st)
+		}
+		// Healthy again, the same backend brings it UP and out again.
+		h.code.Store(http.StatusOK)
+		checkPassed(t, raw, inst.ID)
+		up, err := own.SetStatus(ctx, inst.ID, registry.StatusUp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ids := passing(t, raw, inst.Service); !slices.Equal(ids, []string{inst.ID}) {
+			t.Fatalf("passing = %v, want [%s]", ids, inst.ID)
+		}
+		out, err := own.SetStatus(ctx, inst.ID, registry.StatusOutOfService)
+		if err != nil || out <= up {
+			t.Fatalf("OUT_OF_SERVICE at index %d (%v), want after UP at %d", out, err, up)
+		}
+	})
+
+	t.Run("SetStatus finds an instance registered again under another service", func(t *testing.T) {
+		h := newHealthServer(t)
+		first := h.instance("moved-1", "svc-moved-a", registry.StatusOutOfService)
+		registerOut(t, b, raw, first)
+		// Another process registers the same id under another name.
+		other := newConsulBackend(t, c, consul.Config{})
+		moved := first
+		moved.Service = "svc-moved-b"
+		registerOut(t, other, raw, moved)
+		if _, err := b.SetStatus(ctx, moved.ID, registry.StatusUp); err != nil {
+			t.Fatal(err)
+		}
+		idx, err := b.SetStatus(ctx, moved.ID, registry.StatusOutOfService)
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap, err := b.Instances(ctx, moved.Service, 0, 0)
+		if err != nil || snap.Index < idx || statusIn(snap, moved.ID) != registry.StatusOutOfService {
+			t.Fatalf("%s after SetStatus returned %d: index %d, status %s, %v", moved.Service, idx, snap.Index, statusIn(snap, moved.ID), err)
+		}
+	})
+
 	t.Run("a blocking Instances call returns the change SetStatus made", func(t *testing.T) {
 		h := newHealthServer(t)
 		inst := h.instance("block-1", "svc-block", registry.StatusOutOfService)
@@ -474,6 +533,8 @@ func TestConsul(t *testing.T) {
 			{"unknown status", func() error { _, err := b.SetStatus(ctx, good.ID, "SIDEWAYS"); return err }, registry.ErrInvalid},
 			{"set STARTING", func() error { _, err := b.SetStatus(ctx, good.ID, registry.StatusStarting); return err }, registry.ErrInvalid},
 			{"set status of an unknown id", func() error { _, err := b.SetStatus(ctx, "nobody", registry.StatusUp); return err }, registry.ErrNotFound},
+			{"take an unknown id out", func() error { _, err := b.SetStatus(ctx, "nobody", registry.StatusOutOfService); return err }, registry.ErrNotFound},
+			{"set status of an id no instance can have", func() error { _, err := b.SetStatus(ctx, `a" or "1"=="1`, registry.StatusUp); return err }, registry.ErrInvalid},
 			{"heartbeat of an unknown id", func() error { return b.Heartbeat(ctx, "nobody") }, registry.ErrNotFound},
 			{"deregister an unknown id", func() error { return b.Deregister(ctx, "nobody") }, registry.ErrNotFound},
 			{"report a gateway without an id", func() error { return b.ReportGateway(ctx, registry.GatewayReport{}) }, registry.ErrInvalid},

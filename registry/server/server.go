@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -38,6 +39,11 @@ type Config struct {
 	// MaxWaitersPerClient those of one client address (default 512).
 	// A blocking query beyond a cap is answered 429 at once.
 	MaxWaiters, MaxWaitersPerClient int
+	// MaxStreams caps the heartbeat streams open at once (default 16384),
+	// MaxStreamsPerClient those of one instance token, or of one client
+	// address with the shared token (default 512). An upgrade beyond a cap
+	// is answered 429 and the client heartbeats with PUT.
+	MaxStreams, MaxStreamsPerClient int
 	Log                             logrus.FieldLogger
 }
 
@@ -49,6 +55,7 @@ type Server struct {
 	echo      *echo.Echo
 	evictions prometheus.Counter
 	waiters   *waiters
+	streams   *streams
 }
 
 // New builds a server around a fresh Store.
@@ -68,14 +75,27 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxWaitersPerClient <= 0 {
 		cfg.MaxWaitersPerClient = 512
 	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = 16384
+	}
+	if cfg.MaxStreamsPerClient <= 0 {
+		cfg.MaxStreamsPerClient = 512
+	}
 	s := &Server{cfg: cfg, creds: newCredentials(cfg.Token), store: NewStore(cfg.LeaseTTL, cfg.Warmup, nil),
-		waiters: newWaiters(cfg.MaxWaiters, cfg.MaxWaitersPerClient)}
+		waiters: newWaiters(cfg.MaxWaiters, cfg.MaxWaitersPerClient), streams: newStreams(cfg.MaxStreams, cfg.MaxStreamsPerClient)}
 	metrics, evictions := newServerMetrics(s.store, s.waiters)
+	metrics.MustRegister(s.streams.gauge())
 	s.evictions = evictions
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = jsonError
-	e.Use(middleware.BodyLimit("64K"))
+	// 64 KiB is far more than an instance sends; a gateway's report names
+	// every service it routes (about 30 bytes each) and gets 2 MiB, enough
+	// for some 60,000 services.
+	e.Use(middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: "64K",
+		Skipper: func(c echo.Context) bool {
+			return c.Request().Method == http.MethodPut && strings.HasPrefix(c.Path(), "/v1/gateways/")
+		}}))
 	v1 := e.Group("/v1")
 	// An instance's routes take the shared token or that instance's own.
 	own := v1.Group("", s.authInstance)
@@ -85,8 +105,11 @@ func New(cfg Config) (*Server, error) {
 	own.DELETE("/instances/:id", s.deregister)
 	// Several instances' heartbeats at once; it checks each id itself.
 	v1.PUT("/heartbeats", s.heartbeats)
+	// One long-lived stream per client process renews its leases; it
+	// checks the token itself, once.
+	v1.GET(strings.TrimPrefix(registry.HeartbeatStreamPath, "/v1"), s.heartbeatStream)
 	// Gateways report with the read token; instances may read too.
-	v1.PUT("/gateways/:id", s.reportGateway, s.auth(sharedToken, readToken))
+	v1.PUT("/gateways/:id", s.reportGateway, middleware.BodyLimit("2M"), s.auth(sharedToken, readToken))
 	read := v1.Group("", s.auth(sharedToken, readToken, instanceToken))
 	read.GET("/instances", s.list)
 	read.GET("/gateways", s.listGateways)
@@ -114,6 +137,7 @@ func (s *Server) Serve(ctx context.Context) error {
 // ServeListener serves on ln until ctx ends.
 func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	go s.expireLoop(ctx)
+	s.closeStreamsWith(ctx)
 	// Blocking queries end with ctx, so a shutdown never waits out their wait.
 	srv := &http.Server{Handler: s.echo, ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return ctx }}

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -270,5 +271,21 @@ func TestAnInstanceTokenActsForItsOwnInstanceOnly(t *testing.T) {
 		if in.ID == "b" && in.Status != registry.StatusUp {
 			t.Errorf("b is %s after refused writes", in.Status)
 		}
+	}
+}
+
+func TestAGatewayRoutingTenThousandServicesCanReport(t *testing.T) {
+	base := serve(t, "secret")
+	c := registry.NewClient(base, registry.ReadToken("secret"))
+	r := registry.GatewayReport{ID: "gw-big", Applied: map[string]uint64{}}
+	for i := range 10000 {
+		r.Applied[fmt.Sprintf("service-%05d", i)] = uint64(1_000_000 + i)
+	}
+	if err := c.ReportGateway(context.Background(), r); err != nil {
+		t.Fatalf("a report of 10,000 services (%d services' worth of JSON over 64 KiB) was refused: %v", len(r.Applied), err)
+	}
+	gws, err := c.Gateways(context.Background())
+	if err != nil || len(gws) != 1 || len(gws[0].Applied) != 10000 {
+		t.Fatalf("gateways = %d reports, %v; want the one with 10,000 services", len(gws), err)
 	}
 }

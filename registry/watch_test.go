@@ -1,0 +1,99 @@
+package registry_test
+
+import (
+	"context"
+	"io"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard/switchyard/registry"
+	"github.com/switchyard/switchyard/registry/server"
+)
+
+// listerOnly is a Lister that says nothing about its view of all services.
+type listerOnly struct{ registry.Lister }
+
+func TestListsAllAtOnce(t *testing.T) {
+	for _, tc := range []struct {
+		desc string
+		l    registry.Lister
+		want bool
+	}{
+		{"the built-in registry's client lists all services in one query", registry.NewClient("http://127.0.0.1:1", "t"), true},
+		{"a lister that does not say so is followed service by service", listerOnly{}, false},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			if got := registry.ListsAllAtOnce(tc.l); got != tc.want {
+				t.Fatalf("ListsAllAtOnce = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// next waits for the watch's next snapshot.
+func next(t *testing.T, snaps <-chan registry.Snapshot) registry.Snapshot {
+	t.Helper()
+	select {
+	case s, ok := <-snaps:
+		if !ok {
+			t.Fatal("watch ended")
+		}
+		return s
+	case <-time.After(5 * time.Second):
+		t.Fatal("no snapshot within 5s")
+	}
+	return registry.Snapshot{}
+}
+
+func TestWatchOfAllServicesSeesAChangeToAnyService(t *testing.T) {
+	log := logrus.New()
+	log.Out = io.Discard
+	srv, err := server.New(server.Config{Token: "t", LeaseTTL: time.Minute, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	c := registry.NewClient(hs.URL, "t")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	register := func(id, service string, st registry.Status) {
+		t.Helper()
+		if err := c.Register(ctx, registry.Instance{ID: id, Service: service, Color: "blue", Address: "127.0.0.1", Port: 9000, Status: st}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	register("a", "one", registry.StatusUp)
+	snaps := registry.Watch(ctx, c, "", registry.WatchOptions{Log: log})
+	first := next(t, snaps)
+	if len(first.Instances) != 1 || first.Instances[0].ID != "a" {
+		t.Fatalf("first snapshot = %+v, want instance a", first.Instances)
+	}
+
+	register("b", "two", registry.StatusOutOfService)
+	second := next(t, snaps)
+	if second.Index <= first.Index || len(second.Instances) != 2 {
+		t.Fatalf("after registering b in another service: index %d (was %d), %d instances; want a higher index and both", second.Index, first.Index, len(second.Instances))
+	}
+	idx, err := c.SetStatus(ctx, "b", registry.StatusUp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	third := next(t, snaps)
+	// The index of the view of all services is the registry's, never
+	// below a service's own: a watcher that applies it may report it for
+	// every service.
+	if third.Index < idx {
+		t.Fatalf("index %d after a change at %d", third.Index, idx)
+	}
+	one, err := c.Instances(ctx, "one", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if third.Index < one.Index {
+		t.Fatalf("index of all services %d is below service one's %d", third.Index, one.Index)
+	}
+}
