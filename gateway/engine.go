@@ -344,39 +344,40 @@ func (ec *engineConn) parse(head []byte) bool {
 		if !validHeaderValueBytes(value) {
 			return false
 		}
-		switch {
-		case equalFold(name, "host"):
+		switch fieldKindOf(requestFields, name) {
+		case fieldHost:
 			hosts++
 			r.host = value
-		case equalFold(name, "connection"):
+		case fieldConnection:
 			if !r.connection(value) {
 				return false
 			}
-		case equalFold(name, "x-forwarded-for"):
+		case fieldXFF:
 			r.xff = append(r.xff, value)
-		case equalFold(name, "x-forwarded-proto"):
+		case fieldXFProto:
 			if r.xfProto == nil {
 				r.xfProto = value
 			}
-		case equalFold(name, "x-forwarded-host"):
+		case fieldXFHost:
 			if r.xfHost == nil {
 				r.xfHost = value
 			}
-		case equalFold(name, "forwarded"):
+		case fieldForwarded:
 			r.fwd = append(r.fwd, value)
-		case equalFold(name, "x-request-id"):
+		case fieldRequestID:
 			r.reqID = append(r.reqID, value)
-		case engineRefused(name):
+		case fieldRefused:
 			return false
-		default:
-			if equalFold(name, "user-agent") {
-				r.ua = value
-				if len(value) == 0 {
-					continue // net/http's path sends no empty User-Agent either
-				}
-			} else if equalFold(name, "referer") {
-				r.ref = value
+		case fieldUserAgent:
+			r.ua = value
+			if len(value) == 0 {
+				continue // net/http's path sends no empty User-Agent either
 			}
+			r.fields = append(r.fields, engineField{name, value})
+		case fieldReferer:
+			r.ref = value
+			r.fields = append(r.fields, engineField{name, value})
+		default:
 			r.fields = append(r.fields, engineField{name, value})
 		}
 	}
@@ -404,17 +405,53 @@ func (r *engineRequest) connection(v []byte) bool {
 	return true
 }
 
-// engineRefused are the fields whose request the engine leaves to
-// net/http: a body, a protocol switch, Expect, the other hop-by-hop
-// fields, and the guard's stand-in for a refused request.
-func engineRefused(name []byte) bool {
-	for _, n := range [...]string{"content-length", "transfer-encoding", "upgrade", "expect", "te", "trailer",
-		"keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "x-switchyard-reject", "http2-settings"} {
-		if equalFold(name, n) {
-			return true
-		}
+// fieldKind is what the engine does with a field of a head.
+type fieldKind uint8
+
+const (
+	fieldOther fieldKind = iota // passed on as it is
+	fieldHost
+	fieldConnection
+	fieldXFF
+	fieldXFProto
+	fieldXFHost
+	fieldForwarded
+	fieldRequestID
+	fieldUserAgent
+	fieldReferer
+	fieldContentLength
+	fieldContentType
+	fieldDate
+	fieldRefused // the engine leaves the message to net/http
+)
+
+// requestFields are the request fields the engine looks at, by lower-case
+// name. A body, a protocol switch, Expect, the other hop-by-hop fields and
+// the guard's stand-in for a refused request make it net/http's.
+var requestFields = map[string]fieldKind{
+	"host": fieldHost, "connection": fieldConnection, "x-forwarded-for": fieldXFF, "x-forwarded-proto": fieldXFProto,
+	"x-forwarded-host": fieldXFHost, "forwarded": fieldForwarded, "x-request-id": fieldRequestID,
+	"user-agent": fieldUserAgent, "referer": fieldReferer,
+	"content-length": fieldRefused, "transfer-encoding": fieldRefused, "upgrade": fieldRefused, "expect": fieldRefused,
+	"te": fieldRefused, "trailer": fieldRefused, "keep-alive": fieldRefused, "proxy-connection": fieldRefused,
+	"proxy-authenticate": fieldRefused, "proxy-authorization": fieldRefused, "x-switchyard-reject": fieldRefused,
+	"http2-settings": fieldRefused,
+}
+
+// fieldKindOf looks name up in kinds without allocating: one map lookup
+// in place of a comparison with every name.
+func fieldKindOf(kinds map[string]fieldKind, name []byte) fieldKind {
+	var buf [24]byte
+	if len(name) > len(buf) {
+		return fieldOther // longer than any name looked at
 	}
-	return false
+	for i, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	return kinds[string(buf[:len(name)])]
 }
 
 // equalFold is strings.EqualFold for an ASCII lower-case s.

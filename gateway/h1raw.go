@@ -82,8 +82,8 @@ func (r *rawResponse) peek(c *h1Conn, method string) bool {
 		if !validHeaderValueBytes(value) {
 			return false
 		}
-		switch {
-		case equalFold(name, "content-length"):
+		switch fieldKindOf(responseFields, name) {
+		case fieldContentLength:
 			if r.hasLength || len(value) == 0 || len(value) > 18 {
 				return false
 			}
@@ -94,7 +94,7 @@ func (r *rawResponse) peek(c *h1Conn, method string) bool {
 				r.length = r.length*10 + int64(d-'0')
 			}
 			r.hasLength = true
-		case equalFold(name, "connection"):
+		case fieldConnection:
 			for tok := range bytes.SplitSeq(value, []byte(",")) {
 				switch tok = bytes.Trim(tok, " \t"); {
 				case equalFold(tok, "close"):
@@ -104,20 +104,20 @@ func (r *rawResponse) peek(c *h1Conn, method string) bool {
 					return false // names a field as hop-by-hop
 				}
 			}
-		case equalFold(name, "content-type"):
+		case fieldContentType:
 			// A stream is tracked, to follow the switch: net/http's path.
 			if hasPrefixFold(value, "text/event-stream") || hasPrefixFold(value, "application/grpc") {
 				return false
 			}
 			r.fields = append(r.fields, engineField{name, value})
-		case equalFold(name, "x-request-id"):
+		case fieldRequestID:
 			// The answer carries the request's own, once.
-		case engineRawRefused(name):
+		case fieldRefused:
 			return false
+		case fieldDate:
+			r.hasDate = true
+			r.fields = append(r.fields, engineField{name, value})
 		default:
-			if equalFold(name, "date") {
-				r.hasDate = true
-			}
 			r.fields = append(r.fields, engineField{name, value})
 		}
 	}
@@ -135,16 +135,13 @@ func (r *rawResponse) peek(c *h1Conn, method string) bool {
 	return true
 }
 
-// engineRawRefused are the answer's fields the engine leaves to
-// http.ReadResponse and ReverseProxy's rules.
-func engineRawRefused(name []byte) bool {
-	for _, n := range [...]string{"transfer-encoding", "trailer", "upgrade", "keep-alive", "proxy-connection", "te",
-		"proxy-authenticate", "proxy-authorization"} {
-		if equalFold(name, n) {
-			return true
-		}
-	}
-	return false
+// responseFields are the answer's fields the engine looks at; the refused
+// ones it leaves to http.ReadResponse and ReverseProxy's rules.
+var responseFields = map[string]fieldKind{
+	"content-length": fieldContentLength, "connection": fieldConnection, "content-type": fieldContentType,
+	"x-request-id": fieldRequestID, "date": fieldDate,
+	"transfer-encoding": fieldRefused, "trailer": fieldRefused, "upgrade": fieldRefused, "keep-alive": fieldRefused,
+	"proxy-connection": fieldRefused, "te": fieldRefused, "proxy-authenticate": fieldRefused, "proxy-authorization": fieldRefused,
 }
 
 func hasPrefixFold(b []byte, prefix string) bool {
