@@ -39,6 +39,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -318,7 +319,7 @@ func (ec *engineConn) parse(head []byte) bool {
 	default:
 		return false
 	}
-	if len(target) == 0 || target[0] != '/' || !plainTarget(target) {
+	if len(target) == 0 || target[0] != '/' || !allIn(&targetByte, target) {
 		return false
 	}
 	r.target = target
@@ -337,11 +338,11 @@ func (ec *engineConn) parse(head []byte) bool {
 			return false
 		}
 		name, value, ok := bytes.Cut(l, []byte(":"))
-		if !ok || !validFieldNameBytes(name) {
+		if !ok || !validFieldName(name) {
 			return false
 		}
 		value = bytes.Trim(value, " \t")
-		if !validHeaderValueBytes(value) {
+		if !validHeaderValue(value) {
 			return false
 		}
 		switch fieldKindOf(requestFields, name) {
@@ -381,7 +382,7 @@ func (ec *engineConn) parse(head []byte) bool {
 			r.fields = append(r.fields, engineField{name, value})
 		}
 	}
-	return hosts == 1 && validHostBytes(r.host)
+	return hosts == 1 && allIn(&hostByte, r.host)
 }
 
 // connection reads a Connection field: close and keep-alive only; a field
@@ -481,15 +482,6 @@ var targetByte = func() (t [256]bool) {
 	return t
 }()
 
-func plainTarget(b []byte) bool {
-	for _, c := range b {
-		if !targetByte[c] {
-			return false
-		}
-	}
-	return true
-}
-
 // hostByte are the bytes of a Host field, as httpguts.ValidHostHeader.
 var hostByte = func() (t [256]bool) {
 	for _, c := range []byte("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:[]%") {
@@ -497,36 +489,6 @@ var hostByte = func() (t [256]bool) {
 	}
 	return t
 }()
-
-func validHostBytes(b []byte) bool {
-	for _, c := range b {
-		if !hostByte[c] {
-			return false
-		}
-	}
-	return true
-}
-
-func validFieldNameBytes(b []byte) bool {
-	if len(b) == 0 {
-		return false
-	}
-	for _, c := range b {
-		if !fieldNameByte[c] {
-			return false
-		}
-	}
-	return true
-}
-
-func validHeaderValueBytes(b []byte) bool {
-	for _, c := range b {
-		if !headerValueByte[c] {
-			return false
-		}
-	}
-	return true
-}
 
 // engineExchange is one request the engine proxies.
 type engineExchange struct {
@@ -864,27 +826,8 @@ func (ec *engineConn) writeResponse(ex *engineExchange, resp *http.Response) (do
 	}
 
 	b := ec.bw.AvailableBuffer()
-	b = append(b, "HTTP/1.1 "...)
-	b = strconv.AppendInt(b, int64(resp.StatusCode), 10)
-	b = append(b, ' ')
-	if text := http.StatusText(resp.StatusCode); text != "" {
-		b = append(b, text...)
-	} else {
-		b = append(b, "status code "...)
-		b = strconv.AppendInt(b, int64(resp.StatusCode), 10)
-	}
-	b = append(b, "\r\n"...)
-	for k, vs := range resp.Header {
-		if hopHeader(k) || contains(named, k) || !validFieldName(k) {
-			continue // net/http's server drops a field it cannot write, too
-		}
-		for _, v := range vs {
-			b = append(b, k...)
-			b = append(b, ": "...)
-			b = appendHeaderValue(b, v)
-			b = append(b, "\r\n"...)
-		}
-	}
+	b = appendStatusLine(b, resp.StatusCode)
+	b = appendFields(b, resp.Header, named)
 	if _, ok := resp.Header["Date"]; !ok {
 		b = append(b, "Date: "...)
 		b = appendDate(b)
@@ -948,14 +891,7 @@ func (ec *engineConn) writeResponse(ex *engineExchange, resp *http.Response) (do
 	if chunked {
 		var t []byte
 		t = append(t, "0\r\n"...)
-		for k, vs := range resp.Trailer {
-			for _, v := range vs {
-				t = append(t, k...)
-				t = append(t, ": "...)
-				t = appendHeaderValue(t, v)
-				t = append(t, "\r\n"...)
-			}
-		}
+		t = appendFields(t, resp.Trailer, nil)
 		t = append(t, "\r\n"...)
 		if _, err := ec.bw.Write(t); err != nil {
 			return true
@@ -964,9 +900,27 @@ func (ec *engineConn) writeResponse(ex *engineExchange, resp *http.Response) (do
 	return ec.bw.Flush() != nil
 }
 
-// write1xx passes an interim answer on to the client.
-func (ec *engineConn) write1xx(code int, h http.Header) error {
-	b := ec.bw.AvailableBuffer()
+// appendFields appends h's fields, less the hop-by-hop ones, those named
+// in the answer's Connection field, and those net/http's server would drop
+// as unwritable.
+func appendFields(b []byte, h http.Header, named []string) []byte {
+	for k, vs := range h {
+		if hopHeader(k) || slices.Contains(named, k) || !validFieldName(k) {
+			continue
+		}
+		for _, v := range vs {
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = appendHeaderValue(b, v)
+			b = append(b, "\r\n"...)
+		}
+	}
+	return b
+}
+
+// appendStatusLine appends an HTTP/1.1 status line, with the reason
+// net/http's server would write.
+func appendStatusLine(b []byte, code int) []byte {
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(code), 10)
 	b = append(b, ' ')
@@ -976,18 +930,14 @@ func (ec *engineConn) write1xx(code int, h http.Header) error {
 		b = append(b, "status code "...)
 		b = strconv.AppendInt(b, int64(code), 10)
 	}
-	b = append(b, "\r\n"...)
-	for k, vs := range h {
-		if hopHeader(k) || !validFieldName(k) {
-			continue // net/http's server drops a field it cannot write, too
-		}
-		for _, v := range vs {
-			b = append(b, k...)
-			b = append(b, ": "...)
-			b = appendHeaderValue(b, v)
-			b = append(b, "\r\n"...)
-		}
-	}
+	return append(b, "\r\n"...)
+}
+
+// write1xx passes an interim answer on to the client.
+func (ec *engineConn) write1xx(code int, h http.Header) error {
+	b := ec.bw.AvailableBuffer()
+	b = appendStatusLine(b, code)
+	b = appendFields(b, h, nil)
 	b = append(b, "\r\n"...)
 	if _, err := ec.bw.Write(b); err != nil {
 		return err
@@ -1027,16 +977,7 @@ func (ec *engineConn) writeRaw(ex *engineExchange, raw *rawResponse) (done bool)
 	ex.status = raw.status
 	closeAfter := r.close || g.engine.isDraining()
 	b := ec.bw.AvailableBuffer()
-	b = append(b, "HTTP/1.1 "...)
-	b = strconv.AppendInt(b, int64(raw.status), 10)
-	b = append(b, ' ')
-	if text := http.StatusText(raw.status); text != "" {
-		b = append(b, text...)
-	} else {
-		b = append(b, "status code "...)
-		b = strconv.AppendInt(b, int64(raw.status), 10)
-	}
-	b = append(b, "\r\n"...)
+	b = appendStatusLine(b, raw.status)
 	for _, f := range raw.fields {
 		b = append(b, f.name...)
 		b = append(b, ": "...)
@@ -1173,11 +1114,8 @@ func (ec *engineConn) writeProxyError(ex *engineExchange, err error) (done bool)
 	ex.status = code
 	body := fmt.Sprintf("{\"error\":%q}\n", msg)
 	b := ec.bw.AvailableBuffer()
-	b = append(b, "HTTP/1.1 "...)
-	b = strconv.AppendInt(b, int64(code), 10)
-	b = append(b, ' ')
-	b = append(b, http.StatusText(code)...)
-	b = append(b, "\r\nCache-Control: no-store\r\nContent-Type: application/json\r\nDate: "...)
+	b = appendStatusLine(b, code)
+	b = append(b, "Cache-Control: no-store\r\nContent-Type: application/json\r\nDate: "...)
 	b = appendDate(b)
 	b = append(b, "\r\nX-Content-Type-Options: nosniff\r\nX-Request-Id: "...)
 	b = append(b, ex.requestID...)
@@ -1235,15 +1173,6 @@ func (g *Gateway) finishEngine(ex *engineExchange, l engineLogged) {
 		e.Error = ex.err.Error()
 	}
 	g.access.Log(&e)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // textprotoTrim trims ASCII whitespace.

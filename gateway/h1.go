@@ -124,21 +124,14 @@ var fieldNameByte, headerValueByte = func() (name, value [256]bool) {
 	return name, value
 }()
 
-func validFieldName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !fieldNameByte[s[i]] {
-			return false
-		}
-	}
-	return true
-}
+func validFieldName[T string | []byte](s T) bool { return len(s) > 0 && allIn(&fieldNameByte, s) }
 
-func validHeaderValue(s string) bool {
+func validHeaderValue[T string | []byte](s T) bool { return allIn(&headerValueByte, s) }
+
+// allIn reports whether every byte of s is one the table accepts.
+func allIn[T string | []byte](table *[256]bool, s T) bool {
 	for i := 0; i < len(s); i++ {
-		if !headerValueByte[s[i]] {
+		if !table[s[i]] {
 			return false
 		}
 	}

@@ -65,7 +65,7 @@ func (r *rawResponse) peek(c *h1Conn, method string) bool {
 		}
 		r.status = r.status*10 + int(d-'0')
 	}
-	if r.status < 200 || r.status > 599 || !validHeaderValueBytes(line[12:]) {
+	if r.status < 200 || r.status > 599 || !validHeaderValue(line[12:]) {
 		return false // the reason phrase, too, is text without controls
 	}
 	for len(rest) > 2 {
@@ -75,11 +75,11 @@ func (r *rawResponse) peek(c *h1Conn, method string) bool {
 			return false // obs-fold, or a stray blank line
 		}
 		name, value, ok := bytes.Cut(l, []byte(":"))
-		if !ok || !validFieldNameBytes(name) {
+		if !ok || !validFieldName(name) {
 			return false
 		}
 		value = bytes.Trim(value, " \t")
-		if !validHeaderValueBytes(value) {
+		if !validHeaderValue(value) {
 			return false
 		}
 		switch fieldKindOf(responseFields, name) {

@@ -204,47 +204,32 @@ func (g *Gateway) stopWatches() {
 // acceptTLS accepts connections on ln and hands each, once its handshake is
 // done, to q: as the *tls.Conn itself when the client chose HTTP/2, so that
 // net/http serves HTTP/2 on it, and behind the request-head guard for
-// HTTP/1.1. Handshakes run each in their own goroutine, as net/http's do,
+// HTTP/1.1, to the engine when it is on. Handshakes run each in their own goroutine, as net/http's do,
 // so that a slow client holds up no one else.
 func (g *Gateway) acceptTLS(ln net.Listener, cfg *tls.Config, q *connQueue) {
 	defer q.Close()
-	var backoff time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Out of file descriptors and the like: wait, as net/http does.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			g.log.WithError(err).Warn("TLS accept failed; retrying")
-			time.Sleep(backoff)
-			continue
+	g.acceptEach(ln, "TLS", func(c net.Conn) {
+		tc := tls.Server(c, cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), tlsHandshakeTimeout)
+		defer cancel()
+		if err := tc.HandshakeContext(ctx); err != nil {
+			g.log.WithError(err).WithField("remote", c.RemoteAddr().String()).Debug("TLS handshake failed")
+			_ = c.Close()
+			return
 		}
-		backoff = 0
-		go func() {
-			tc := tls.Server(c, cfg)
-			ctx, cancel := context.WithTimeout(context.Background(), tlsHandshakeTimeout)
-			defer cancel()
-			if err := tc.HandshakeContext(ctx); err != nil {
-				g.log.WithError(err).WithField("remote", c.RemoteAddr().String()).Debug("TLS handshake failed")
-				_ = c.Close()
+		var out net.Conn = tc
+		if tc.ConnectionState().NegotiatedProtocol != "h2" {
+			gc := guardConn(tc, g.cfg.HeadLimits, g.nonce)
+			if g.engineOn() {
+				g.serveEngine(gc, q)
 				return
 			}
-			var out net.Conn = tc
-			if tc.ConnectionState().NegotiatedProtocol != "h2" {
-				gc := guardConn(tc, g.cfg.HeadLimits, g.nonce)
-				if g.engineOn() {
-					g.serveEngine(gc, q)
-					return
-				}
-				out = gc
-			}
-			if !q.put(out) {
-				_ = c.Close()
-			}
-		}()
-	}
+			out = gc
+		}
+		if !q.put(out) {
+			_ = c.Close()
+		}
+	})
 }
 
 // engineOn reports whether HTTP/1.1 clients are served by the engine.
@@ -254,6 +239,12 @@ func (g *Gateway) engineOn() bool { return !g.cfg.NoEngine && !g.cfg.NoFastPath 
 // which hands the ones it does not serve to q.
 func (g *Gateway) acceptEngine(ln net.Listener, q *connQueue) {
 	defer q.Close()
+	g.acceptEach(ln, "HTTP", func(c net.Conn) { g.serveEngine(guardConn(c, g.cfg.HeadLimits, g.nonce), q) })
+}
+
+// acceptEach accepts connections on ln until it closes and serves each in
+// a goroutine of its own with serve.
+func (g *Gateway) acceptEach(ln net.Listener, kind string, serve func(net.Conn)) {
 	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
@@ -261,13 +252,14 @@ func (g *Gateway) acceptEngine(ln net.Listener, q *connQueue) {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			// Out of file descriptors and the like: wait, as net/http does.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			g.log.WithError(err).Warn("accept failed; retrying")
+			g.log.WithError(err).Warn(kind + " accept failed; retrying")
 			time.Sleep(backoff)
 			continue
 		}
 		backoff = 0
-		go g.serveEngine(guardConn(c, g.cfg.HeadLimits, g.nonce), q)
+		go serve(c)
 	}
 }
 

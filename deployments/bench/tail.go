@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -182,21 +180,15 @@ func readH2loadLog(path string) ([]time.Duration, error) {
 		return nil, err
 	}
 	var ds []time.Duration
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 3 {
-			continue
-		}
-		status, err1 := strconv.Atoi(f[1])
-		v, err2 := strconv.ParseInt(f[2], 10, 64)
-		if err := errors.Join(err1, err2); err != nil {
-			return nil, fmt.Errorf("h2load log line %q: %w", sc.Text(), err)
-		}
+	err = eachH2loadRequest(b, func(status int, d time.Duration) error {
 		if status < 200 || status > 399 {
-			return nil, fmt.Errorf("h2load log: a request answered %d", status)
+			return fmt.Errorf("h2load log: a request answered %d", status)
 		}
-		ds = append(ds, time.Duration(v)*time.Microsecond)
+		ds = append(ds, d)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(ds) == 0 {
 		return nil, fmt.Errorf("h2load log %s has no request", path)

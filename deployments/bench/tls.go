@@ -327,24 +327,40 @@ func parseH2load(out string, log []byte) (LoadResult, error) {
 	r.RPS, _ = strconv.ParseFloat(fin[1], 64)
 	r.Errors, _ = strconv.ParseInt(req[1], 10, 64)
 	var ds []time.Duration
-	sc := bufio.NewScanner(bytes.NewReader(log))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 3 {
-			continue
-		}
-		status, err1 := strconv.Atoi(f[1])
-		us, err2 := strconv.ParseInt(f[2], 10, 64)
-		if err := errors.Join(err1, err2); err != nil {
-			return r, fmt.Errorf("h2load: request log line %q: %w", sc.Text(), err)
-		}
+	err := eachH2loadRequest(log, func(status int, d time.Duration) error {
 		if status > 0 { // -1 is a failed stream, counted in Errors
-			ds = append(ds, time.Duration(us)*time.Microsecond)
+			ds = append(ds, d)
 		}
+		return nil
+	})
+	if err != nil {
+		return r, err
 	}
 	if len(ds) == 0 {
 		return r, errors.New("h2load: the request log has no completed request")
 	}
 	r.P50, r.P99 = pct(ds, 50), pct(ds, 99)
 	return r, nil
+}
+
+// eachH2loadRequest calls f with each request's status and time from
+// h2load's --log-file (start, status, microseconds to the end of the
+// answer).
+func eachH2loadRequest(log []byte, f func(status int, d time.Duration) error) error {
+	sc := bufio.NewScanner(bytes.NewReader(log))
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) < 3 {
+			continue
+		}
+		status, err1 := strconv.Atoi(fs[1])
+		us, err2 := strconv.ParseInt(fs[2], 10, 64)
+		if err := errors.Join(err1, err2); err != nil {
+			return fmt.Errorf("h2load: request log line %q: %w", sc.Text(), err)
+		}
+		if err := f(status, time.Duration(us)*time.Microsecond); err != nil {
+			return err
+		}
+	}
+	return nil
 }
