@@ -2,10 +2,13 @@ package controller
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/switchyard/switchyard/zkstate"
 )
 
 // metrics are a controller's Prometheus series, in a registry of its own so
@@ -15,6 +18,7 @@ type metrics struct {
 	leading      prometheus.Gauge
 	switches     *prometheus.CounterVec
 	duration     prometheus.Histogram
+	propagation  prometheus.Histogram
 	instructions *prometheus.CounterVec
 }
 
@@ -31,13 +35,42 @@ func newMetrics() *metrics {
 			Name: "switchyard_switch_duration_seconds", Help: "Duration of switches that finished done.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}),
+		propagation: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "switchyard_controller_propagation_seconds",
+			Help: "From the /active_color write to every gateway confirming the switch's final routing table, per switch done.",
+			// From a few ms (all local) to minutes (a failover mid-switch).
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16),
+		}),
 		instructions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_instructions_total", Help: "Status instructions sent to instances, by status and result.",
 		}, []string{"status", "result"}),
 	}
-	m.reg.MustRegister(m.leading, m.switches, m.duration, m.instructions,
+	m.reg.MustRegister(m.leading, m.switches, m.duration, m.propagation, m.instructions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 func (m *metrics) handler() http.Handler { return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}) }
+
+// askedAt is when /active_color was last written, if it still asks for
+// target: the start of a switch's propagation. A switch resumed by a new
+// leader keeps the original write, so a failover counts in its propagation.
+func (c *Controller) askedAt(target zkstate.Color) (time.Time, bool) {
+	raw, stat, err := c.conn.Get(c.paths.ActiveColor())
+	if err != nil {
+		return time.Time{}, false
+	}
+	if asked, err := zkstate.ParseColor(raw); err != nil || asked != target {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(stat.Mtime), true
+}
+
+// observePropagation records a switch whose final routing table every
+// gateway confirmed now.
+func (m *metrics) observePropagation(askedAt time.Time, ok bool) {
+	if ok {
+		// ZooKeeper's clock and ours may differ a little; never negative.
+		m.propagation.Observe(max(time.Since(askedAt), 0).Seconds())
+	}
+}

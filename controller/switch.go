@@ -27,6 +27,7 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 	defer c.http.CloseIdleConnections()
 	rec := c.startRecord(ctx, target, id, prev, quarantined)
 	moved := c.movedBaseline(ctx)
+	askedAt, asked := c.askedAt(target)
 
 	began := time.Now()
 	healthy := c.healthyTargets(ctx, target, members, true)
@@ -64,12 +65,14 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 	if err := c.takeOut(ctx, log, &rec, members, outs, targetUp, indexes); err != nil {
 		return ignorePreempted(err)
 	}
-	if note := c.waitGateways(ctx, indexes); note != "" {
-		rec.Reason = note
+	final := c.waitGateways(ctx, indexes)
+	if final != "" {
+		rec.Reason = final
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	c.metrics.observePropagation(askedAt, asked && final == "")
 	done := time.Now().UTC()
 	rec.Phase, rec.Active, rec.FinishedAt = zkstate.PhaseDone, target, &done
 	taken := map[string]bool{}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -451,6 +452,16 @@ func TestComposeDependsOn(t *testing.T) {
 
 func TestComposePortsLoopbackOnly(t *testing.T) {
 	p := mustLoad(t, randomToken(t))
+	// The gateway's traffic and each controller's dashboard (its --listen),
+	// on distinct host ports; nothing else leaves the compose network.
+	want := map[string]struct {
+		published string
+		listen    string // the flag whose port is the target
+	}{
+		"gateway":      {"8088", "--listen"},
+		"controller-1": {"8090", "--listen"},
+		"controller-2": {"8091", "--listen"},
+	}
 	published := 0
 	for name, s := range p.Services {
 		for _, port := range s.Ports {
@@ -458,20 +469,25 @@ func TestComposePortsLoopbackOnly(t *testing.T) {
 			if port.HostIP != "127.0.0.1" {
 				t.Errorf("%s: port %d published on %q, want 127.0.0.1 only", name, port.Target, port.HostIP)
 			}
-			if name != "gateway" {
-				t.Errorf("%s: publishes port %d; only the gateway should", name, port.Target)
+			if _, ok := want[name]; !ok {
+				t.Errorf("%s: publishes port %d; only the gateway and the controllers should", name, port.Target)
 			}
 		}
 	}
-	gw := service(t, p, "gateway")
-	if len(gw.Ports) != 1 {
-		t.Fatalf("gateway ports = %+v, want exactly 127.0.0.1:8088:8088", gw.Ports)
+	for name, w := range want {
+		s := service(t, p, name)
+		listen, _ := flagValue(s.Command, w.listen)
+		_, port, _ := strings.Cut(listen, ":")
+		if len(s.Ports) != 1 {
+			t.Errorf("%s ports = %+v, want exactly 127.0.0.1:%s:%s", name, s.Ports, w.published, port)
+			continue
+		}
+		if pt := s.Ports[0]; strconv.Itoa(int(pt.Target)) != port || pt.Published != w.published || pt.HostIP != "127.0.0.1" {
+			t.Errorf("%s port = %+v, want 127.0.0.1:%s:%s (%s %s)", name, pt, w.published, port, w.listen, listen)
+		}
 	}
-	if pt := gw.Ports[0]; pt.Target != 8088 || pt.Published != "8088" || pt.HostIP != "127.0.0.1" {
-		t.Errorf("gateway port = %+v, want 127.0.0.1:8088:8088", pt)
-	}
-	if published != 1 {
-		t.Errorf("published ports = %d, want 1 (the gateway)", published)
+	if published != len(want) {
+		t.Errorf("published ports = %d, want %d", published, len(want))
 	}
 }
 

@@ -1151,8 +1151,11 @@ func (g *Gateway) finishEngine(ex *engineExchange, l engineLogged) {
 	status := ex.status
 	d := time.Since(ex.start)
 	if p := ex.route.pool; p != nil && p.m != nil {
-		p.m.count(status)
-		p.m.duration.Observe(d.Seconds())
+		color := ""
+		if ex.endpoint != nil {
+			color = ex.endpoint.inst.Color
+		}
+		p.m.record(color, status, d.Seconds())
 	}
 	if g.access == nil {
 		return

@@ -310,8 +310,11 @@ func (g *Gateway) finish(lw *logWriter, r *http.Request, ex *exchange) {
 	}
 	d := time.Since(ex.start)
 	if p := ex.route.pool; p != nil && p.m != nil {
-		p.m.count(status)
-		p.m.duration.Observe(d.Seconds())
+		color := ""
+		if ex.endpoint != nil {
+			color = ex.endpoint.inst.Color
+		}
+		p.m.record(color, status, d.Seconds())
 	} else if p == nil {
 		g.metrics.noRoute.Inc()
 	}

@@ -14,30 +14,55 @@ import (
 // made the metrics most of what each route cost the gateway.
 var (
 	requestsDesc = prometheus.NewDesc("switchyard_gateway_requests_total",
-		"Requests answered, by service and status class.", []string{"service", "code"}, nil)
+		"Requests answered, by service, status class and the color of the instance that answered (\"\" when none did).",
+		[]string{"service", "code", "upstream_color"}, nil)
 	durationDesc = prometheus.NewDesc("switchyard_gateway_request_duration_seconds",
-		"Time to answer a request, by service.", []string{"service"}, nil)
+		"Time to answer a request, by service and the color of the instance that answered.",
+		[]string{"service", "upstream_color"}, nil)
 	retriesDesc = prometheus.NewDesc("switchyard_gateway_retries_total",
 		"Requests sent again to another instance, by service.", []string{"service"}, nil)
 
 	durationBuckets = prometheus.ExponentialBuckets(0.0005, 2, 16)
 	classLabels     = [6]string{"", "1xx", "2xx", "3xx", "4xx", "5xx"}
+	// colorLabels are the colors a registry accepts, after "" for answers
+	// no instance gave (refused, timed out before one answered).
+	colorLabels = [3]string{"", "blue", "green"}
 )
+
+// colorIndex is color's place in colorLabels; an unknown color counts as
+// none rather than growing the series.
+func colorIndex(color string) int {
+	switch color {
+	case "blue":
+		return 1
+	case "green":
+		return 2
+	}
+	return 0
+}
 
 // serviceMetrics are one service's series, made once when a route first
 // names it, so the hot path never formats labels.
 type serviceMetrics struct {
-	service  string
-	byClass  [6]counter // by status code / 100
-	duration histogram
-	retries  counter
+	service string
+	byColor [len(colorLabels)]colorMetrics
+	retries counter
 }
 
-// count records an answer with status code.
-func (sm *serviceMetrics) count(code int) {
+// colorMetrics are the answers given by one color's instances.
+type colorMetrics struct {
+	byClass  [6]counter // by status code / 100
+	duration histogram
+}
+
+// record counts an answer with status code, given in seconds by an
+// instance of color ("" when none answered).
+func (sm *serviceMetrics) record(color string, code int, seconds float64) {
+	cm := &sm.byColor[colorIndex(color)]
 	if code >= 100 && code < 600 {
-		sm.byClass[code/100].Inc()
+		cm.byClass[code/100].Inc()
 	}
+	cm.duration.Observe(seconds)
 }
 
 // counter is a Prometheus counter as one atomic.
@@ -63,7 +88,7 @@ func (h *histogram) Observe(v float64) {
 
 // metric is the histogram as read now; the count is the sum of the
 // buckets, so that the two always agree.
-func (h *histogram) metric(service string) prometheus.Metric {
+func (h *histogram) metric(service, color string) prometheus.Metric {
 	cum := make(map[float64]uint64, len(durationBuckets))
 	var n uint64
 	for i, ub := range durationBuckets {
@@ -71,7 +96,7 @@ func (h *histogram) metric(service string) prometheus.Metric {
 		cum[ub] = n
 	}
 	n += h.buckets[len(durationBuckets)].Load()
-	return prometheus.MustNewConstHistogram(durationDesc, n, math.Float64frombits(h.sum.Load()), cum, service)
+	return prometheus.MustNewConstHistogram(durationDesc, n, math.Float64frombits(h.sum.Load()), cum, service, color)
 }
 
 // service returns service's series, made on first use.
@@ -102,12 +127,15 @@ func (c serviceCollector) Collect(ch chan<- prometheus.Metric) {
 		all = append(all, sm)
 	}
 	c.m.mu.Unlock()
-	ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(c.m.noRoute.n.Load()), "", classLabels[4])
+	ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(c.m.noRoute.n.Load()), "", classLabels[4], "")
 	for _, sm := range all {
-		for class := 1; class < len(classLabels); class++ {
-			ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(sm.byClass[class].n.Load()), sm.service, classLabels[class])
+		for ci := range sm.byColor {
+			cm, color := &sm.byColor[ci], colorLabels[ci]
+			for class := 1; class < len(classLabels); class++ {
+				ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(cm.byClass[class].n.Load()), sm.service, classLabels[class], color)
+			}
+			ch <- cm.duration.metric(sm.service, color)
 		}
-		ch <- sm.duration.metric(sm.service)
 		ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(sm.retries.n.Load()), sm.service)
 	}
 }

@@ -264,7 +264,7 @@ func TestServiceMetricsReadAsClientGolangWould(t *testing.T) {
 	if err := ref.Write(&want); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.metric("hello").Write(&got); err != nil {
+	if err := h.metric("hello", "blue").Write(&got); err != nil {
 		t.Fatal(err)
 	}
 	wh, gh := want.GetHistogram(), got.GetHistogram()

@@ -17,6 +17,9 @@ if [ "$what" = all ]; then
   bash "$here/nginx.sh"
   # curl with HTTP/2 for the gateway's TLS and h2c tests.
   bash "$here/clients.sh"
+  # promtool for deployments/monitoring's alert rules test; the
+  # Prometheus server's service is left stopped.
+  bash "$here/prometheus.sh"
   bash "$here/consul.sh" >/dev/null
 fi
 (cd "$here/../.." && go mod download)

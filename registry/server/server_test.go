@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -187,7 +188,11 @@ func TestMetricsShowInstancesByStatus(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := c.SetStatus(ctx, "a", registry.StatusUp); err != nil {
+	idx, err := c.SetStatus(ctx, "a", registry.StatusUp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ReportGateway(ctx, registry.GatewayReport{ID: "gw1", Applied: map[string]uint64{"hello": 7}}); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.Get(url + "/metrics")
@@ -200,6 +205,10 @@ func TestMetricsShowInstancesByStatus(t *testing.T) {
 		`switchyard_registry_instances{color="blue",service="hello",status="UP"} 1`,
 		`switchyard_registry_instances{color="blue",service="hello",status="OUT_OF_SERVICE"} 1`,
 		`switchyard_registry_evictions_total 0`,
+		`switchyard_registry_leases{kind="instance"} 2`,
+		`switchyard_registry_leases{kind="gateway"} 1`,
+		`switchyard_registry_service_index{service="hello"} ` + strconv.FormatFloat(float64(idx), 'g', -1, 64) + "\n",
+		`switchyard_registry_waiters_max `,
 	} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("/metrics lacks %s", want)
