@@ -217,9 +217,18 @@ func (z *ZooKeeper) launch() error {
 	if z.ID > 0 {
 		main = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 	}
-	cmd := exec.Command("java", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-		"-Dzookeeper.log.dir="+z.dir, "-Dzookeeper.admin.enableServer=false",
-		"-cp", z.dir+":"+"/etc/zookeeper/conf:/usr/share/java/zookeeper.jar", main, z.cfgPath)
+	args := []string{"-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+		"-Dzookeeper.log.dir=" + z.dir, "-Dzookeeper.admin.enableServer=false"}
+	if z.ID > 0 {
+		// Leader election backs off between rounds of notifications up to
+		// maxNotificationInterval, 60 s by default: an ensemble that lost its
+		// leader could then sit without one for a minute, longer than a
+		// fault test waits. On loopback, 2 s between rounds and 1 s to
+		// connect to a peer are plenty.
+		args = append(args, "-Dzookeeper.fastleader.maxNotificationInterval=2000", "-Dzookeeper.cnxTimeout=1000")
+	}
+	args = append(args, "-cp", z.dir+":"+"/etc/zookeeper/conf:/usr/share/java/zookeeper.jar", main, z.cfgPath)
+	cmd := exec.Command("java", args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -243,6 +252,12 @@ func (z *ZooKeeper) waitServing(ctx context.Context) error {
 			b, _ := os.ReadFile(filepath.Join(z.dir, "zookeeper.log"))
 			return true, fmt.Errorf("zookeeper exited at start: %s", tail(b, 2000))
 		default:
+		}
+		if z.ID > 0 {
+			// An ensemble member reports a mode once it follows, before it
+			// has synced with the leader; killing the leader then would
+			// take the ensemble's quorum with it.
+			return strings.HasSuffix(z.peerState(), "broadcast"), nil
 		}
 		return z.Mode() != "", nil
 	})
@@ -268,6 +283,28 @@ func (z *ZooKeeper) Mode() string {
 	for _, line := range strings.Split(string(b), "\n") {
 		if mode, ok := strings.CutPrefix(line, "Mode: "); ok {
 			return strings.TrimSpace(mode)
+		}
+	}
+	return ""
+}
+
+// peerState is what the server's mntr command says of its part in the
+// ensemble: "following - broadcast" or "leading - broadcast" once it is in
+// sync, another phase before; "" when it does not answer.
+func (z *ZooKeeper) peerState() string {
+	c, err := net.DialTimeout("tcp", z.Addr, time.Second)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("mntr")); err != nil {
+		return ""
+	}
+	b, _ := io.ReadAll(c)
+	for _, line := range strings.Split(string(b), "\n") {
+		if st, ok := strings.CutPrefix(line, "zk_peer_state\t"); ok {
+			return strings.TrimSpace(st)
 		}
 	}
 	return ""
