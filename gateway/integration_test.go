@@ -99,6 +99,23 @@ func startRegistry(t testing.TB) *registry.Client {
 
 // startStoppableRegistry runs the real registry handler on a server the
 // test can kill outright, long polls included, as a crash would.
+// waitWarmedUp waits until the restarted registry srv ends its warm-up
+// and returns the index of its first ready view of service ("" for all).
+func waitWarmedUp(t *testing.T, c *registry.Client, srv *server.Server, service string) uint64 {
+	t.Helper()
+	var ready uint64
+	testutil.Eventually(t, 5*time.Second, "the warm-up to end", func() bool {
+		srv.Store().Expire()
+		snap, err := c.Instances(context.Background(), service, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ready = snap.Index
+		return snap.Ready
+	})
+	return ready
+}
+
 func startStoppableRegistry(t testing.TB, warmup time.Duration) (*registry.Client, *server.Server, func()) {
 	t.Helper()
 	log, _ := quietLog()
@@ -609,16 +626,7 @@ func TestGatewayKeepsRoutingThroughRegistryRestart(t *testing.T) {
 		t.Fatalf("answers while the registry warms up = %v, want a only: the partial view replaced the table", seen)
 	}
 
-	var ready uint64
-	testutil.Eventually(t, 5*time.Second, "the warm-up to end", func() bool {
-		srv2.Store().Expire()
-		snap, err := c2.Instances(context.Background(), "hello", 0, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ready = snap.Index
-		return snap.Ready
-	})
+	ready := waitWarmedUp(t, c2, srv2, "hello")
 	waitApplied(t, g, "hello", ready)
 	if seen := spread(t, base+"/", 10); seen["b"] != 10 {
 		t.Fatalf("answers after the warm-up = %v, want b only", seen)

@@ -233,16 +233,7 @@ func TestGatewayWatchOfAllServicesKeepsReadyPoolsThroughRegistryWarmup(t *testin
 		t.Fatalf("applied = %v while the registry warms up, want %v: the kept pools do not reflect the partial view", got, before)
 	}
 
-	var ready uint64
-	testutil.Eventually(t, 5*time.Second, "the warm-up to end", func() bool {
-		srv2.Store().Expire()
-		snap, err := c2.Instances(context.Background(), "", 0, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ready = snap.Index
-		return snap.Ready
-	})
+	ready := waitWarmedUp(t, c2, srv2, "")
 	waitApplied(t, g, "hello", ready)
 	waitApplied(t, g, "other", ready)
 	if got := upAddrs(g, "hello"); !slices.Equal(got, []string{"127.0.0.1:20002"}) {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/switchyard/switchyard/deployments/local"
 	"github.com/switchyard/switchyard/internal/retry"
 	"github.com/switchyard/switchyard/zkstate"
 )
@@ -94,15 +93,9 @@ func (b *bencher) consulSizes(ctx context.Context) error {
 
 func (b *bencher) consulSize(ctx context.Context, perColor int) (*SizeRow, error) {
 	name := fmt.Sprintf("consul-%d", perColor)
-	dir := filepath.Join(b.dir, name+"-agent")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	sctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
-	agent, err := local.StartConsul(sctx, dir)
-	cancel()
+	agent, err := b.consulAgent(ctx, name+"-agent")
 	if err != nil {
-		return nil, fmt.Errorf("consul agent: %w", err)
+		return nil, err
 	}
 	defer agent.Stop()
 	c, err := b.startCluster(ctx, name, agent.URL(), 0)

@@ -18,7 +18,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/switchyard/switchyard/deployments/local"
 	"github.com/switchyard/switchyard/internal/retry"
 	"github.com/switchyard/switchyard/registry"
 	"github.com/switchyard/switchyard/registry/backends"
@@ -74,16 +73,11 @@ func (b *bencher) routes(ctx context.Context) error {
 // Its instances point at one listener of the bench's that passes Consul's
 // health checks, so that they are UP.
 func (b *bencher) routesConsul(ctx context.Context) error {
-	dir := filepath.Join(b.dir, "routes-consul")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	sctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
-	agent, err := local.StartConsul(sctx, dir)
-	cancel()
+	agent, err := b.consulAgent(ctx, "routes-consul")
 	if err != nil {
-		return fmt.Errorf("routes: consul agent: %w", err)
+		return fmt.Errorf("routes: %w", err)
 	}
+	dir := filepath.Join(b.dir, "routes-consul") // the agent's, and each size's gateway below it
 	defer agent.Stop()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -138,18 +138,28 @@ func (b *bencher) builtinCluster(ctx context.Context) error {
 	return nil
 }
 
+// consulAgent starts a Consul dev agent of its own in the bench's dir
+// name; building Consul the first time on a machine can take minutes.
+func (b *bencher) consulAgent(ctx context.Context, name string) (*local.Consul, error) {
+	dir := filepath.Join(b.dir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
+	defer cancel()
+	agent, err := local.StartConsul(sctx, dir)
+	if err != nil {
+		return nil, fmt.Errorf("consul agent: %w", err)
+	}
+	return agent, nil
+}
+
 // consul measures propagation with the Consul registry: two hello
 // processes of each color, then each of ConsulSizes.
 func (b *bencher) consul(ctx context.Context) error {
-	dir := filepath.Join(b.dir, "consul-agent")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	sctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
-	agent, err := local.StartConsul(sctx, dir)
-	cancel()
+	agent, err := b.consulAgent(ctx, "consul-agent")
 	if err != nil {
-		return fmt.Errorf("consul agent: %w", err)
+		return err
 	}
 	err = func() error {
 		defer agent.Stop()
