@@ -12,9 +12,10 @@ import (
 	"github.com/switchyard/switchyard/zkstate"
 )
 
-// serveAPI serves the read-only HTTP API: GET /v1/status, /metrics and
-// /healthz.
-// Switches go through /active_color, never through this API.
+// serveAPI serves the HTTP API: GET /v1/status, /metrics and /healthz,
+// and the dashboard (serveBoard). Its two actions write /active_color, as
+// `switchyard switch` does, and need the shared token; the leader switches
+// from /active_color alone, whoever wrote it.
 func (c *Controller) serveAPI(ctx context.Context, ln net.Listener) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -24,6 +25,7 @@ func (c *Controller) serveAPI(ctx context.Context, ln net.Listener) {
 		return ec.JSONPretty(http.StatusOK, zkstate.ReadView(rctx, c.conn, c.paths, c.cfg.Registry), "  ")
 	})
 	e.GET("/metrics", echo.WrapHandler(c.metrics.handler()))
+	c.serveBoard(ctx, e)
 	e.GET("/healthz", func(ec echo.Context) error {
 		return ec.JSON(http.StatusOK, map[string]any{"status": "ok", "id": c.cfg.ID, "leading": c.Leading()})
 	})

@@ -642,6 +642,7 @@ func (ex *engineExchange) roundTrip(h1 *h1Transport, req *http.Request, raw *raw
 		if m := pool.m; m != nil {
 			m.retries.Inc()
 		}
+		ex.endpoint.count(0)
 		ex.endpoint = e
 	}
 }
@@ -1150,6 +1151,9 @@ func (ec *engineConn) fields(ex *engineExchange) logrus.Fields {
 func (g *Gateway) finishEngine(ex *engineExchange, l engineLogged) {
 	status := ex.status
 	d := time.Since(ex.start)
+	if ex.endpoint != nil {
+		ex.endpoint.count(status)
+	}
 	if p := ex.route.pool; p != nil && p.m != nil {
 		color := ""
 		if ex.endpoint != nil {

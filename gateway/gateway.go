@@ -592,11 +592,30 @@ func (g *Gateway) reportLoop(ctx context.Context) {
 func (g *Gateway) report(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
 	defer cancel()
-	r := registry.GatewayReport{ID: g.cfg.ID, Applied: g.Applied(), Streams: g.streams.counts(), Moved: g.streams.moved.Load()}
+	r := registry.GatewayReport{ID: g.cfg.ID, Applied: g.Applied(), Streams: g.streams.counts(), Moved: g.streams.moved.Load(), Traffic: g.traffic(), At: time.Now().UTC()}
 	if err := g.cfg.Source.ReportGateway(ctx, r); err != nil {
 		return fmt.Errorf("report gateway %s: %w", g.cfg.ID, err)
 	}
 	return nil
+}
+
+// traffic is each routed instance's counts, for the report; nil when no
+// instance has had a request yet.
+func (g *Gateway) traffic() map[string]registry.Traffic {
+	var out map[string]registry.Traffic
+	for _, p := range g.table.Load().pools {
+		for _, e := range p.eps {
+			n := e.traffic.requests.Load()
+			if n == 0 {
+				continue
+			}
+			if out == nil {
+				out = map[string]registry.Traffic{}
+			}
+			out[e.inst.ID] = registry.Traffic{Requests: n, Errors: e.traffic.errors.Load()}
+		}
+	}
+	return out
 }
 
 // debugWriter sends the standard logger output of net/http to logrus at

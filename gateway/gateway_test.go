@@ -249,6 +249,11 @@ func TestGatewayReportsRightAfterEachChange(t *testing.T) {
 
 	src.next <- snapOf(201, up, inst("b", "hello", 2, registry.StatusDown))
 	testutil.Eventually(t, 5*time.Second, "a report of index 201", func() bool { r, _ := src.lastReport(); return r.Applied["hello"] == 201 })
+	// The two GETs above went to a, and the report counts them, so that
+	// the dashboard can show each instance's rate.
+	if r, _ := src.lastReport(); r.Traffic["a"] != (registry.Traffic{Requests: 2}) {
+		t.Fatalf("report traffic = %+v, want a: 2 requests, 0 errors", r.Traffic)
+	}
 	src.mu.Lock()
 	defer src.mu.Unlock()
 	for _, r := range src.reports {

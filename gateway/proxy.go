@@ -130,6 +130,11 @@ func (t retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if m := pool.m; m != nil {
 			m.retries.Inc()
 		}
+		if err == nil {
+			ex.endpoint.count(resp.StatusCode)
+		} else {
+			ex.endpoint.count(0)
+		}
 		req = retarget(req, e, &body)
 		ex.endpoint = e
 	}

@@ -309,6 +309,9 @@ func (g *Gateway) finish(lw *logWriter, r *http.Request, ex *exchange) {
 		status = http.StatusOK
 	}
 	d := time.Since(ex.start)
+	if ex.endpoint != nil {
+		ex.endpoint.count(status)
+	}
 	if p := ex.route.pool; p != nil && p.m != nil {
 		color := ""
 		if ex.endpoint != nil {

@@ -50,6 +50,25 @@ type Endpoint struct {
 	// connection. Endpoints are carried over from table to table, so this
 	// passive health outlives a rebuild.
 	downUntil atomic.Int64
+	// traffic counts what the gateway sent this instance; it is shared by
+	// the endpoints a rebuild makes for the same address, so that it lasts
+	// as long as the instance stays UP.
+	traffic *endpointTraffic
+}
+
+// endpointTraffic counts the exchanges with one instance, for the
+// gateway's report: the controller's dashboard shows their rates.
+type endpointTraffic struct {
+	requests atomic.Uint64
+	errors   atomic.Uint64 // 5xx answers and attempts that got no answer
+}
+
+// count counts an exchange that ended with status (0 for no answer).
+func (e *Endpoint) count(status int) {
+	e.traffic.requests.Add(1)
+	if status == 0 || status >= 500 {
+		e.traffic.errors.Add(1)
+	}
 }
 
 // NewTable builds the table for routes (normalized, as ParseRoute returns
@@ -165,6 +184,9 @@ func newPool(service string, snap registry.Snapshot, applied bool, prev *Pool) *
 			ne := &Endpoint{inst: *inst, hostPort: inst.HostPort(), h2c: inst.Protocol == registry.ProtocolH2C}
 			if e != nil && e.hostPort == ne.hostPort {
 				ne.downUntil.Store(e.downUntil.Load())
+				ne.traffic = e.traffic
+			} else {
+				ne.traffic = new(endpointTraffic)
 			}
 			e = ne
 		}

@@ -160,6 +160,22 @@ type GatewayReport struct {
 	// Moved counts the streams the gateway has ended since it started
 	// because their instance left the UP set.
 	Moved uint64 `json:"moved,omitempty"`
+	// Traffic counts, by instance id, what the gateway has sent each
+	// instance it routes to since the instance last went UP there:
+	// cumulative, so that a reader takes rates from two reports.
+	Traffic map[string]Traffic `json:"traffic,omitempty"`
+	// At is when the gateway took Traffic, by its own clock: rates come
+	// from two reports of one gateway, whenever they are read.
+	At time.Time `json:"at,omitzero"`
+}
+
+// Traffic is what one gateway sent one instance. A count that goes down
+// started again (the gateway restarted, or the instance left and rejoined
+// its table).
+type Traffic struct {
+	Requests uint64 `json:"requests"`
+	// Errors counts the 5xx answers and the attempts that got no answer.
+	Errors uint64 `json:"errors,omitempty"`
 }
 
 // HeartbeatBatch is the body of PUT /v1/heartbeats, which renews the

@@ -20,6 +20,8 @@ if [ "$what" = all ]; then
   # promtool for deployments/monitoring's alert rules test; the
   # Prometheus server's service is left stopped.
   bash "$here/prometheus.sh"
+  # Chromium and axe-core for the dashboard's browser test.
+  bash "$here/browser.sh" >/dev/null
   bash "$here/consul.sh" >/dev/null
 fi
 (cd "$here/../.." && go mod download)
