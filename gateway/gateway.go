@@ -592,7 +592,7 @@ func (g *Gateway) reportLoop(ctx context.Context) {
 func (g *Gateway) report(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
 	defer cancel()
-	r := registry.GatewayReport{ID: g.cfg.ID, Applied: g.Applied(), Streams: g.streams.counts(), Moved: g.streams.moved.Load(), Traffic: g.traffic(), At: time.Now().UTC()}
+	r := registry.GatewayReport{ID: g.cfg.ID, Applied: g.Applied(), Streams: g.streams.counts(), Moved: g.streams.moved.Load(), Traffic: g.traffic(), Colors: g.metrics.colors(), At: time.Now().UTC()}
 	if err := g.cfg.Source.ReportGateway(ctx, r); err != nil {
 		return fmt.Errorf("report gateway %s: %w", g.cfg.ID, err)
 	}

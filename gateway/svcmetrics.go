@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchyard/switchyard/registry"
 )
 
 // The per-service series are plain atomics read by a collector at scrape
@@ -22,7 +24,9 @@ var (
 	retriesDesc = prometheus.NewDesc("switchyard_gateway_retries_total",
 		"Requests sent again to another instance, by service.", []string{"service"}, nil)
 
-	durationBuckets = prometheus.ExponentialBuckets(0.0005, 2, 16)
+	// durationBuckets are the registry's, so that the counts a gateway
+	// reports to the controller (ColorTraffic) are the ones it exports.
+	durationBuckets = registry.LatencyBounds
 	classLabels     = [6]string{"", "1xx", "2xx", "3xx", "4xx", "5xx"}
 	// colorLabels are the colors a registry accepts, after "" for answers
 	// no instance gave (refused, timed out before one answered).
@@ -72,7 +76,7 @@ func (c *counter) Inc() { c.n.Add(1) }
 
 // histogram counts observations into durationBuckets, and +Inf last.
 type histogram struct {
-	buckets [17]atomic.Uint64
+	buckets [registry.LatencyBuckets + 1]atomic.Uint64
 	sum     atomic.Uint64 // float64 bits
 }
 
@@ -138,4 +142,34 @@ func (c serviceCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(sm.retries.n.Load()), sm.service)
 	}
+}
+
+// colors is what each color of each service answered so far, for the
+// gateway's report.
+func (m *metrics) colors() []registry.ColorTraffic {
+	m.mu.Lock()
+	all := make([]*serviceMetrics, 0, len(m.svc))
+	for _, sm := range m.svc {
+		all = append(all, sm)
+	}
+	m.mu.Unlock()
+	var out []registry.ColorTraffic
+	for _, sm := range all {
+		for ci := 1; ci < len(sm.byColor); ci++ {
+			cm := &sm.byColor[ci]
+			ct := registry.ColorTraffic{Service: sm.service, Color: colorLabels[ci], Errors: cm.byClass[5].n.Load()}
+			for class := range cm.byClass {
+				ct.Requests += cm.byClass[class].n.Load()
+			}
+			if ct.Requests == 0 {
+				continue
+			}
+			ct.Latency = make([]uint64, len(cm.duration.buckets))
+			for i := range cm.duration.buckets {
+				ct.Latency[i] = cm.duration.buckets[i].Load()
+			}
+			out = append(out, ct)
+		}
+	}
+	return out
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -164,10 +165,41 @@ type GatewayReport struct {
 	// instance it routes to since the instance last went UP there:
 	// cumulative, so that a reader takes rates from two reports.
 	Traffic map[string]Traffic `json:"traffic,omitempty"`
+	// Colors is what each color of each service answered, by color.
+	Colors []ColorTraffic `json:"colors,omitempty"`
 	// At is when the gateway took Traffic, by its own clock: rates come
 	// from two reports of one gateway, whenever they are read.
 	At time.Time `json:"at,omitzero"`
 }
+
+// ColorTraffic is what one color's instances of one service answered
+// through one gateway, cumulative since the gateway started: what the
+// controller's post-switch analysis compares the colors by.
+type ColorTraffic struct {
+	Service  string `json:"service"`
+	Color    string `json:"color"`
+	Requests uint64 `json:"requests"`
+	// Errors counts the 5xx answers, the gateway's own for an instance
+	// that failed included.
+	Errors uint64 `json:"errors,omitempty"`
+	// Latency counts the answers by how long they took: one count per
+	// bound of LatencyBounds, and a last one for the slower ones.
+	Latency []uint64 `json:"latency,omitempty"`
+}
+
+// LatencyBuckets is how many bounds LatencyBounds has.
+const LatencyBuckets = 30
+
+// LatencyBounds are the upper bounds, in seconds, of the buckets a gateway
+// counts answer times in: from 0.25 ms up by a factor of √2 to 5.8 s, fine
+// enough to tell a p99 that doubled.
+var LatencyBounds = func() []float64 {
+	b := make([]float64, LatencyBuckets)
+	for i := range b {
+		b[i] = 0.00025 * math.Pow(math.Sqrt2, float64(i))
+	}
+	return b
+}()
 
 // Traffic is what one gateway sent one instance. A count that goes down
 // started again (the gateway restarted, or the instance left and rejoined
