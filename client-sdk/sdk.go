@@ -54,7 +54,12 @@ type Config struct {
 	ID      string // default: service-color-random
 	Version string
 	Address string // advertised host, reachable by gateways and controllers
-	Port    int    // advertised port
+	Port    int    // advertised port, where gateways send traffic
+	// ControlPort is the port on Address where the controller reaches this
+	// SDK's control endpoints (ControlHandler), when they are not served on
+	// Port with the traffic: `switchyard agent` runs the SDK beside an
+	// application that does not embed it. 0 means Port.
+	ControlPort int
 	// Protocol is what the service speaks on Port, announced to gateways:
 	// registry.ProtocolHTTP1 (the default) or registry.ProtocolH2C for a
 	// server that takes HTTP/2 with prior knowledge, such as gRPC.
@@ -75,6 +80,7 @@ type Config struct {
 	HeartbeatInterval time.Duration // default 1s
 	DrainTimeout      time.Duration // cap on waiting for gateways at shutdown; default 10s
 	// Health reports whether the instance can serve; nil means always.
+	// HTTPHealth checks an application's URL.
 	Health func(context.Context) error
 	Log    logrus.FieldLogger
 }
@@ -92,7 +98,13 @@ type Instance struct {
 	status   atomic.Value // registry.Status the registry last confirmed
 	desired  atomic.Value // registry.Status the controller last asked for
 	draining atomic.Bool
+	stopping atomic.Bool
 	inflight sync.WaitGroup
+	states   watchers // the host program's States channels
+
+	drainMu  sync.Mutex // one drain, whether Drain or Shutdown asks first
+	drained  bool
+	drainErr error
 
 	regMu sync.Mutex // serialises registry writes: instructions, re-registration
 	zk    *zk.Conn
@@ -105,8 +117,14 @@ func New(cfg Config) (*Instance, error) {
 	if _, err := zkstate.ParseColor([]byte(cfg.Color)); err != nil {
 		return nil, fmt.Errorf("sdk: %w", err)
 	}
-	if cfg.Service == "" || cfg.Address == "" || cfg.Port <= 0 {
+	if cfg.Service == "" || cfg.Address == "" || cfg.Port <= 0 || cfg.Port > 65535 {
 		return nil, errors.New("sdk: service, address and port are required")
+	}
+	if cfg.ControlPort < 0 || cfg.ControlPort > 65535 {
+		return nil, fmt.Errorf("sdk: control port %d out of range", cfg.ControlPort)
+	}
+	if cfg.ControlPort == cfg.Port {
+		cfg.ControlPort = 0
 	}
 	if cfg.Registry == nil || len(cfg.ZK) == 0 {
 		return nil, errors.New("sdk: a registry and ZooKeeper servers are required")
@@ -156,6 +174,7 @@ func New(cfg Config) (*Instance, error) {
 	i.log = cfg.Log.WithFields(logrus.Fields{"instance": cfg.ID, "service": cfg.Service, "color": cfg.Color})
 	i.status.Store(registry.StatusOutOfService)
 	i.desired.Store(registry.StatusOutOfService)
+	i.states.last = registry.StatusOutOfService
 	return i, nil
 }
 
@@ -169,6 +188,7 @@ func (i *Instance) record() registry.Instance {
 	return registry.Instance{
 		ID: i.cfg.ID, Service: i.cfg.Service, Color: string(i.cfg.Color), Version: i.cfg.Version,
 		Address: i.cfg.Address, Port: i.cfg.Port, Status: i.Status(), Protocol: i.cfg.Protocol,
+		ControlPort: i.cfg.ControlPort,
 	}
 }
 
@@ -198,7 +218,7 @@ func (i *Instance) Start(ctx context.Context) error {
 func (i *Instance) nodeData() []byte {
 	b, _ := json.Marshal(zkstate.InstanceNode{
 		Service: i.cfg.Service, ID: i.cfg.ID, Address: i.cfg.Address, Port: i.cfg.Port,
-		Version: i.cfg.Version, StartedAt: time.Now().UTC(),
+		Version: i.cfg.Version, StartedAt: time.Now().UTC(), ControlPort: i.cfg.ControlPort,
 	})
 	return b
 }
@@ -384,6 +404,7 @@ func (i *Instance) apply(ctx context.Context, st registry.Status) (uint64, error
 		return 0, fmt.Errorf("set status of %s to %s: %w", i.cfg.ID, st, err)
 	}
 	i.status.Store(st)
+	i.states.publish(st)
 	return idx, nil
 }
 
@@ -404,6 +425,11 @@ func (i *Instance) Handler(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// ControlHandler serves only the control endpoints, on a port of their own
+// (Config.ControlPort), for a program that runs the SDK beside an
+// application instead of inside it, as `switchyard agent` does.
+func (i *Instance) ControlHandler() http.Handler { return http.HandlerFunc(i.control) }
 
 func (i *Instance) control(w http.ResponseWriter, r *http.Request) {
 	switch {
@@ -540,20 +566,40 @@ func decodeStrict(b []byte, v any) error {
 	return nil
 }
 
-// Shutdown takes the instance out of traffic before it stops: it goes
-// OUT_OF_SERVICE, waits until every gateway has applied that, lets srv
-// finish the requests in flight, then deletes its node and deregisters.
+// Drain takes the instance out of traffic without stopping it: it goes
+// OUT_OF_SERVICE, refuses to go UP again, and waits until every gateway has
+// applied that (up to DrainTimeout), so that no new request is on its way
+// here once it returns. It drains once; a later call, or Shutdown, returns
+// the first drain's error.
+func (i *Instance) Drain(ctx context.Context) error {
+	i.drainMu.Lock()
+	defer i.drainMu.Unlock()
+	if i.drained {
+		return i.drainErr
+	}
+	i.draining.Store(true)
+	i.log.Info("draining: going OUT_OF_SERVICE and waiting for the gateways")
+	idx, err := i.SetStatus(ctx, registry.StatusOutOfService)
+	if err == nil {
+		if werr := i.waitGateways(ctx, idx); werr != nil {
+			i.log.WithError(werr).Warn("gateways did not confirm the drain in time; stopping anyway")
+		}
+	}
+	i.drained, i.drainErr = true, err
+	return err
+}
+
+// Shutdown takes the instance out of traffic before it stops: it drains
+// (see Drain), lets srv finish the requests in flight, then deletes its
+// node and deregisters.
 func (i *Instance) Shutdown(ctx context.Context, srv *http.Server) error {
-	if !i.draining.CompareAndSwap(false, true) {
+	if !i.stopping.CompareAndSwap(false, true) {
 		return errors.New("sdk: already shutting down")
 	}
 	i.log.Info("shutting down: going OUT_OF_SERVICE and draining")
 	var errs []error
-	idx, err := i.SetStatus(ctx, registry.StatusOutOfService)
-	if err != nil {
+	if err := i.Drain(ctx); err != nil {
 		errs = append(errs, err)
-	} else if err := i.waitGateways(ctx, idx); err != nil {
-		i.log.WithError(err).Warn("gateways did not confirm the drain in time; stopping anyway")
 	}
 	if srv != nil {
 		if err := srv.Shutdown(ctx); err != nil {
@@ -561,6 +607,28 @@ func (i *Instance) Shutdown(ctx context.Context, srv *http.Server) error {
 		}
 	}
 	i.inflight.Wait()
+	errs = append(errs, i.release(ctx)...)
+	i.log.Info("instance stopped")
+	return errors.Join(errs...)
+}
+
+// Leave removes the instance at once, without draining: for when what
+// served its traffic is already gone (an agent's application died), so
+// that waiting would only keep routing pointed at a dead address a little
+// longer. Deregistering takes it out of every gateway's table.
+func (i *Instance) Leave(ctx context.Context) error {
+	if !i.stopping.CompareAndSwap(false, true) {
+		return errors.New("sdk: already shutting down")
+	}
+	i.draining.Store(true)
+	errs := i.release(ctx)
+	i.log.Info("instance removed from ZooKeeper and the registry without draining")
+	return errors.Join(errs...)
+}
+
+// release stops the heartbeats, deletes the node and deregisters.
+func (i *Instance) release(ctx context.Context) []error {
+	var errs []error
 	if i.stop != nil {
 		i.stop()
 	}
@@ -573,8 +641,7 @@ func (i *Instance) Shutdown(ctx context.Context, srv *http.Server) error {
 	if err := i.cfg.Registry.Deregister(ctx, i.cfg.ID); err != nil && !errors.Is(err, registry.ErrNotFound) {
 		errs = append(errs, fmt.Errorf("deregister: %w", err))
 	}
-	i.log.Info("instance stopped")
-	return errors.Join(errs...)
+	return errs
 }
 
 // waitGateways waits until every live gateway has applied index for the

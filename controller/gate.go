@@ -41,9 +41,10 @@ func (c *Controller) healthyTargets(ctx context.Context, target zkstate.Color, m
 	return out
 }
 
-// healthy asks the instance's own health endpoint, which the SDK serves.
+// healthy asks the instance's own health endpoint, which the SDK serves
+// (on the agent's port for an application run beside `switchyard agent`).
 func (c *Controller) healthy(ctx context.Context, m Member) bool {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.HostPort()+"/_switchyard/health", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.ControlHostPort()+"/_switchyard/health", nil)
 	if err != nil {
 		return false
 	}

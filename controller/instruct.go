@@ -78,14 +78,14 @@ func (c *Controller) left(m Member) bool {
 		return false // cannot tell; keep trying
 	}
 	n, perr := zkstate.ParseInstanceNode(b)
-	return perr == nil && (n.Address != m.Address || n.Port != m.Port)
+	return perr == nil && (n.Address != m.Address || n.Port != m.Port || n.ControlPort != m.ControlPort)
 }
 
 // sendInstruction makes one PUT /_switchyard/status to the instance. The
 // instance answers only once the registry confirmed, with the index at
 // which the change is visible.
 func (c *Controller) sendInstruction(ctx context.Context, m Member, body []byte) (uint64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+m.HostPort()+"/_switchyard/status", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+m.ControlHostPort()+"/_switchyard/status", bytes.NewReader(body))
 	if err != nil {
 		return 0, err
 	}

@@ -62,7 +62,7 @@ func (c *Controller) members(snap registry.Snapshot) ([]Member, []zkstate.Quaran
 			p := c.paths.Instance(color, id)
 			seen[p] = true
 			a, ok := c.nodes[p]
-			if in, reg := byID[id]; ok && reg && (in.Address != a.Node.Address || in.Port != a.Node.Port) {
+			if in, reg := byID[id]; ok && reg && (in.Address != a.Node.Address || in.Port != a.Node.Port || in.ControlPort != a.Node.ControlPort) {
 				ok = false // the node may have been made again with other data
 			}
 			if !ok {

@@ -61,6 +61,11 @@ type Instance struct {
 	// when empty) or ProtocolH2C, HTTP/2 with prior knowledge, which
 	// gateways then use upstream (a gRPC server needs it).
 	Protocol string `json:"protocol,omitempty"`
+	// ControlPort is the port on Address where the instance's
+	// /_switchyard/ endpoints answer when they are not on Port: that of a
+	// `switchyard agent` running beside an application that does not
+	// embed the SDK. 0 means Port. Gateways never use it.
+	ControlPort int `json:"control_port,omitempty"`
 }
 
 // The protocols an instance may announce.
@@ -71,6 +76,15 @@ const (
 
 // HostPort is the instance's dialable address.
 func (i Instance) HostPort() string { return net.JoinHostPort(i.Address, strconv.Itoa(i.Port)) }
+
+// ControlHostPort is where the instance's /_switchyard/ endpoints answer:
+// on Address, at ControlPort when set, otherwise at Port.
+func (i Instance) ControlHostPort() string {
+	if i.ControlPort == 0 {
+		return i.HostPort()
+	}
+	return net.JoinHostPort(i.Address, strconv.Itoa(i.ControlPort))
+}
 
 // Limits on what a registration may carry, so that no registration can
 // make every view, and every watcher's copy of it, large.
@@ -133,6 +147,8 @@ func (i Instance) Validate() error {
 		return fmt.Errorf("%w: version must be at most %d printable characters", ErrInvalid, MaxVersionLen)
 	case i.Port <= 0 || i.Port > 65535:
 		return fmt.Errorf("%w: port %d out of range", ErrInvalid, i.Port)
+	case i.ControlPort < 0 || i.ControlPort > 65535:
+		return fmt.Errorf("%w: control port %d out of range", ErrInvalid, i.ControlPort)
 	case i.Protocol != "" && i.Protocol != ProtocolHTTP1 && i.Protocol != ProtocolH2C:
 		return fmt.Errorf("%w: protocol must be %q or %q, not %q", ErrInvalid, ProtocolHTTP1, ProtocolH2C, i.Protocol)
 	}

@@ -33,11 +33,19 @@ type Member struct {
 	Port    int
 	Version string
 	Status  registry.Status
+	// ControlPort is where on Address its /_switchyard/ endpoints answer
+	// when not on Port: a `switchyard agent` beside the application.
+	ControlPort int
 }
 
-// HostPort is the member's dialable address.
+// HostPort is the member's dialable address, where its traffic goes.
 func (m Member) HostPort() string {
 	return registry.Instance{Address: m.Address, Port: m.Port}.HostPort()
+}
+
+// ControlHostPort is where the controller health-checks and instructs it.
+func (m Member) ControlHostPort() string {
+	return registry.Instance{Address: m.Address, Port: m.Port, ControlPort: m.ControlPort}.ControlHostPort()
 }
 
 // Quarantined is a node that is not trusted: never instructed, never
@@ -88,11 +96,13 @@ func Join(nodes []Announced, regs []registry.Instance, allowed func(address stri
 		case in.Address != n.Address || in.Port != n.Port:
 			quarantine(a, "node points at %s, registration at %s",
 				registry.Instance{Address: n.Address, Port: n.Port}.HostPort(), in.HostPort())
+		case in.ControlPort != n.ControlPort:
+			quarantine(a, "node says control port %d, registration says %d", n.ControlPort, in.ControlPort)
 		case allowed != nil && allowed(n.Address) != nil:
 			quarantine(a, "%v", allowed(n.Address))
 		default:
 			members = append(members, Member{ID: a.Name, Service: n.Service, Color: a.Color,
-				Address: n.Address, Port: n.Port, Version: n.Version, Status: in.Status})
+				Address: n.Address, Port: n.Port, Version: n.Version, Status: in.Status, ControlPort: n.ControlPort})
 		}
 	}
 	sort.Slice(members, func(i, j int) bool {

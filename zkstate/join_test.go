@@ -44,6 +44,16 @@ func TestJoin(t *testing.T) {
 			quarantined: map[string]string{"blue/b1": "points at 169.254.169.254:80"},
 		},
 		{
+			desc: "a node whose control port differs from the registration's is quarantined: instructions never go to a port the registration did not name",
+			nodes: func() []Announced {
+				a := node(Blue, "b1", "b1", "127.0.0.1", 1001)
+				a.Node.ControlPort = 22
+				return []Announced{a}
+			}(),
+			regs:        []registry.Instance{b1},
+			quarantined: map[string]string{"blue/b1": "control port 22"},
+		},
+		{
 			desc:        "a node without a registration is quarantined",
 			nodes:       []Announced{node(Green, "ghost", "ghost", "127.0.0.1", 9)},
 			quarantined: map[string]string{"green/ghost": "no registration"},

@@ -15,6 +15,9 @@ type InstanceNode struct {
 	Port      int       `json:"port"`
 	Version   string    `json:"version,omitempty"`
 	StartedAt time.Time `json:"started_at"`
+	// ControlPort is the port on Address of the instance's /_switchyard/
+	// endpoints when not Port (an agent's); it must match the registration.
+	ControlPort int `json:"control_port,omitempty"`
 }
 
 // ParseInstanceNode decodes and checks an instance node's data.
@@ -23,7 +26,7 @@ func ParseInstanceNode(b []byte) (InstanceNode, error) {
 	if err := json.Unmarshal(b, &n); err != nil {
 		return n, fmt.Errorf("zkstate: instance node is not JSON (%w): %s", boundedError{err}, Describe(b))
 	}
-	if n.Service == "" || n.ID == "" || n.Address == "" || n.Port <= 0 || n.Port > 65535 {
+	if n.Service == "" || n.ID == "" || n.Address == "" || n.Port <= 0 || n.Port > 65535 || n.ControlPort < 0 || n.ControlPort > 65535 {
 		return n, fmt.Errorf("zkstate: instance node lacks service, id, address or a valid port: %s", Describe(b))
 	}
 	return n, nil

@@ -141,7 +141,7 @@ Exit codes: 0 done; 1 refused (switch --wait: routing is unchanged);
 	pf.StringVar(&c.logFormat, "log-format", env("SWITCHYARD_LOG_FORMAT", "text"), "text or json, one object a line (SWITCHYARD_LOG_FORMAT)")
 	_ = root.RegisterFlagCompletionFunc("log-level", cobra.FixedCompletions([]string{"debug", "info", "warn", "error"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = root.RegisterFlagCompletionFunc("log-format", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
-	root.AddCommand(registryCmd(c), controllerCmd(c), gatewayCmd(c), statusCmd(c), historyCmd(c), switchCmd(c), rollbackCmd(c), tokenCmd(c))
+	root.AddCommand(registryCmd(c), controllerCmd(c), gatewayCmd(c), statusCmd(c), historyCmd(c), switchCmd(c), rollbackCmd(c), tokenCmd(c), agentCmd(c))
 	for _, cmd := range root.Commands() {
 		typed(cmd)
 	}

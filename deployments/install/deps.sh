@@ -17,6 +17,8 @@ if [ "$what" = all ]; then
   bash "$here/nginx.sh"
   # curl with HTTP/2 for the gateway's TLS and h2c tests.
   bash "$here/clients.sh"
+  # Node.js and Python 3 for switchyard agent's end-to-end tests.
+  bash "$here/node.sh"
   # promtool for deployments/monitoring's alert rules test; the
   # Prometheus server's service is left stopped.
   bash "$here/prometheus.sh"

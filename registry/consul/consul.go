@@ -35,6 +35,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -124,6 +125,8 @@ const (
 	metaColor   = "switchyard_color"
 	metaVersion = "switchyard_version"
 	metaProto   = "switchyard_protocol"
+	// metaControl holds Instance.ControlPort when it is set.
+	metaControl = "switchyard_control_port"
 	tagOwned    = "switchyard"
 	// healthPath is what the SDK serves as sdk.HealthPath.
 	healthPath = "/_switchyard/health"
@@ -206,7 +209,7 @@ func (c *Registry) Register(ctx context.Context, inst registry.Instance) error {
 	checks := api.AgentServiceChecks{{
 		CheckID:                        healthCheckID(inst.ID),
 		Name:                           "switchyard health",
-		HTTP:                           "http://" + inst.HostPort() + healthPath,
+		HTTP:                           "http://" + inst.ControlHostPort() + healthPath,
 		Method:                         "GET",
 		Interval:                       c.cfg.CheckInterval.String(),
 		Timeout:                        c.cfg.CheckTimeout.String(),
@@ -224,6 +227,10 @@ func (c *Registry) Register(ctx context.Context, inst registry.Instance) error {
 			DeregisterCriticalServiceAfter: c.cfg.DeregisterAfter.String(),
 		})
 	}
+	meta := map[string]string{metaColor: inst.Color, metaVersion: inst.Version, metaProto: inst.Protocol}
+	if inst.ControlPort != 0 {
+		meta[metaControl] = strconv.Itoa(inst.ControlPort)
+	}
 	tags := []string{tagOwned}
 	if inst.Color != "" {
 		tags = append(tags, inst.Color)
@@ -234,7 +241,7 @@ func (c *Registry) Register(ctx context.Context, inst registry.Instance) error {
 		Tags:    tags,
 		Address: inst.Address,
 		Port:    inst.Port,
-		Meta:    map[string]string{metaColor: inst.Color, metaVersion: inst.Version, metaProto: inst.Protocol},
+		Meta:    meta,
 		Checks:  checks,
 	}
 	// Replacing the checks also drops an earlier maintenance check, so an
@@ -771,15 +778,19 @@ func instanceOf(e *api.ServiceEntry) (registry.Instance, bool) {
 	if addr == "" && e.Node != nil {
 		addr = e.Node.Address
 	}
+	// A malformed value reads as 0, the traffic port, which the node's own
+	// control port then contradicts: the controller quarantines it.
+	control, _ := strconv.Atoi(e.Service.Meta[metaControl])
 	return registry.Instance{
-		ID:       e.Service.ID,
-		Service:  e.Service.Service,
-		Color:    color,
-		Version:  e.Service.Meta[metaVersion],
-		Protocol: e.Service.Meta[metaProto],
-		Address:  addr,
-		Port:     e.Service.Port,
-		Status:   statusOf(e),
+		ID:          e.Service.ID,
+		Service:     e.Service.Service,
+		Color:       color,
+		Version:     e.Service.Meta[metaVersion],
+		Protocol:    e.Service.Meta[metaProto],
+		Address:     addr,
+		Port:        e.Service.Port,
+		ControlPort: control,
+		Status:      statusOf(e),
 	}, true
 }
 
