@@ -66,7 +66,10 @@ type Config struct {
 	// outage that expired every session, waiting for them to come back
 	// (Eureka's self-preservation). Default 30s.
 	PreservationHold time.Duration
-	Log              logrus.FieldLogger
+	// AllowCommandChecks lets the release's pre-switch checks run
+	// commands on this controller (with ZKAuth set only).
+	AllowCommandChecks bool
+	Log                logrus.FieldLogger
 }
 
 // Controller is one candidate; the elected one acts.
@@ -97,6 +100,11 @@ type Controller struct {
 	quarantined map[string]string
 	preserve    preservation
 	metrics     *metrics
+	// traffic is what the gateways reported lately, for the baseline of a
+	// post-switch analysis; history maps the newest switches to their
+	// history nodes, where a verdict is filed.
+	traffic trafficLog
+	history historyNodes
 }
 
 // New checks cfg.
@@ -270,6 +278,8 @@ func (c *Controller) lead(parent context.Context) {
 	}()
 	c.log.Info("elected leader; reconciling")
 	go c.rec.Run(ctx)
+	go c.recordTraffic(ctx)
+	c.resumeAnalysis(ctx)
 
 	// A burst of events collapses into one pass.
 	trigger := make(chan struct{}, 1)

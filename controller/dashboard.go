@@ -314,6 +314,7 @@ func (c *Controller) serveBoard(ctx context.Context, e *echo.Echo) {
 	e.GET("/v1/events", func(ec echo.Context) error { return b.stream(ctx, ec) })
 	e.POST("/v1/switch", c.switchAction)
 	e.POST("/v1/rollback", c.switchAction)
+	e.POST("/v1/abort", c.switchAction)
 }
 
 // stream sends the board as server-sent events, one "board" event per
@@ -392,7 +393,25 @@ func (c *Controller) switchAction(ec echo.Context) error {
 			return actionError(ec, http.StatusBadRequest, "the body is not a switch request ("+err.Error()+"); nothing was changed")
 		}
 	}
+	// The peer's address, not X-Forwarded-For: anyone can write a header.
+	host, _, _ := net.SplitHostPort(r.RemoteAddr)
+	asker := "dashboard " + host
 	color := req.Color
+	if r.URL.Path == "/v1/abort" {
+		if color != "" {
+			return actionError(ec, http.StatusBadRequest, "an abort takes no color: it returns to the color before the switch; nothing was changed")
+		}
+		id, back, err := zkstate.Abort(c.conn, c.paths, c.cfg.ZKAuth, asker)
+		if errors.Is(err, zkstate.ErrNothingToAbort) {
+			return actionError(ec, http.StatusConflict, err.Error()+"; nothing was changed")
+		}
+		if err != nil {
+			log.WithError(err).Warn("dashboard abort failed")
+			return actionError(ec, http.StatusServiceUnavailable, err.Error())
+		}
+		log.WithFields(logrus.Fields{"switch": id, "target": back}).Warn("switch aborted from the dashboard")
+		return ec.JSON(http.StatusAccepted, map[string]any{"switch": id, "target": back})
+	}
 	if r.URL.Path == "/v1/rollback" {
 		if color != "" {
 			return actionError(ec, http.StatusBadRequest, "a rollback takes no color: it switches to the other one; nothing was changed")
@@ -415,9 +434,6 @@ func (c *Controller) switchAction(ec echo.Context) error {
 		log.WithError(err).Warn("dashboard action failed")
 		return actionError(ec, http.StatusServiceUnavailable, err.Error())
 	}
-	// The peer's address, not X-Forwarded-For: anyone can write a header.
-	host, _, _ := net.SplitHostPort(r.RemoteAddr)
-	asker := "dashboard " + host
 	log = log.WithFields(logrus.Fields{"switch": id, "target": color})
 	if err := zkstate.NoteRequest(c.conn, c.paths, c.cfg.ZKAuth, id, asker); err != nil {
 		log.WithError(err).Warn("could not note who asked for the switch; switchyard history will show unknown")

@@ -116,6 +116,8 @@ func TestDashboardActionsNeedTheTokenAndChangeNothingOtherwise(t *testing.T) {
 		{"not JSON", "/v1/switch", bearer, "application/json", `green`, 400, "not a switch request"},
 		{"oversized", "/v1/switch", bearer, "application/json", `{"color":"green","x":"` + strings.Repeat("a", 4096) + `"}`, 413, "over 1024 bytes"},
 		{"a rollback with a color", "/v1/rollback", bearer, "application/json", `{"color":"blue"}`, 400, "takes no color"},
+		{"an abort with nothing in flight", "/v1/abort", bearer, "application/json", `{}`, 409, "no switch in flight"},
+		{"an abort without a token", "/v1/abort", "", "application/json", `{}`, 401, "a token is required"},
 	} {
 		code, body := post(t, base+tc.path, tc.auth, tc.ct, tc.body)
 		if code != tc.code || !strings.Contains(body, tc.says) || !strings.Contains(body, `"error"`) {

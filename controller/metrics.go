@@ -20,6 +20,8 @@ type metrics struct {
 	duration     prometheus.Histogram
 	propagation  prometheus.Histogram
 	instructions *prometheus.CounterVec
+	verdicts     *prometheus.CounterVec
+	rollbacks    prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -45,7 +47,13 @@ func newMetrics() *metrics {
 			Name: "switchyard_instructions_total", Help: "Status instructions sent to instances, by status and result.",
 		}, []string{"status", "result"}),
 	}
-	m.reg.MustRegister(m.leading, m.switches, m.duration, m.propagation, m.instructions,
+	m.verdicts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchyard_analysis_verdicts_total", Help: "Post-switch analyses finished, by verdict (verified, rolled back, superseded).",
+	}, []string{"verdict"})
+	m.rollbacks = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "switchyard_rollbacks_total", Help: "Switches the post-switch analysis rolled back.",
+	})
+	m.reg.MustRegister(m.leading, m.switches, m.duration, m.propagation, m.instructions, m.verdicts, m.rollbacks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -56,6 +56,14 @@ func (c *Controller) reconcile(ctx context.Context) error {
 	case Maintain:
 		c.maintain(ctx, d.Target, members)
 	case RetryRefused:
+		if obs.Record.RefusedBy != "" {
+			// Refused by the release's checks: not retried, since nothing
+			// here tells when they would pass. A new write tries again.
+			if obs.Record.Active != "" {
+				c.maintain(ctx, obs.Record.Active, members)
+			}
+			return nil
+		}
 		if len(c.healthyTargets(ctx, d.Target, members, false)) == 0 {
 			c.maintain(ctx, obs.Record.Active, members)
 			return nil

@@ -134,10 +134,12 @@ func (c *Controller) finishRecord(ctx context.Context, rec zkstate.Switch) {
 }
 
 func (c *Controller) appendHistory(rec zkstate.Switch) {
-	if _, err := c.conn.Create(c.paths.History()+"/s_", encode(rec), zk.FlagSequence, c.cfg.ZKAuth.ACL()); err != nil {
+	node, err := c.conn.Create(c.paths.History()+"/s_", encode(rec), zk.FlagSequence, c.cfg.ZKAuth.ACL())
+	if err != nil {
 		c.log.WithError(err).WithField("switch", rec.ID).Warn("could not append to the switch history")
 		return
 	}
+	c.history.put(rec.ID, node)
 	children, _, err := c.conn.Children(c.paths.History())
 	if err != nil || len(children) <= historyKeep {
 		return
@@ -147,6 +149,57 @@ func (c *Controller) appendHistory(rec zkstate.Switch) {
 		if err := c.conn.Delete(c.paths.History()+"/"+old, -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
 			c.log.WithError(err).WithField("node", old).Warn("could not prune the switch history")
 		}
+	}
+}
+
+// historyNodes remembers the history nodes of the newest switches, so
+// that a verdict filed after a switch finished updates its entry.
+type historyNodes struct {
+	mu    sync.Mutex
+	nodes map[int64]string
+}
+
+func (h *historyNodes) put(id int64, node string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.nodes == nil || len(h.nodes) > 64 {
+		h.nodes = map[int64]string{}
+	}
+	h.nodes[id] = node
+}
+
+func (h *historyNodes) get(id int64) (string, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n, ok := h.nodes[id]
+	return n, ok
+}
+
+// updateHistory rewrites rec's history entry; a leader that did not file
+// it looks for it among the newest entries.
+func (c *Controller) updateHistory(rec zkstate.Switch) {
+	node, ok := c.history.get(rec.ID)
+	if !ok {
+		names, _, err := c.conn.Children(c.paths.History())
+		if err != nil {
+			return
+		}
+		sort.Sort(sort.Reverse(sort.StringSlice(names)))
+		for _, n := range names[:min(len(names), 20)] {
+			b, _, err := c.conn.Get(c.paths.History() + "/" + n)
+			var old zkstate.Switch
+			if err == nil && json.Unmarshal(b, &old) == nil && old.ID == rec.ID && old.Phase == rec.Phase {
+				node, ok = c.paths.History()+"/"+n, true
+				break
+			}
+		}
+	}
+	if !ok {
+		c.appendHistory(rec)
+		return
+	}
+	if _, err := c.conn.Set(node, encode(rec), -1); err != nil {
+		c.log.WithError(err).WithField("switch", rec.ID).Warn("could not file the verdict in the switch history")
 	}
 }
 
@@ -161,11 +214,14 @@ func (c *Controller) startRecord(ctx context.Context, target zkstate.Color, id i
 		rec.Active, rec.From = prev.Active, prev.Active
 		switch {
 		case prev.Phase == zkstate.PhaseSwitching && prev.Target == target:
-			rec.From, rec.StartedAt, rec.Steps = prev.From, prev.StartedAt, prev.Steps
+			rec.From, rec.StartedAt, rec.Steps, rec.Checks = prev.From, prev.StartedAt, prev.Steps, prev.Checks
 			c.log.WithFields(logrus.Fields{"target": target, "switch": id, "started": prev.StartedAt}).Info("resuming the switch in progress")
 		case prev.Phase == zkstate.PhaseSwitching:
 			old := *prev
 			old.Phase, old.Reason, old.FinishedAt = zkstate.PhaseFailed, "superseded by /active_color="+string(target), &now
+			if target == prev.From {
+				old.Reason = "aborted: /active_color set back to " + string(target) + "; every instance returns to where it was"
+			}
 			c.appendHistory(old)
 			c.metrics.switches.WithLabelValues(string(zkstate.PhaseFailed)).Inc()
 		}

@@ -29,6 +29,34 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 	moved := c.movedBaseline(ctx)
 	askedAt, asked := c.askedAt(target)
 
+	// The release's guards: its checks before anything moves, and the old
+	// color's figures before the flip, the analysis's baseline. A rollback
+	// the analysis decided returns to what served, unguarded.
+	guard := c.guarded(id)
+	rel, err := zkstate.ReadRelease(c.conn, c.paths)
+	if err != nil && guard {
+		rec.RefusedBy = zkstate.RefusedByChecks
+		c.refuse(ctx, rec, fmt.Sprintf("release settings unreadable (%v); fix them with switchyard release set or clear them; %s stays UP", err, target.Other()))
+		return nil
+	}
+	analysis := rel.Analysis.WithDefaults()
+	analyzed := guard && !rel.Analysis.Disabled && rec.From != ""
+	var baseline zkstate.Figures
+	if analyzed {
+		baseline = c.baseline(ctx, rec.From, time.Duration(analysis.Window), askedAt, asked)
+	}
+	if guard && len(rel.Checks) > 0 && !checksPassed(rec.Checks) {
+		results, ok := c.runChecks(ctx, target, id, rel.Checks)
+		rec.Checks = results
+		if !ok {
+			rec.RefusedBy = zkstate.RefusedByChecks
+			c.refuse(ctx, rec, fmt.Sprintf("pre-switch check failed: %s; %s stays UP", failedChecks(results), target.Other()))
+			return nil
+		}
+		log.WithField("checks", len(results)).Info("pre-switch checks passed")
+		c.writeRecord(rec)
+	}
+
 	began := time.Now()
 	healthy := c.healthyTargets(ctx, target, members, true)
 	log.WithFields(logrus.Fields{"healthy": len(healthy), "took": time.Since(began).Round(time.Microsecond)}).Debug("health pre-flight done")
@@ -90,10 +118,47 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 			rec.Quarantined = q
 		}
 	}
+	if analyzed {
+		c.startAnalysis(&rec, analysis, baseline)
+	}
 	c.finishRecord(ctx, rec)
 	log.WithField("took", done.Sub(rec.StartedAt).Round(time.Millisecond)).Info("switch done; gateways route to the target")
 	go c.followStreams(ctx, rec, taken, moved)
+	if analyzed {
+		go c.analyze(ctx, rec, analysis)
+	}
 	return nil
+}
+
+// checksPassed reports whether a resumed switch already passed its checks.
+func checksPassed(rs []zkstate.CheckResult) bool {
+	if len(rs) == 0 {
+		return false
+	}
+	for _, r := range rs {
+		if !r.OK {
+			return false
+		}
+	}
+	return true
+}
+
+// baseline is what color answered over the window before the flip at
+// askedAt (now, when unknown), from the leader's samples; empty when the
+// leader has none from before the flip, as right after it took over.
+func (c *Controller) baseline(ctx context.Context, color zkstate.Color, window time.Duration, askedAt time.Time, known bool) zkstate.Figures {
+	if !known {
+		askedAt = time.Now()
+	}
+	to, err := c.sample(ctx)
+	if err != nil {
+		return zkstate.Figures{Color: color}
+	}
+	from, ok := c.traffic.since(askedAt.Add(-window))
+	if !ok || !from.at.Before(to.at) {
+		return zkstate.Figures{Color: color}
+	}
+	return figures(from, to, color)
 }
 
 // stepResult is one instruction of a batch.

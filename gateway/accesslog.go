@@ -29,9 +29,12 @@ type AccessEntry struct {
 	Upstream                  string // instance id, "" when none
 	UpstreamAddr              string // host:port
 	Color                     string
-	Retries                   int
-	Error                     string // the upstream error of a 502 or 504, else ""
-	UserAgent, Referer        string
+	// Preview marks check traffic: a request of the preview listener, or
+	// one a trusted proxy sent to a color with Switchyard-Color.
+	Preview            bool
+	Retries            int
+	Error              string // the upstream error of a 502 or 504, else ""
+	UserAgent, Referer string
 }
 
 // AccessLogOptions tunes an AccessLog. The zero value is usable.
@@ -140,7 +143,8 @@ type AccessLog struct {
 //	remote - - [02/Jan/2006:15:04:05 -0700] "GET /path?q HTTP/1.1" 200 1234 "referer" "user agent" rt=0.012 svc=<service> up=<instance> color=<color> rid=<request id>
 //
 // where the time is in the entry's location, the byte count is of the
-// response body, rt is the duration in seconds, and an empty field is "-".
+// response body, rt is the duration in seconds, and an empty field is "-";
+// check traffic (Preview) ends with " preview=1".
 // As nginx does, quotes, backslashes, control and non-ASCII bytes are
 // written as \xHH; spaces are too, except inside the quoted referer and
 // user agent, so that no field splits in two.
@@ -481,6 +485,9 @@ func appendAccessJSON(b []byte, e *AccessEntry) []byte {
 	b = appendJSONString(b, e.Color)
 	b = append(b, `,"retries":`...)
 	b = strconv.AppendInt(b, int64(e.Retries), 10)
+	if e.Preview {
+		b = append(b, `,"preview":true`...)
+	}
 	if e.Error != "" {
 		b = append(b, `,"error":`...)
 		b = appendJSONString(b, e.Error)
@@ -638,6 +645,9 @@ func appendAccessCommon(b []byte, e *AccessEntry) []byte {
 	b = appendLogField(b, e.Color, true)
 	b = append(b, " rid="...)
 	b = appendLogField(b, e.RequestID, true)
+	if e.Preview {
+		b = append(b, " preview=1"...)
+	}
 	return append(b, '\n')
 }
 

@@ -20,6 +20,9 @@ type metrics struct {
 	reg     *prometheus.Registry
 	moved   *prometheus.CounterVec
 	noRoute counter // requests that matched no route: service "", 4xx
+	// previewNoRoute counts the preview requests that matched no route,
+	// by status class.
+	previewNoRoute [len(classLabels)]counter
 
 	mu  sync.Mutex
 	svc map[string]*serviceMetrics

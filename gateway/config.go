@@ -3,6 +3,7 @@ package gateway
 // A gateway config file (switchyard gateway --config gateway.yaml) is a
 // YAML mapping; deployments/gateway.example.yaml is a full example.
 //
+//	preview_listen: 127.0.0.1:8087   # optional: serve each service's idle color here
 //	# defaults apply to every route that does not set its own
 //	defaults:
 //	  timeouts: {connect: 5s, response_header: 60s, read: 60s, request: 0s, client_body: 60s}
@@ -38,6 +39,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -61,6 +63,9 @@ type FileConfig struct {
 	// Routes are normalized, in file order, with the file's defaults
 	// merged in. Fields left zero by both take the gateway's defaults.
 	Routes []Route
+	// PreviewListen is the preview listener's address (host:port), ""
+	// for none. It is read at start; a reload does not move a listener.
+	PreviewListen string
 }
 
 // LoadConfig reads and checks a config file; every error names the file
@@ -89,9 +94,18 @@ func ParseConfig(name string, data []byte) (*FileConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	top, err := p.fields(doc, "the config", "defaults", "routes")
+	top, err := p.fields(doc, "the config", "preview_listen", "defaults", "routes")
 	if err != nil {
 		return nil, err
+	}
+	var previewListen string
+	if n := top["preview_listen"]; n != nil {
+		if previewListen, err = p.scalar(n, "preview_listen"); err != nil {
+			return nil, err
+		}
+		if _, _, err := net.SplitHostPort(previewListen); err != nil {
+			return nil, p.errorf(n, "preview_listen %q must be an address such as 127.0.0.1:8087", previewListen)
+		}
 	}
 	def, err := p.defaults(top["defaults"])
 	if err != nil {
@@ -106,7 +120,7 @@ func ParseConfig(name string, data []byte) (*FileConfig, error) {
 	case list.Kind != yaml.SequenceNode:
 		return nil, p.errorf(list, "routes must be a list of routes, got %s", kindName(list))
 	}
-	cfg := &FileConfig{Routes: make([]Route, 0, len(list.Content))}
+	cfg := &FileConfig{Routes: make([]Route, 0, len(list.Content)), PreviewListen: previewListen}
 	seen := make(map[string]int, len(list.Content)) // routeKey → index in cfg.Routes
 	for i, item := range list.Content {
 		p.route = i + 1

@@ -42,6 +42,9 @@ func TestLoadConfigExample(t *testing.T) {
 	if len(cfg.Routes) != len(want) {
 		t.Fatalf("got %d routes, want %d: %+v", len(cfg.Routes), len(want), cfg.Routes)
 	}
+	if cfg.PreviewListen != "127.0.0.1:8087" {
+		t.Errorf("preview_listen = %q, want 127.0.0.1:8087", cfg.PreviewListen)
+	}
 	for i := range want {
 		if !reflect.DeepEqual(cfg.Routes[i], want[i]) {
 			t.Errorf("route %d:\n got %+v\nwant %+v", i+1, cfg.Routes[i], want[i])
@@ -93,6 +96,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{desc: "file over 1 MiB", in: append(withRoute(), make([]byte, maxConfigSize)...), where: "gateway.yaml: ", msg: "larger than 1 MiB"},
 		{desc: "unknown top-level key", in: withRoute("route: /x"), where: "gateway.yaml:5: ", msg: `unknown key "route" in the config`},
 		{desc: "top-level key written twice", in: withRoute("routes: []"), where: "gateway.yaml:5: ", msg: `key "routes" in the config is written twice (first at line 1)`},
+		{desc: "preview_listen without a port", in: withRoute("preview_listen: 127.0.0.1"), where: "gateway.yaml:5: ", msg: `preview_listen "127.0.0.1" must be an address such as 127.0.0.1:8087`},
+		{desc: "preview_listen without a value", in: withRoute("preview_listen:"), where: "gateway.yaml:5: ", msg: `preview_listen has no value`},
 		{desc: "no routes key", in: yamlLines("defaults:", "  max_body: 1MB"), where: "gateway.yaml:1: ", msg: "routes: at least one route is required"},
 		{desc: "empty routes list", in: yamlLines("routes: []"), where: "gateway.yaml:1: ", msg: "routes: at least one route is required"},
 		{desc: "routes without items", in: yamlLines("routes:"), where: "gateway.yaml:1: ", msg: "routes: at least one route is required"},

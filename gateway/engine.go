@@ -427,8 +427,10 @@ const (
 )
 
 // requestFields are the request fields the engine looks at, by lower-case
-// name. A body, a protocol switch, Expect, the other hop-by-hop fields and
-// the guard's stand-in for a refused request make it net/http's.
+// name. A body, a protocol switch, Expect, the other hop-by-hop fields,
+// the guard's stand-in for a refused request and Switchyard-Color (which
+// net/http's path honours from trusted proxies and strips from anyone
+// else, preview.go) make it net/http's.
 var requestFields = map[string]fieldKind{
 	"host": fieldHost, "connection": fieldConnection, "x-forwarded-for": fieldXFF, "x-forwarded-proto": fieldXFProto,
 	"x-forwarded-host": fieldXFHost, "forwarded": fieldForwarded, "x-request-id": fieldRequestID,
@@ -436,7 +438,7 @@ var requestFields = map[string]fieldKind{
 	"content-length": fieldRefused, "transfer-encoding": fieldRefused, "upgrade": fieldRefused, "expect": fieldRefused,
 	"te": fieldRefused, "trailer": fieldRefused, "keep-alive": fieldRefused, "proxy-connection": fieldRefused,
 	"proxy-authenticate": fieldRefused, "proxy-authorization": fieldRefused, "x-switchyard-reject": fieldRefused,
-	"http2-settings": fieldRefused,
+	"http2-settings": fieldRefused, "switchyard-color": fieldRefused,
 }
 
 // fieldKindOf looks name up in kinds without allocating: one map lookup

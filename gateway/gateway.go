@@ -67,8 +67,13 @@ type Config struct {
 	ACME      ACME
 
 	// TrustedProxies are the peers whose X-Forwarded-* headers are
-	// extended rather than replaced.
+	// extended rather than replaced, and whose Switchyard-Color header
+	// sends a request to that color's instances (preview.go).
 	TrustedProxies []netip.Prefix
+	// PreviewListen, when set, serves the idle color of each service
+	// through the same routes (preview.go), HTTP/1.1 and h2c, as
+	// CodeDeploy's test listener does.
+	PreviewListen string
 	// StreamGrace is how long the streams of an instance that left the UP
 	// set may go on before they are ended; 0 means 30s, negative at once.
 	StreamGrace time.Duration
@@ -191,7 +196,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.metrics = newMetrics(g)
 	g.streams.onMoved = func(k streamKind) { g.metrics.moved.WithLabelValues(k.String()).Inc() }
-	g.table.Store(&Table{pools: map[string]*Pool{}})
+	g.table.Store(&Table{pools: map[string]*Pool{}, standby: cfg.PreviewListen != "" || len(cfg.TrustedProxies) > 0})
 	if err := g.SetRoutes(cfg.Routes); err != nil {
 		return nil, err
 	}
@@ -282,6 +287,10 @@ func (g *Gateway) Reload() error {
 	}
 	return errors.Join(errs...)
 }
+
+// PreviewListen is the preview listener's address as configured, "" for
+// none.
+func (g *Gateway) PreviewListen() string { return g.cfg.PreviewListen }
 
 // pool is service's pool in the current table, nil when no route names it.
 func (g *Gateway) pool(service string) *Pool { return g.table.Load().pools[service] }
@@ -403,7 +412,8 @@ func (g *Gateway) watchAll(ctx context.Context) {
 }
 
 // applyAll applies the view of all services to each routed service whose
-// UP instances or readiness differ from its pool; every other pool is
+// UP instances (and OUT_OF_SERVICE ones, when the table keeps them for the
+// preview) or readiness differ from its pool; every other pool is
 // kept as it is and reports the view's index (see coverage). The warm-up
 // rule of apply holds per service.
 func (g *Gateway) applyAll(snap registry.Snapshot) {
@@ -422,7 +432,7 @@ func (g *Gateway) applyAll(snap registry.Snapshot) {
 		switch {
 		case !snap.Ready && p.applied && p.ready:
 			kept++
-		case p.applied && p.ready == snap.Ready && sameUp(p, views[svc]):
+		case p.applied && p.ready == snap.Ready && sameUp(p, views[svc]) && (!prev.standby || sameStandby(p, views[svc])):
 		default:
 			changed[svc] = registry.Snapshot{Index: snap.Index, Ready: snap.Ready, Instances: views[svc]}
 		}
@@ -501,6 +511,22 @@ func sameUp(p *Pool, view []registry.Instance) bool {
 	return n == len(p.eps)
 }
 
+// sameStandby is sameUp for the OUT_OF_SERVICE instances a table that
+// serves the preview keeps.
+func sameStandby(p *Pool, view []registry.Instance) bool {
+	n := 0
+	for i := range view {
+		if view[i].Status != registry.StatusOutOfService {
+			continue
+		}
+		if n == len(p.standby) || p.standby[n].inst != view[i] {
+			return false
+		}
+		n++
+	}
+	return n == len(p.standby)
+}
+
 // withSnapshots is Table.with for many services in one copy of the
 // table, so that a view of all services costs one copy however many of
 // its services changed. (It belongs with Table.with in table.go.)
@@ -510,10 +536,10 @@ func withSnapshots(t *Table, snaps map[string]registry.Snapshot) *Table {
 			return t.with(svc, snap)
 		}
 	}
-	nt := &Table{pools: maps.Clone(t.pools), routes: slices.Clone(t.routes)}
+	nt := &Table{pools: maps.Clone(t.pools), routes: slices.Clone(t.routes), standby: t.standby}
 	for svc, snap := range snaps {
 		prev := t.pools[svc]
-		np := newPool(svc, snap, true, prev)
+		np := newPool(svc, snap, true, prev, t.standby)
 		if prev != nil {
 			np.m = prev.m
 		}

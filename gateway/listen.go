@@ -18,20 +18,47 @@ import (
 const tlsHandshakeTimeout = 10 * time.Second
 
 // Run follows the registry and serves on cfg.Listen (and cfg.TLSListen when
-// TLS is configured) until ctx ends, then drains.
+// TLS is configured, cfg.PreviewListen when set) until ctx ends, then
+// drains.
 func (g *Gateway) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", g.cfg.Listen)
-	if err != nil {
+	var l Listeners
+	var err error
+	if l.Plain, err = net.Listen("tcp", g.cfg.Listen); err != nil {
 		return fmt.Errorf("gateway: listen on %s: %w", g.cfg.Listen, err)
 	}
-	var tln net.Listener
 	if g.TLSEnabled() {
-		if tln, err = net.Listen("tcp", g.cfg.TLSListen); err != nil {
-			_ = ln.Close()
+		if l.TLS, err = net.Listen("tcp", g.cfg.TLSListen); err != nil {
+			l.close()
 			return fmt.Errorf("gateway: listen on %s: %w", g.cfg.TLSListen, err)
 		}
 	}
-	return g.Serve(ctx, ln, tln)
+	if g.cfg.PreviewListen != "" {
+		if l.Preview, err = net.Listen("tcp", g.cfg.PreviewListen); err != nil {
+			l.close()
+			return fmt.Errorf("gateway: preview listen on %s: %w", g.cfg.PreviewListen, err)
+		}
+	}
+	return g.ServeListeners(ctx, l)
+}
+
+// Listeners are the sockets a gateway serves; a nil one is not served.
+type Listeners struct {
+	Plain net.Listener // HTTP/1.1 and h2c
+	TLS   net.Listener // HTTPS: HTTP/2 and HTTP/1.1 by ALPN
+	// Preview serves each service's idle color (preview.go), HTTP/1.1 and
+	// h2c; it needs Config.PreviewListen, which makes the routing table
+	// keep the idle instances.
+	Preview net.Listener
+}
+
+func (l Listeners) all() []net.Listener { return []net.Listener{l.Plain, l.TLS, l.Preview} }
+
+func (l Listeners) close() {
+	for _, ln := range l.all() {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
 }
 
 // RunListener is Run on a plain listener the caller opened. It closes ln.
@@ -45,13 +72,13 @@ func (g *Gateway) TLSEnabled() bool { return g.certs != nil || len(g.cfg.ACME.Do
 // Serve is Run on listeners the caller opened: ln for HTTP/1.1 and h2c
 // (nil for none), tln for TLS (nil for none). It closes both.
 func (g *Gateway) Serve(ctx context.Context, ln, tln net.Listener) error {
-	closeAll := func() {
-		for _, l := range []net.Listener{ln, tln} {
-			if l != nil {
-				_ = l.Close()
-			}
-		}
-	}
+	return g.ServeListeners(ctx, Listeners{Plain: ln, TLS: tln})
+}
+
+// ServeListeners is Run on listeners the caller opened. It closes them.
+func (g *Gateway) ServeListeners(ctx context.Context, l Listeners) error {
+	ln, tln, pln := l.Plain, l.TLS, l.Preview
+	closeAll := l.close
 	if !g.running.CompareAndSwap(false, true) {
 		closeAll()
 		return errors.New("gateway: already running")
@@ -60,6 +87,10 @@ func (g *Gateway) Serve(ctx context.Context, ln, tln net.Listener) error {
 	if tln != nil && !g.TLSEnabled() {
 		closeAll()
 		return errors.New("gateway: a TLS listener needs certificates (--tls-cert and --tls-key) or ACME domains")
+	}
+	if pln != nil && g.cfg.PreviewListen == "" {
+		closeAll()
+		return errors.New("gateway: a preview listener needs Config.PreviewListen, which makes the routing table keep idle instances")
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -83,8 +114,9 @@ func (g *Gateway) Serve(ctx context.Context, ln, tln net.Listener) error {
 		wg.Go(func() { g.certs.watch(ctx) })
 	}
 
-	srv := g.newServer()
-	serveErr := make(chan error, 2)
+	srv := g.newServer(g)
+	servers := []*http.Server{srv}
+	serveErr := make(chan error, 3)
 	fields := logrus.Fields{"routes": g.cfg.Routes}
 	if ln != nil {
 		if g.engineOn() {
@@ -105,29 +137,40 @@ func (g *Gateway) Serve(ctx context.Context, ln, tln net.Listener) error {
 		fields["tls_listen"] = tln.Addr().String()
 		defer tln.Close()
 	}
+	if pln != nil {
+		// The preview is check traffic: net/http's server serves all of
+		// it, behind the same request-head guard, with the same limits.
+		psrv := g.newServer(previewHandler{g})
+		servers = append(servers, psrv)
+		gl := guardListener(pln, g.cfg.HeadLimits, g.nonce)
+		go func() { serveErr <- psrv.Serve(gl) }()
+		fields["preview_listen"] = pln.Addr().String()
+	}
 	g.log.WithFields(fields).Info("gateway serving")
 
 	select {
 	case err := <-serveErr:
 		closeAll()
-		_ = srv.Close()
+		for _, s := range servers {
+			_ = s.Close()
+		}
 		return fmt.Errorf("gateway: serve: %w", err)
 	case <-ctx.Done():
 	}
-	g.drain(srv, ln, tln)
+	g.drain(servers, l)
 	return nil
 }
 
-// newServer is the one http.Server behind both listeners: HTTP/1.1, h2c
-// with prior knowledge on the plain listener, and HTTP/2 on TLS connections
-// that chose it by ALPN.
-func (g *Gateway) newServer() *http.Server {
+// newServer is the http.Server behind the live listeners, with g as h
+// (HTTP/1.1, h2c with prior knowledge on the plain listener, and HTTP/2 on
+// TLS connections that chose it by ALPN), or behind the preview one.
+func (g *Gateway) newServer(h http.Handler) *http.Server {
 	var p http.Protocols
 	p.SetHTTP1(true)
 	p.SetHTTP2(true)
 	p.SetUnencryptedHTTP2(true)
 	return &http.Server{
-		Handler:           g,
+		Handler:           h,
 		Protocols:         &p,
 		ReadHeaderTimeout: g.cfg.ClientHeaderTimeout,
 		IdleTimeout:       g.cfg.ClientIdleTimeout,
@@ -143,25 +186,34 @@ func (g *Gateway) newServer() *http.Server {
 // every HTTP/2 client, requests in flight finish, and streams are ended at
 // once (WebSocket 1001, the end of SSE, UNAVAILABLE for gRPC), all within
 // DrainTimeout; what is left then is closed.
-func (g *Gateway) drain(srv *http.Server, ln, tln net.Listener) {
+func (g *Gateway) drain(servers []*http.Server, l Listeners) {
 	g.log.WithFields(logrus.Fields{"streams": g.streams.total(), "timeout": g.cfg.DrainTimeout}).
 		Info("gateway shutting down; draining requests in flight and ending streams")
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.DrainTimeout)
 	defer cancel()
-	for _, l := range []net.Listener{ln, tln} {
-		if l != nil {
-			_ = l.Close()
-		}
+	l.close()
+	shut := make(chan error, len(servers))
+	for _, srv := range servers {
+		go func() {
+			err := srv.Shutdown(ctx)
+			if err != nil {
+				_ = srv.Close()
+			}
+			shut <- err
+		}()
 	}
-	shut := make(chan error, 1)
-	go func() { shut <- srv.Shutdown(ctx) }()
 	engineDone := make(chan struct{})
 	go func() { g.engine.drain(ctx); close(engineDone) }()
 	g.streams.endAll(ctx)
 	<-engineDone
-	if err := <-shut; err != nil {
-		_ = srv.Close()
-		g.log.WithError(err).Warn("gateway drain timed out; closed the remaining connections")
+	var drainErr error
+	for range servers {
+		if err := <-shut; err != nil && drainErr == nil {
+			drainErr = err
+		}
+	}
+	if drainErr != nil {
+		g.log.WithError(drainErr).Warn("gateway drain timed out; closed the remaining connections")
 	}
 	for _, up := range g.upstreamList() {
 		up.closeIdle()

@@ -86,9 +86,10 @@ func (t retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	for {
 		if ex.endpoint == nil {
 			// The table lost the service's last endpoint after Rewrite ran.
-			e := t.g.pool(ex.route.Service).pick(tried)
+			tab := t.g.table.Load()
+			e := ex.poolIn(tab).pick(tried)
 			if e == nil {
-				return nil, &noUpError{service: ex.route.Service}
+				return nil, ex.unavailable(tab)
 			}
 			req = retarget(req, e, &body)
 			ex.endpoint = e
@@ -98,7 +99,7 @@ func (t retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil // the usual answer: no need to look at the pool
 		}
 		tried = append(tried, req.URL.Host)
-		pool := t.g.pool(ex.route.Service)
+		pool := ex.poolIn(t.g.table.Load())
 		last := len(tried) >= min(attempts, pool.Len())
 		if err == nil {
 			if last || !retryable(req, body, false, policy) {
@@ -130,9 +131,11 @@ func (t retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if m := pool.m; m != nil {
 			m.retries.Inc()
 		}
-		if err == nil {
+		switch {
+		case ex.check: // check traffic is not the instance's live traffic (preview.go)
+		case err == nil:
 			ex.endpoint.count(resp.StatusCode)
-		} else {
+		default:
 			ex.endpoint.count(0)
 		}
 		req = retarget(req, e, &body)
@@ -293,10 +296,17 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	ex := exchangeOf(r.Context())
 	service := ex.route.Service
 	ex.err = err
-	var nu *noUpError
+	var (
+		nu *noUpError
+		pe *previewError
+	)
 	switch {
 	case errors.As(err, &nu):
 		writeError(w, http.StatusServiceUnavailable, nu.Error())
+	case errors.As(err, &pe) && ex.preview:
+		writePlain(w, http.StatusServiceUnavailable, pe.Error())
+	case errors.As(err, &pe):
+		writeError(w, http.StatusServiceUnavailable, pe.Error())
 	case ex.bodyErr.Load() != 0:
 		// The client's body failed: too large, or too slow. What it sent
 		// after cannot be read as a next request.

@@ -41,6 +41,13 @@ type exchange struct {
 	ci        *connInfo
 	peerIP    string // the address the request came from
 	trusted   bool   // the peer is a trusted proxy
+	// preview: the request came in on the preview listener. check: it is
+	// a preview request or a trusted proxy's Switchyard-Color one, counted
+	// apart from live traffic. color, when not 0, is the colorLabels index
+	// of the color it is sent to instead of the live pool (preview.go).
+	// Bytes, beside trusted: they take its padding, not a larger exchange.
+	preview, check bool
+	color          uint8
 	// values backs the header values the gateway sets on every request:
 	// one array with the exchange instead of a slice allocated for each.
 	values [numValues]string
@@ -169,8 +176,12 @@ var (
 )
 
 // ServeHTTP proxies r to an UP instance of the service its route names.
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ex := &exchange{start: time.Now(), requestID: requestID(r.Header)}
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.serve(w, r, false) }
+
+// serve proxies r for the live listener, or for the preview one to the
+// idle color of the service its route names.
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, preview bool) {
+	ex := &exchange{start: time.Now(), requestID: requestID(r.Header), preview: preview, check: preview}
 	lw := &ex.lw // one allocation for both
 	lw.ResponseWriter, lw.ex = w, ex
 	ci, _ := r.Context().Value(connKey{}).(*connInfo)
@@ -212,7 +223,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ex.route = tr
-	if tr.pool.Len() == 0 {
+	if _, ok := r.Header[colorHeader]; ok || preview {
+		if !g.chooseColor(lw, r, ex, ci, preview) {
+			return
+		}
+	}
+	if ex.color == 0 && tr.pool.Len() == 0 {
 		writeError(lw, http.StatusServiceUnavailable, (&noUpError{service: tr.Service}).Error())
 		return
 	}
@@ -309,17 +325,23 @@ func (g *Gateway) finish(lw *logWriter, r *http.Request, ex *exchange) {
 		status = http.StatusOK
 	}
 	d := time.Since(ex.start)
-	if ex.endpoint != nil {
-		ex.endpoint.count(status)
-	}
-	if p := ex.route.pool; p != nil && p.m != nil {
-		color := ""
+	if ex.check {
+		// Check traffic must tell the controller nothing about how a
+		// color serves live traffic: it has counters of its own.
+		g.metrics.recordPreview(ex.route.pool, int(ex.color), status)
+	} else {
 		if ex.endpoint != nil {
-			color = ex.endpoint.inst.Color
+			ex.endpoint.count(status)
 		}
-		p.m.record(color, status, d.Seconds())
-	} else if p == nil {
-		g.metrics.noRoute.Inc()
+		if p := ex.route.pool; p != nil && p.m != nil {
+			color := ""
+			if ex.endpoint != nil {
+				color = ex.endpoint.inst.Color
+			}
+			p.m.record(color, status, d.Seconds())
+		} else if p == nil {
+			g.metrics.noRoute.Inc()
+		}
 	}
 	if g.access == nil {
 		return
@@ -327,7 +349,7 @@ func (g *Gateway) finish(lw *logWriter, r *http.Request, ex *exchange) {
 	e := AccessEntry{
 		Time: ex.start, RequestID: ex.requestID, Remote: ex.client, Method: r.Method, Host: r.Host,
 		Path: r.RequestURI, Proto: r.Proto, Status: status, BytesIn: ex.bodyIn.Load(), BytesOut: lw.bytes,
-		Duration: d, Service: ex.route.Service, Retries: ex.retries,
+		Duration: d, Service: ex.route.Service, Retries: ex.retries, Preview: ex.check,
 		UserAgent: headerValue(r.Header, "User-Agent"), Referer: headerValue(r.Header, "Referer"),
 	}
 	if e.Remote == "" {
@@ -368,7 +390,9 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	}
 	// The newest table, which a switch may have replaced since the match.
 	pool := ex.route.pool
-	if t := g.table.Load(); t != ex.table {
+	if t := g.table.Load(); ex.color != 0 {
+		pool = ex.poolIn(t)
+	} else if t != ex.table {
 		pool = t.pools[ex.route.Service]
 	}
 	if e := pool.pick(nil); e != nil {
@@ -475,6 +499,9 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 	// The answer already carries the request's id; an instance that echoes
 	// it must not make it appear twice.
 	delete(resp.Header, "X-Request-Id")
+	if ex.color != 0 {
+		delete(resp.Header, previewHeader) // the gateway's word, not the instance's
+	}
 	if resp.StatusCode != http.StatusSwitchingProtocols && ex.upgrade {
 		// The request-head guard stood aside after this upgrade request;
 		// since no switch happened, what the client sends next must not be
@@ -510,7 +537,11 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 		resp.Body = sb
 		s.endFn = sb.end
 	}
-	ex.streamEnd = g.streams.add(s)
+	if !ex.check {
+		// Check traffic's streams are not moved by switches, nor counted
+		// in the switch record's streams: they are not live traffic.
+		ex.streamEnd = g.streams.add(s)
+	}
 	return nil
 }
 

@@ -23,6 +23,9 @@ var (
 		[]string{"service", "upstream_color"}, nil)
 	retriesDesc = prometheus.NewDesc("switchyard_gateway_retries_total",
 		"Requests sent again to another instance, by service.", []string{"service"}, nil)
+	previewDesc = prometheus.NewDesc("switchyard_gateway_preview_requests_total",
+		"Preview requests, and requests a trusted proxy sent to a color with Switchyard-Color, by service, status class and the color they were sent to (\"\" when none was chosen); they are not in switchyard_gateway_requests_total.",
+		[]string{"service", "code", "color"}, nil)
 
 	// durationBuckets are the registry's, so that the counts a gateway
 	// reports to the controller (ColorTraffic) are the ones it exports.
@@ -51,6 +54,10 @@ type serviceMetrics struct {
 	service string
 	byColor [len(colorLabels)]colorMetrics
 	retries counter
+	// preview counts check traffic (preview.go) by the color it was sent
+	// to and status class, apart from byColor, which the controller
+	// compares the colors by.
+	preview [len(colorLabels)][len(classLabels)]counter
 }
 
 // colorMetrics are the answers given by one color's instances.
@@ -67,6 +74,22 @@ func (sm *serviceMetrics) record(color string, code int, seconds float64) {
 		cm.byClass[code/100].Inc()
 	}
 	cm.duration.Observe(seconds)
+}
+
+// recordPreview counts a check request answered with status code after
+// it matched a route to p (nil when it matched none), sent to color (a
+// colorLabels index; 0 when none was chosen).
+func (m *metrics) recordPreview(p *Pool, color, code int) {
+	class := 0
+	if code >= 100 && code < 600 {
+		class = code / 100
+	}
+	switch {
+	case p == nil:
+		m.previewNoRoute[class].Inc()
+	case p.m != nil:
+		p.m.preview[color][class].Inc()
+	}
 }
 
 // counter is a Prometheus counter as one atomic.
@@ -122,6 +145,7 @@ func (c serviceCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- requestsDesc
 	ch <- durationDesc
 	ch <- retriesDesc
+	ch <- previewDesc
 }
 
 func (c serviceCollector) Collect(ch chan<- prometheus.Metric) {
@@ -132,7 +156,13 @@ func (c serviceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.m.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(c.m.noRoute.n.Load()), "", classLabels[4], "")
+	// Preview series appear once they count something: most gateways
+	// serve no preview, and their scrape need not grow by them.
+	collectPreview(ch, "", 0, &c.m.previewNoRoute)
 	for _, sm := range all {
+		for ci := range sm.preview {
+			collectPreview(ch, sm.service, ci, &sm.preview[ci])
+		}
 		for ci := range sm.byColor {
 			cm, color := &sm.byColor[ci], colorLabels[ci]
 			for class := 1; class < len(classLabels); class++ {
@@ -144,8 +174,17 @@ func (c serviceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// collectPreview sends the nonzero preview counts of service's color ci.
+func collectPreview(ch chan<- prometheus.Metric, service string, ci int, byClass *[len(classLabels)]counter) {
+	for class := 1; class < len(classLabels); class++ {
+		if n := byClass[class].n.Load(); n > 0 {
+			ch <- prometheus.MustNewConstMetric(previewDesc, prometheus.CounterValue, float64(n), service, classLabels[class], colorLabels[ci])
+		}
+	}
+}
+
 // colors is what each color of each service answered so far, for the
-// gateway's report.
+// gateway's report; check traffic is not in it.
 func (m *metrics) colors() []registry.ColorTraffic {
 	m.mu.Lock()
 	all := make([]*serviceMetrics, 0, len(m.svc))

@@ -22,6 +22,11 @@ const passiveDown = 2 * time.Second
 type Table struct {
 	routes []tableRoute
 	pools  map[string]*Pool
+	// standby makes the pools keep their OUT_OF_SERVICE endpoints too, for
+	// the preview and Switchyard-Color (preview.go). A gateway that serves
+	// neither does not pay for them on a rebuild; live routing never looks
+	// at them.
+	standby bool
 }
 
 type tableRoute struct {
@@ -39,6 +44,11 @@ type Pool struct {
 	eps     []*Endpoint
 	next    atomic.Uint64
 	m       *serviceMetrics // nil in a table built by NewTable
+	// standby are the OUT_OF_SERVICE endpoints, in the registry's order
+	// as eps, when the table keeps them; colors sorts eps and standby by
+	// color the first time a preview or Switchyard-Color request asks.
+	standby []*Endpoint
+	colors  atomic.Pointer[colorView]
 }
 
 // Endpoint is one UP instance that a Pool sends traffic to.
@@ -75,11 +85,17 @@ func (e *Endpoint) count(status int) {
 // them) from each service's snapshot. A service without a snapshot has no
 // endpoints. Of two routes with the same match, the first wins.
 func NewTable(routes []Route, snaps map[string]registry.Snapshot) *Table {
+	return newTable(routes, snaps, false)
+}
+
+// newTable is NewTable, keeping the OUT_OF_SERVICE endpoints too when
+// standby is set.
+func newTable(routes []Route, snaps map[string]registry.Snapshot, standby bool) *Table {
 	rs := make([]tableRoute, len(routes))
 	for i := range routes {
 		rs[i] = tableRoute{Route: &routes[i]}
 	}
-	t := (&Table{pools: map[string]*Pool{}}).withRoutes(rs, nil)
+	t := (&Table{pools: map[string]*Pool{}, standby: standby}).withRoutes(rs, nil)
 	for svc, snap := range snaps {
 		if _, ok := t.pools[svc]; ok {
 			t = t.with(svc, snap)
@@ -93,7 +109,7 @@ func NewTable(routes []Route, snaps map[string]registry.Snapshot) *Table {
 // with an empty pool that no snapshot was applied to. newMetrics, when set,
 // gives a new pool its series.
 func (t *Table) withRoutes(routes []tableRoute, newMetrics func(service string) *serviceMetrics) *Table {
-	nt := &Table{pools: make(map[string]*Pool, len(routes))}
+	nt := &Table{pools: make(map[string]*Pool, len(routes)), standby: t.standby}
 	seen := map[string]bool{}
 	for _, r := range routes {
 		if seen[routeKey(r.Route)] {
@@ -122,9 +138,9 @@ func (t *Table) withRoutes(routes []tableRoute, newMetrics func(service string) 
 // that pool is rebuilt; its endpoints are carried over where the instance is
 // unchanged, and every other pool is shared.
 func (t *Table) with(service string, snap registry.Snapshot) *Table {
-	nt := &Table{pools: maps.Clone(t.pools), routes: make([]tableRoute, len(t.routes))}
+	nt := &Table{pools: maps.Clone(t.pools), routes: make([]tableRoute, len(t.routes)), standby: t.standby}
 	prev := t.pools[service]
-	np := newPool(service, snap, true, prev)
+	np := newPool(service, snap, true, prev, t.standby)
 	if prev != nil {
 		np.m = prev.m
 	}
@@ -137,18 +153,30 @@ func (t *Table) with(service string, snap registry.Snapshot) *Table {
 }
 
 // newPool builds service's pool from snap, carrying over prev's endpoints
-// of instances that did not change. A switch changes a few instances per
-// snapshot of thousands, so this is the gateway's cost per registry
-// change: registries list instances ordered by id (as both backends do),
-// and so are a pool's endpoints, so the old endpoints are found by walking
-// both lists together, without a map; a snapshot out of order falls back
-// to one. When the UP endpoints are the same, prev's list is shared.
-func newPool(service string, snap registry.Snapshot, applied bool, prev *Pool) *Pool {
+// of instances that did not change, and keeping the OUT_OF_SERVICE ones
+// apart when standby is set.
+func newPool(service string, snap registry.Snapshot, applied bool, prev *Pool, standby bool) *Pool {
 	p := &Pool{service: service, index: snap.Index, applied: applied, ready: applied && snap.Ready}
-	var old []*Endpoint
+	var old, oldStandby []*Endpoint
 	if prev != nil {
-		old = prev.eps
+		old, oldStandby = prev.eps, prev.standby
 	}
+	p.eps = carryOver(old, snap.Instances, service, registry.StatusUp)
+	if standby {
+		p.standby = carryOver(oldStandby, snap.Instances, service, registry.StatusOutOfService)
+	}
+	return p
+}
+
+// carryOver lists the endpoints of service's instances in insts whose
+// status is st, carrying over old's endpoints of instances that did not
+// change. A switch changes a few instances per snapshot of thousands, so
+// this is the gateway's cost per registry change: registries list
+// instances ordered by id (as both backends do), and so are a pool's
+// endpoints, so the old endpoints are found by walking both lists
+// together, without a map; a snapshot out of order falls back to one.
+// When the endpoints are the same, old itself is returned.
+func carryOver(old []*Endpoint, insts []registry.Instance, service string, st registry.Status) []*Endpoint {
 	var (
 		eps    []*Endpoint // nil while it equals old[:n]
 		n      int         // endpoints so far
@@ -156,9 +184,9 @@ func newPool(service string, snap registry.Snapshot, applied bool, prev *Pool) *
 		byID   map[string]*Endpoint
 		lastID string
 	)
-	for i := range snap.Instances {
-		inst := &snap.Instances[i]
-		if inst.Status != registry.StatusUp || inst.Service != service {
+	for i := range insts {
+		inst := &insts[i]
+		if inst.Status != st || inst.Service != service {
 			continue
 		}
 		var e *Endpoint
@@ -191,7 +219,7 @@ func newPool(service string, snap registry.Snapshot, applied bool, prev *Pool) *
 			e = ne
 		}
 		if eps == nil && (n >= len(old) || old[n] != e) {
-			eps = make([]*Endpoint, n, n+upIn(snap.Instances[i:], service))
+			eps = make([]*Endpoint, n, n+statusIn(insts[i:], service, st))
 			copy(eps, old[:n])
 		}
 		if eps != nil {
@@ -201,20 +229,19 @@ func newPool(service string, snap registry.Snapshot, applied bool, prev *Pool) *
 	}
 	switch {
 	case eps != nil:
-		p.eps = eps
+		return eps
 	case n == len(old):
-		p.eps = old // the same endpoints; a Table's lists are never written
+		return old // the same endpoints; a Table's lists are never written
 	default:
-		p.eps = old[:n:n]
+		return old[:n:n]
 	}
-	return p
 }
 
-// upIn counts the UP instances of service in insts.
-func upIn(insts []registry.Instance, service string) int {
+// statusIn counts the instances of service in insts whose status is st.
+func statusIn(insts []registry.Instance, service string, st registry.Status) int {
 	n := 0
 	for i := range insts {
-		if insts[i].Status == registry.StatusUp && insts[i].Service == service {
+		if insts[i].Status == st && insts[i].Service == service {
 			n++
 		}
 	}

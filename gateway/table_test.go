@@ -273,8 +273,8 @@ func TestPoolCarriesEndpointsOver(t *testing.T) {
 		{desc: "no UP instance is an empty pool", next: []registry.Instance{inst("a", "web", 1, out)}, want: "[]", kept: "[]"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			prev := newPool("web", snapOf(1, base...), true, nil)
-			p := newPool("web", snapOf(2, tc.next...), true, prev)
+			prev := newPool("web", snapOf(1, base...), true, nil, false)
+			p := newPool("web", snapOf(2, tc.next...), true, prev, false)
 			old := map[string]*Endpoint{}
 			for _, e := range prev.eps {
 				old[e.inst.ID] = e

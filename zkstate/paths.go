@@ -54,13 +54,17 @@ func (p Paths) Request(id int64) string {
 	return p.join("switchyard", "requests", fmt.Sprintf("%019d", id))
 }
 
-// Persistent lists the persistent parents every component may rely on.
+// Release holds the release settings (Release): pre-switch checks and
+// post-switch analysis, beside /active_color.
+func (p Paths) Release() string { return p.join("release") }
+
+// Persistent lists the persistent nodes every component may rely on.
 func (p Paths) Persistent() []string {
-	return []string{p.Color(Blue), p.Color(Green), p.Leader(), p.History()}
+	return []string{p.Color(Blue), p.Color(Green), p.Leader(), p.History(), p.Release()}
 }
 
 // Locked lists the nodes whose ACL switchyard sets in digest mode: every
 // write below them needs the switchyard identity.
 func (p Paths) Locked() []string {
-	return []string{p.ActiveColor(), p.Color(Blue), p.Color(Green), p.join("switchyard"), p.Leader(), p.Switch(), p.History()}
+	return []string{p.ActiveColor(), p.Release(), p.Color(Blue), p.Color(Green), p.join("switchyard"), p.Leader(), p.Switch(), p.History()}
 }

@@ -112,6 +112,67 @@ type Switch struct {
 	Streams    *StreamMoves `json:"streams,omitempty"`
 	StartedAt  time.Time    `json:"started_at"`
 	FinishedAt *time.Time   `json:"finished_at,omitempty"`
+	// Checks are the results of the pre-switch checks, when any ran;
+	// RefusedBy is "checks" when one of them refused the switch, which
+	// then waits for a new write rather than being retried.
+	Checks    []CheckResult `json:"checks,omitempty"`
+	RefusedBy string        `json:"refused_by,omitempty"`
+	// Verdict is the post-switch analysis of a switch done: analyzing,
+	// verified or rolled back; empty when none ran.
+	Verdict  Verdict   `json:"verdict,omitempty"`
+	Analysis *Analyzed `json:"analysis,omitempty"`
+}
+
+// RefusedByChecks marks a switch a pre-switch check refused.
+const RefusedByChecks = "checks"
+
+// CheckResult is how one pre-switch check went.
+type CheckResult struct {
+	Name   string   `json:"name"`
+	OK     bool     `json:"ok"`
+	Detail string   `json:"detail,omitempty"`
+	Took   Duration `json:"took"`
+}
+
+// Verdict is the outcome of a post-switch analysis.
+type Verdict string
+
+// The verdicts.
+const (
+	VerdictAnalyzing  Verdict = "analyzing"
+	VerdictVerified   Verdict = "verified"
+	VerdictRolledBack Verdict = "rolled back"
+	// VerdictSuperseded: a newer write came before the window ended.
+	VerdictSuperseded Verdict = "superseded"
+)
+
+// Analyzed is what a post-switch analysis compared and decided.
+type Analyzed struct {
+	Window Duration  `json:"window"`
+	Until  time.Time `json:"until"`
+	// Baseline is the old color before the flip, New the new color since
+	// the switch was done, as the gateways saw them.
+	Baseline Figures `json:"baseline"`
+	New      Figures `json:"new"`
+	// Reason says which bound decided a rollback, with its figures.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Figures are one color's answers over an interval.
+type Figures struct {
+	Color    Color   `json:"color"`
+	Requests uint64  `json:"requests"`
+	Errors   uint64  `json:"errors"`
+	P99      float64 `json:"p99_seconds"`
+	Seconds  float64 `json:"seconds"`
+}
+
+// ErrorRate is the share of errors, 0 with no request.
+func (f Figures) ErrorRate() float64 {
+	if f.Requests == 0 {
+		return 0
+	}
+	return float64(f.Errors) / float64(f.Requests)
 }
 
 // StreamMoves accounts for the long-lived connections (WebSocket, SSE,

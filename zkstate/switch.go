@@ -139,3 +139,79 @@ func FollowSwitch(ctx context.Context, conn *zk.Conn, paths Paths, id int64, tar
 		}
 	}
 }
+
+// ErrNothingToAbort says there is no switch in flight to abort.
+var ErrNothingToAbort = errors.New("no switch in flight")
+
+// Abort stops the switch in flight by writing its previous color back to
+// /active_color, only if no other write came in between, and notes
+// askedBy as who asked. The leader then returns every instance to where it
+// was before the switch began, make-before-break, and files the aborted
+// switch as failed, "aborted". It returns the write's zxid and the color
+// written.
+func Abort(conn *zk.Conn, paths Paths, auth Auth, askedBy string) (int64, Color, error) {
+	rec, ok, err := ReadSwitch(conn, paths)
+	if err != nil {
+		return 0, "", err
+	}
+	if !ok || rec.Phase != PhaseSwitching {
+		if ok {
+			return 0, "", fmt.Errorf("%w: the last switch, %d to %s, is %s", ErrNothingToAbort, rec.ID, rec.Target, rec.Phase)
+		}
+		return 0, "", ErrNothingToAbort
+	}
+	if rec.From == "" {
+		return 0, "", fmt.Errorf("%w: switch %d to %s has no color before it to return to", ErrNothingToAbort, rec.ID, rec.Target)
+	}
+	_, stat, err := conn.Get(paths.ActiveColor())
+	if err != nil {
+		return 0, "", fmt.Errorf("read %s: %w", paths.ActiveColor(), err)
+	}
+	if stat.Mzxid != rec.ID {
+		return 0, "", fmt.Errorf("%w: /active_color was written again after switch %d; the leader is converging on that write", ErrNothingToAbort, rec.ID)
+	}
+	st, err := conn.Set(paths.ActiveColor(), []byte(rec.From), stat.Version)
+	if errors.Is(err, zk.ErrBadVersion) {
+		return 0, "", fmt.Errorf("%w: /active_color was written again while aborting", ErrNothingToAbort)
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("write %s: %w", paths.ActiveColor(), err)
+	}
+	// Best effort, as for a switch: the abort stands without its note.
+	_ = NoteRequest(conn, paths, auth, st.Mzxid, "abort by "+askedBy)
+	return st.Mzxid, rec.From, nil
+}
+
+// FollowVerdict waits for the post-switch analysis of switch id to end,
+// and returns the switch with its verdict: from the record while it is
+// current, from the history once a later switch (the rollback) replaced
+// it. A switch without an analysis is returned as it is.
+func FollowVerdict(ctx context.Context, conn *zk.Conn, paths Paths, id int64) (Switch, error) {
+	for {
+		_, _, watch, err := conn.GetW(paths.Switch())
+		if err != nil && !errors.Is(err, zk.ErrNoNode) {
+			return Switch{}, fmt.Errorf("watch %s: %w", paths.Switch(), err)
+		}
+		rec, ok, err := ReadSwitch(conn, paths)
+		if err != nil {
+			return rec, err
+		}
+		if ok && rec.ID == id && rec.Verdict != VerdictAnalyzing {
+			return rec, nil
+		}
+		if !ok || rec.ID != id {
+			hist, _ := ReadHistory(conn, paths, 20)
+			for _, h := range hist {
+				if h.ID == id && h.Verdict != VerdictAnalyzing {
+					return h, nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return rec, fmt.Errorf("waiting for the analysis of switch %d: %w", id, ctx.Err())
+		case <-watch:
+		case <-time.After(time.Second): // the history changes without a watch
+		}
+	}
+}

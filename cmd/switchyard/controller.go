@@ -36,6 +36,7 @@ func controllerCmd(c *common) *cobra.Command {
 	f.IntVar(&cfg.MaxBatch, "max-batch", controller.DefaultMaxBatch, "most instances a switch instructs at once, after its first one (a canary) alone; batches double up to it; 1 for one at a time")
 	f.DurationVar(&cfg.Resync, "resync", 2*time.Second, "reconcile at least this often")
 	f.BoolVar(&cfg.AllowLoopback, "allow-loopback", false, "accept instances on loopback addresses (a single-host deployment)")
+	f.BoolVar(&cfg.AllowCommandChecks, "allow-command-checks", false, "run the release's command checks (switchyard release set); needs SWITCHYARD_ZK_AUTH, since whoever may write ZooKeeper names the command")
 	f.DurationVar(&cfg.PreservationHold, "preservation-hold", 30*time.Second, "when over half of the instance nodes vanish at once, hold every status this long for them to return")
 	return cmd
 }

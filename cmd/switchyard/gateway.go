@@ -29,7 +29,9 @@ func gatewayCmd(c *common) *cobra.Command {
 		Use:   "gateway",
 		Short: "Run the edge router",
 		Long: `Run the edge router: HTTP/1.1 and h2c on --listen, HTTPS with HTTP/2 on
---tls-listen when certificates are given. Routes come from --route flags or,
+--tls-listen when certificates are given, and with --preview-listen each
+service's idle color (its OUT_OF_SERVICE instances while the other color is
+live) for checks before a switch. Routes come from --route flags or,
 for hosts, headers and per-route settings, from --config FILE (YAML; see
 deployments/gateway.example.yaml). SIGHUP reloads the config file and the
 certificates and reopens the access log; a bad config is refused and the
@@ -52,8 +54,13 @@ last good one keeps serving.`,
 				cfg.Routes = append(cfg.Routes, rt)
 			}
 			if configFile != "" {
-				if cfg.Routes, err = loadRoutes(configFile); err != nil {
+				fc, err := gateway.LoadConfig(configFile)
+				if err != nil {
 					return usageError(err)
+				}
+				cfg.Routes = fc.Routes
+				if !cmd.Flags().Changed("preview-listen") {
+					cfg.PreviewListen = fc.PreviewListen
 				}
 			}
 			if len(certs) != len(keys) {
@@ -91,7 +98,7 @@ last good one keeps serving.`,
 			defer signal.Stop(hup)
 			go func() {
 				for range hup {
-					reload(gw, configFile, c)
+					reload(gw, configFile, !cmd.Flags().Changed("preview-listen"), c)
 				}
 			}()
 			return gw.Run(cmd.Context())
@@ -99,6 +106,7 @@ last good one keeps serving.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8088", "address for HTTP/1.1 and h2c (HTTP/2 with prior knowledge)")
+	f.StringVar(&cfg.PreviewListen, "preview-listen", "", "address serving each service's idle color through the same routes, for checks before a switch (empty: none; also preview_listen in --config)")
 	f.StringArrayVar(&routes, "route", nil, "PREFIX=SERVICE, repeatable; the longest prefix wins")
 	f.StringVar(&configFile, "config", "", "YAML file of routes (hosts, headers, per-route timeouts, retries, body limits); reloaded on SIGHUP")
 	f.BoolVar(&preserveHost, "preserve-host", false, "send the client's Host on to instances (--route routes)")
@@ -124,7 +132,7 @@ last good one keeps serving.`,
 	f.StringVar(&cfg.ACME.CacheDir, "acme-cache", "", "directory keeping ACME certificates and the account key across restarts")
 	f.StringVar(&cfg.ACME.DirectoryURL, "acme-directory", "", "ACME directory URL (default Let's Encrypt production)")
 
-	f.StringArrayVar(&proxy, "trusted-proxy", nil, "CIDR or IP of a proxy in front whose X-Forwarded-* headers are kept, repeatable")
+	f.StringArrayVar(&proxy, "trusted-proxy", nil, "CIDR or IP of a proxy in front whose X-Forwarded-* headers are kept and whose Switchyard-Color: blue|green sends a request to that color, repeatable")
 	f.DurationVar(&streamGrace, "stream-grace", 30*time.Second, "how long streams (WebSocket, SSE, gRPC) of an instance that left the UP set go on; 0 = end them at once")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "longest graceful shutdown: requests in flight finish, streams are ended")
 	f.StringVar(&accessLog, "access-log", "stdout", "stdout, stderr, a file PATH (reopened on SIGHUP) or off")
@@ -135,27 +143,24 @@ last good one keeps serving.`,
 	return cmd
 }
 
-func loadRoutes(path string) ([]gateway.Route, error) {
-	fc, err := gateway.LoadConfig(path)
-	if err != nil {
-		return nil, err
-	}
-	return fc.Routes, nil
-}
-
 // reload is SIGHUP: the config file again (a bad one changes nothing), the
-// certificates, and a fresh access log file after rotation.
-func reload(gw *gateway.Gateway, configFile string, c *common) {
+// certificates, and a fresh access log file after rotation. previewFromFile
+// says the preview listener's address came from the file, so that a change
+// of it there is worth a warning.
+func reload(gw *gateway.Gateway, configFile string, previewFromFile bool, c *common) {
 	c.log.Info("SIGHUP: reloading")
 	if configFile != "" {
-		routes, err := loadRoutes(configFile)
+		fc, err := gateway.LoadConfig(configFile)
 		if err == nil {
-			err = gw.SetRoutes(routes)
+			err = gw.SetRoutes(fc.Routes)
 		}
 		if err != nil {
 			c.log.WithError(err).Error("config not reloaded; the last good one keeps serving")
 		} else {
-			c.log.WithField("routes", len(routes)).Info("config reloaded")
+			c.log.WithField("routes", len(fc.Routes)).Info("config reloaded")
+			if previewFromFile && fc.PreviewListen != gw.PreviewListen() {
+				c.log.WithField("preview_listen", fc.PreviewListen).Warn("preview_listen changed in the config; a reload does not move a listener, restart the gateway to apply it")
+			}
 		}
 	}
 	if err := gw.Reload(); err != nil {

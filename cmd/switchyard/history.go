@@ -77,8 +77,8 @@ func printHistory(out io.Writer, recs []zkstate.Switch) error {
 	fmt.Fprintln(w, "STARTED\tDURATION\tFROM\tTO\tOUTCOME\tASKED BY\tSTEPS\tSTREAMS\tSWITCH\tREASON")
 	for _, r := range recs {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n",
-			r.StartedAt.Local().Format(time.DateTime), duration(r.Duration()), orDash(string(r.From)), r.Target, r.Phase,
-			orUnknown(r.AskedBy), stepCounts(r), streams(r.Streams), r.ID, orDash(r.Reason))
+			r.StartedAt.Local().Format(time.DateTime), duration(r.Duration()), orDash(string(r.From)), r.Target, outcomeOf(r),
+			orUnknown(r.AskedBy), stepCounts(r), streams(r.Streams), r.ID, orDash(reasonOf(r)))
 	}
 	return w.Flush()
 }
@@ -116,4 +116,25 @@ func orUnknown(s string) string {
 		return "unknown"
 	}
 	return s
+}
+
+// outcomeOf is the phase, and the analysis's verdict when there is one:
+// "done, verified", "done, rolled back".
+func outcomeOf(r zkstate.Switch) string {
+	if r.Verdict == "" {
+		return string(r.Phase)
+	}
+	return string(r.Phase) + ", " + string(r.Verdict)
+}
+
+// reasonOf is why the switch ended as it did: the analysis's reason for a
+// rollback comes first.
+func reasonOf(r zkstate.Switch) string {
+	if r.Analysis != nil && r.Analysis.Reason != "" {
+		if r.Reason != "" {
+			return r.Analysis.Reason + "; " + r.Reason
+		}
+		return r.Analysis.Reason
+	}
+	return r.Reason
 }

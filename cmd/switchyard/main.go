@@ -105,7 +105,8 @@ func newRoot(c *common) *cobra.Command {
 		Long: `Zero-downtime blue/green switching on ZooKeeper.
 
 Exit codes: 0 done; 1 refused (switch --wait: routing is unchanged);
-2 failed or superseded by a later write; 3 timed out (--timeout);
+2 failed, rolled back by the post-switch analysis (--verify), or
+superseded by a later write; 3 timed out (--timeout);
 4 error (ZooKeeper or the registry unreachable, no permission, interrupted);
 64 usage (a wrong command, flag or argument; nothing was done).`,
 		SilenceUsage:  true,
@@ -141,7 +142,7 @@ Exit codes: 0 done; 1 refused (switch --wait: routing is unchanged);
 	pf.StringVar(&c.logFormat, "log-format", env("SWITCHYARD_LOG_FORMAT", "text"), "text or json, one object a line (SWITCHYARD_LOG_FORMAT)")
 	_ = root.RegisterFlagCompletionFunc("log-level", cobra.FixedCompletions([]string{"debug", "info", "warn", "error"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = root.RegisterFlagCompletionFunc("log-format", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
-	root.AddCommand(registryCmd(c), controllerCmd(c), gatewayCmd(c), statusCmd(c), historyCmd(c), switchCmd(c), rollbackCmd(c), tokenCmd(c), agentCmd(c))
+	root.AddCommand(registryCmd(c), controllerCmd(c), gatewayCmd(c), statusCmd(c), historyCmd(c), switchCmd(c), rollbackCmd(c), abortCmd(c), releaseCmd(c), tokenCmd(c), agentCmd(c))
 	for _, cmd := range root.Commands() {
 		typed(cmd)
 	}

@@ -26,22 +26,29 @@ one timestamped line per step and a summary line. It exits with
 
   0  done: the new color serves
   1  refused: routing is unchanged (e.g. no healthy instance of the color)
-  2  failed, or superseded by a later write to /active_color
+  2  failed, superseded by a later write to /active_color, or (with
+     --verify) rolled back by the post-switch analysis
   3  timed out (--timeout) before the switch finished; it goes on
   4  error: ZooKeeper unreachable, no permission, or interrupted
   64 usage: a wrong flag or argument (switch purple); nothing was written
+
+With --verify it then also waits for the post-switch analysis (switchyard
+release) to end: 0 once the switch is verified, 2 when the analysis rolled
+it back. --timeout covers both.
 
 Without --wait it exits 0 once /active_color is written.`
 
 // switchFlags are the flags of every command that requests a switch.
 type switchFlags struct {
 	wait    bool
+	verify  bool
 	timeout time.Duration
 	askedBy string
 }
 
 func (w *switchFlags) add(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&w.wait, "wait", false, "follow the switch until it is done; exit non-zero if it is refused, fails, is superseded or times out")
+	cmd.Flags().BoolVar(&w.verify, "verify", false, "with --wait, also wait for the post-switch analysis: exit 0 once verified, 2 if it rolled the switch back")
 	cmd.Flags().DurationVar(&w.timeout, "timeout", 2*time.Minute, "how long --wait waits")
 	cmd.Flags().StringVar(&w.askedBy, "asked-by", env("SWITCHYARD_ASKED_BY", ""), "who asks, as switchyard history shows it (SWITCHYARD_ASKED_BY; default user@host)")
 }
@@ -152,10 +159,47 @@ func (c *common) switchTo(ctx context.Context, w switchFlags, color zkstate.Colo
 	rec, err := zkstate.FollowSwitch(ctx, conn, paths, id, color, p.seen)
 	code, summary := outcome(t, rec, err)
 	p.end(rec, code, summary)
+	if code == 0 && w.verify {
+		code = verify(ctx, conn, paths, rec)
+	}
 	if code != 0 {
 		return &reportedError{code}
 	}
 	return nil
+}
+
+// verify waits for the post-switch analysis of rec and prints its verdict.
+func verify(ctx context.Context, conn *zk.Conn, paths zkstate.Paths, rec zkstate.Switch) int {
+	if rec.Verdict == "" {
+		fmt.Printf("switch %d: no post-switch analysis (disabled, or a rollback)\n", rec.ID)
+		return 0
+	}
+	if rec.Analysis != nil {
+		fmt.Printf("switch %d: analyzing %s until %s\n", rec.ID, rec.Target, rec.Analysis.Until.Local().Format(time.TimeOnly))
+	}
+	v, err := zkstate.FollowVerdict(ctx, conn, paths, rec.ID)
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		fmt.Fprintf(os.Stderr, "timed out waiting for the analysis of switch %d; it goes on, see switchyard history\n", rec.ID)
+		return codeTimeout
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "following the analysis of switch %d: %v\n", rec.ID, err)
+		return codeError
+	}
+	line := fmt.Sprintf("switch %d: %s", v.ID, v.Verdict)
+	if a := v.Analysis; a != nil {
+		line += fmt.Sprintf(" (%s: %d requests, %d errors, p99 %.1f ms; %s before the flip: %d requests, %d errors, p99 %.1f ms)",
+			a.New.Color, a.New.Requests, a.New.Errors, 1000*a.New.P99, a.Baseline.Color, a.Baseline.Requests, a.Baseline.Errors, 1000*a.Baseline.P99)
+		if a.Reason != "" {
+			line += ": " + a.Reason
+		}
+	}
+	if v.Verdict == zkstate.VerdictVerified {
+		fmt.Println(line)
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, line)
+	return codeFailed
 }
 
 // viewBefore reads the state a switch starts from. It sizes the progress

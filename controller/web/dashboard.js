@@ -90,9 +90,11 @@ function renderSwitch(b) {
   const what = (rec.from ? rec.from + " → " : "→ ") + rec.target;
   let line = "switch " + rec.id + ": " + what + ", " + took(rec);
   if (rec.reason) line += " — " + rec.reason;
+  if (rec.checks && rec.checks.length) line += " · checks: " + rec.checks.map((c) => c.name + (c.ok ? " passed" : " failed")).join(", ");
   if (rec.asked_by) line += " (asked by " + rec.asked_by + ")";
   const sum = $("switch-summary");
-  sum.replaceChildren(el("span", { class: "phase p-" + rec.phase }, rec.phase), " ", line);
+  sum.replaceChildren(el("span", { class: "phase p-" + rec.phase }, rec.phase), " ", verdictBadge(rec), line, analysisLine(rec));
+  $("abort").hidden = rec.phase !== "switching" || !rec.from;
   const p = b.progress || { done: 0, total: 0 };
   $("progress-wrap").hidden = false;
   $("progress").max = Math.max(p.total, 1);
@@ -105,6 +107,26 @@ function renderSwitch(b) {
         el("span", { class: "dot " + colorClass(s.color), "aria-hidden": "true" }),
         s.instance + " " + action + (s.batch ? " (batch " + s.batch + ")" : "") + ": " + s.state + (s.error ? " — " + s.error : "")));
   }
+}
+
+function verdictBadge(rec) {
+  if (!rec.verdict) return null;
+  return el("span", { class: "phase v-" + rec.verdict.replace(" ", "-") }, rec.verdict);
+}
+
+function figures(f) {
+  return f.requests + " requests, " + (f.requests ? (100 * f.errors / f.requests).toFixed(1) : "0.0") + "% errors, p99 " + (1000 * f.p99_seconds).toFixed(1) + " ms";
+}
+
+// analysisLine shows the post-switch analysis: the new color against the
+// old one before the flip, until when, and why it rolled back.
+function analysisLine(rec) {
+  const a = rec.analysis;
+  if (!a) return null;
+  let s = "Analysis: " + a.new.color + " " + figures(a.new) + "; " + a.baseline.color + " before the flip " + figures(a.baseline);
+  if (rec.verdict === "analyzing") s += "; watching until " + new Date(a.until).toLocaleTimeString();
+  if (a.reason) s += ". Rolled back: " + a.reason;
+  return el("span", { class: "analysis" }, s);
 }
 
 function card(inst, rate) {
@@ -165,10 +187,10 @@ function renderHistory(b) {
     body.append(el("tr", {},
       el("td", {}, when(rec.started_at)),
       el("td", {}, (rec.from ? rec.from + " → " : "→ ") + rec.target),
-      el("td", {}, el("span", { class: "phase p-" + rec.phase }, rec.phase)),
+      el("td", {}, el("span", { class: "phase p-" + rec.phase }, rec.phase), " ", verdictBadge(rec)),
       el("td", {}, took(rec)),
       el("td", {}, rec.asked_by || "unknown"),
-      el("td", {}, rec.reason || "")));
+      el("td", {}, [rec.analysis && rec.analysis.reason, rec.reason].filter(Boolean).join("; "))));
   }
   if (b.history.length === 0) body.append(el("tr", {}, el("td", { colspan: "6" }, "No switch yet.")));
 }
@@ -230,6 +252,10 @@ function rollbackAction() {
   return { label: "Roll back to " + to, path: "/v1/rollback", body: {} };
 }
 
+function abortAction() {
+  return { label: "Abort the switch in flight", path: "/v1/abort", body: {} };
+}
+
 function connect() {
   const es = new EventSource("/v1/events");
   es.addEventListener("board", (e) => {
@@ -247,6 +273,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("target").addEventListener("change", () => { $("target").dataset.touched = "1"; });
   $("actions").addEventListener("submit", (e) => { e.preventDefault(); ask(switchAction()); });
   $("rollback").addEventListener("click", () => ask(rollbackAction()));
+  $("abort").addEventListener("click", () => ask(abortAction()));
   $("token-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const ok = e.submitter && e.submitter.id === "token-ok";

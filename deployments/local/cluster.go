@@ -116,8 +116,11 @@ type Options struct {
 	// one instances use, so that a test can put proxies in between.
 	InstanceZK func(zkAddr string) (string, error)
 	// GatewayArgs are added to the gateway's flags (more routes, TLS,
-	// grace periods).
+	// grace periods, trusted proxies).
 	GatewayArgs []string
+	// PreviewListen gives the gateway a preview listener on a free
+	// loopback port (Cluster.PreviewURL).
+	PreviewListen bool
 	// Fixed listen addresses; empty means a free loopback port.
 	GatewayAddr, RegistryAddr string
 	ControllerAddrs           []string
@@ -142,6 +145,7 @@ type Cluster struct {
 	ControllerAPIs []string // http://host:port of each controller's API
 	Gateway        *Proc
 	GatewayURL     string
+	PreviewURL     string // the idle color, with Options.PreviewListen; "" without
 	// GatewayAdminURL serves the gateway's /metrics, /healthz and /v1/routes.
 	GatewayAdminURL string
 	mu              sync.Mutex
@@ -227,6 +231,14 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	gargs := c.sy("gateway", "--listen", gaddr, "--admin", admin, "--id", "gateway-1", "--token", registry.ReadToken(c.opts.Token))
 	if !slices.Contains(opts.GatewayArgs, "--config") {
 		gargs = append(gargs, "--route", "/=hello")
+	}
+	if opts.PreviewListen {
+		paddr, err := addrOr("")
+		if err != nil {
+			return nil, err
+		}
+		c.PreviewURL = "http://" + paddr
+		gargs = append(gargs, "--preview-listen", paddr)
 	}
 	if c.Gateway, err = c.start("gateway", append(gargs, opts.GatewayArgs...)...); err != nil {
 		return nil, err

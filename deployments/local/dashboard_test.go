@@ -209,7 +209,7 @@ func TestDashboardInChromium(t *testing.T) {
 	if _, err := c.WaitRecord(ctx, time.Minute, func(r zkstate.Switch) bool { return r.ID >= id && r.Phase.Finished() }); err != nil {
 		t.Fatal(err)
 	}
-	waitJS(bctx, t, text("#switch-summary")+`.includes("done") && document.querySelectorAll("#history tbody tr").length >= 1 && document.querySelector("#progress").value === document.querySelector("#progress").max`,
+	waitJS(bctx, t, text("#switch-summary .phase")+` === "done" && `+text("#switch-summary")+`.includes("→ green") && document.querySelectorAll("#history tbody tr").length >= 1 && document.querySelector("#progress").value === document.querySelector("#progress").max`,
 		"the switch done, complete, and in the history")
 	waitJS(bctx, t, `document.querySelectorAll(".c-green .st-UP").length === 2 && document.querySelectorAll(".c-blue .st-OUT_OF_SERVICE").length === 2`, "green UP and blue OUT on the cards")
 	waitJS(bctx, t, `[...document.querySelectorAll(".c-green .card dd")].some(d => / req\/s/.test(d.textContent) && !d.textContent.startsWith("0.0 "))`, "green instances' request rates")
@@ -253,7 +253,7 @@ func TestDashboardInChromium(t *testing.T) {
 	}
 	click("#token-ok")
 	waitJS(bctx, t, text("#notice")+`.includes("requested")`, "the switch requested")
-	waitJS(bctx, t, text("#active")+` === "blue" && `+text("#switch-summary")+`.includes("done")`, "blue live and its switch done")
+	waitJS(bctx, t, text("#active")+` === "blue" && `+text("#switch-summary .phase")+` === "done" && `+text("#switch-summary")+`.includes("→ blue")`, "blue live and its switch done")
 	if got, _, err := c.ZKConn().Get("/active_color"); err != nil || string(got) != "blue" {
 		t.Fatalf("/active_color after a click with the token = %q %v, want blue", got, err)
 	}

@@ -43,6 +43,10 @@ type config struct {
 	zkAuth                                         zkstate.Auth
 	heartbeat, session, drain                      time.Duration
 	health                                         func(context.Context) error
+	// failRatio and latency make a bad release to rehearse the
+	// controller's post-switch analysis with.
+	failRatio float64
+	latency   time.Duration
 }
 
 func main() {
@@ -68,7 +72,13 @@ func main() {
 	flag.DurationVar(&cfg.drain, "drain-timeout", 10*time.Second, "longest wait for gateways to stop sending at shutdown")
 	flag.BoolVar(&healthy, "healthy", true, "start healthy; SIGUSR1 toggles health, to rehearse a failing instance")
 	flag.DurationVar(&slowCheck, "health-delay", 0, "answer health checks this much later, to rehearse a slow switch")
+	flag.Float64Var(&cfg.failRatio, "fail-ratio", 0, "answer this share (0 to 1) of requests with 500, to rehearse a bad release; health checks still pass")
+	flag.DurationVar(&cfg.latency, "latency", 0, "answer every request this much later, to rehearse a slow release")
 	flag.Parse()
+	if cfg.failRatio < 0 || cfg.failRatio > 1 {
+		fmt.Fprintln(os.Stderr, "hello: --fail-ratio must be between 0 and 1")
+		os.Exit(2)
+	}
 	log := logrus.StandardLogger()
 	log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000"})
 	var health atomic.Bool
@@ -135,7 +145,8 @@ func run(cfg config, log *logrus.Logger) error {
 	shutdown, closing := context.WithCancel(context.Background())
 	defer closing()
 	srv.RegisterOnShutdown(closing)
-	srv.Handler = newHandler(inst, &app{service: cfg.service, color: cfg.color, version: cfg.version, id: inst.ID(), shutdown: shutdown})
+	srv.Handler = newHandler(inst, &app{service: cfg.service, color: cfg.color, version: cfg.version, id: inst.ID(), shutdown: shutdown,
+		failRatio: cfg.failRatio, latency: cfg.latency})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// The harness and scripts read the bound address from this line.
@@ -155,6 +166,7 @@ func newHandler(inst *sdk.Instance, a *app) http.Handler {
 			return next(c)
 		}
 	})
+	e.Use(a.rehearse)
 	a.routes(e)
 	return e
 }

@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -18,6 +20,35 @@ type app struct {
 	service, color, version, id string
 	// shutdown ends when the server shuts down, after the drain.
 	shutdown context.Context
+	// failRatio of the answers are 500s, each latency late (--fail-ratio,
+	// --latency); served counts the answers, to spread the failures evenly.
+	failRatio float64
+	latency   time.Duration
+	served    atomic.Uint64
+}
+
+// rehearse makes the instance a bad release on demand: every answer comes
+// latency late, and failRatio of them are 500s, evenly spread (with 0.25,
+// every fourth), so that a test knows how many to expect. The SDK's own
+// endpoints come before it, so health checks pass: a release that is
+// healthy by its checks and bad for its users.
+func (a *app) rehearse(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if a.latency > 0 {
+			select {
+			case <-time.After(a.latency):
+			case <-c.Request().Context().Done():
+				return c.Request().Context().Err()
+			}
+		}
+		if a.failRatio > 0 {
+			n := a.served.Add(1)
+			if math.Floor(float64(n)*a.failRatio) > math.Floor(float64(n-1)*a.failRatio) {
+				return c.JSON(http.StatusInternalServerError, map[string]any{"error": "failing on purpose (--fail-ratio)", "color": a.color})
+			}
+		}
+		return next(c)
+	}
 }
 
 // maxDelay caps /delay/{ms}, well inside any proxy's patience.
