@@ -3,12 +3,15 @@ package local
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -47,7 +50,21 @@ func report(t *testing.T, fault string, results []Result, recovered time.Duratio
 
 func startEnsembleCluster(t *testing.T) *Cluster {
 	t.Helper()
-	c, _ := startCluster(t, builtin(), 2, 2, func(o *Options) { o.Ensemble = 3 })
+	var c *Cluster
+	// Registered before the cluster's own cleanup, so it runs after it:
+	// the ensemble's ports are given up once everything has stopped.
+	t.Cleanup(func() {
+		if c != nil {
+			c.ZK.Close()
+		}
+	})
+	c, _ = startCluster(t, builtin(), 2, 2, func(o *Options) { o.Ensemble = 3 })
+	// Why an ensemble stopped serving is only in its members' own logs.
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(c.ZK.LogTail(8000))
+		}
+	})
 	return c
 }
 
@@ -133,6 +150,64 @@ func TestChaosZooKeeperLeaderKilledMidSwitch(t *testing.T) {
 	results := load.Stop()
 	assertServed(t, results, "while ZooKeeper leaders were killed mid-switch")
 	report(t, "ZooKeeper leader killed with a switch in flight (3 times)", results, worst, "each switch completes done, on the right color")
+}
+
+// A member listens on its quorum port only while it leads, and a stopped
+// member on none of its ports. If another process could take one of them
+// meanwhile (an example instance asks for port 0), the member elected next
+// could not bind it, and the ensemble would have no leader for as long as
+// the other held it.
+func TestChaosEnsemblePortsStayReservedWhileUnbound(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e, err := StartEnsemble(ctx, t.TempDir(), 3, 250*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	leader := e.Leader()
+	if leader == nil {
+		t.Fatal("the ensemble has no leader")
+	}
+	leader.Stop()
+	for _, m := range e.Members {
+		for _, port := range memberPorts(t, m) {
+			// A plain bind, without SO_REUSEADDR, succeeds on a port
+			// that port 0 could hand out.
+			fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = syscall.Bind(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}})
+			syscall.Close(fd)
+			if !errors.Is(err, syscall.EADDRINUSE) {
+				t.Errorf("member %d (alive %v): anyone may bind its port %d (%v)", m.ID, m.Alive(), port, err)
+			}
+		}
+	}
+}
+
+// memberPorts reads an ensemble member's client, quorum and election ports
+// from its config.
+func memberPorts(t *testing.T, m *ZooKeeper) []int {
+	t.Helper()
+	b, err := os.ReadFile(m.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var client, quorum, election int
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "clientPort="); ok {
+			client, _ = strconv.Atoi(v)
+		}
+		if v, ok := strings.CutPrefix(line, fmt.Sprintf("server.%d=127.0.0.1:", m.ID)); ok {
+			_, _ = fmt.Sscanf(v, "%d:%d", &quorum, &election)
+		}
+	}
+	if client == 0 || quorum == 0 || election == 0 {
+		t.Fatalf("member %d: no ports in %s:\n%s", m.ID, m.cfgPath, b)
+	}
+	return []int{client, quorum, election}
 }
 
 func TestChaosQuorumLostFor30s(t *testing.T) {

@@ -36,9 +36,12 @@ type ZooKeeper struct {
 	ID      int // an ensemble member's myid
 
 	dir, cfgPath string
-	mu           sync.Mutex
-	cmd          *exec.Cmd
-	done         chan struct{}
+	// held keeps the server's ports reserved while it does not listen on
+	// them; see holdPort.
+	held []*os.File
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
 }
 
 // RepoRoot finds the switchyard checkout from the working directory.
@@ -103,6 +106,56 @@ func FreePort() (int, error) {
 	return 0, errors.New("local: no fresh loopback port after 100 tries")
 }
 
+// holdPort reserves a free loopback port for a ZooKeeper server: it
+// returns the port and the socket that holds it, bound with SO_REUSEADDR
+// and never listening. A ZooKeeper server leaves its ports unbound for
+// long (a member binds its quorum port only while it leads, a stopped
+// server binds none), and a port merely found free by FreePort could be
+// handed to any process that asks for port 0 meanwhile, as the example
+// instances do. The member elected next could then not bind its quorum
+// port, and the ensemble would have no leader while the other holds it.
+// Linux gives a held port to no bind to port 0 and to no outgoing
+// connection, yet ZooKeeper, which binds with SO_REUSEADDR, still can.
+func holdPort() (int, *os.File, error) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, nil, fmt.Errorf("hold a port: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "held port")
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+		f.Close()
+		return 0, nil, fmt.Errorf("hold a port: %w", err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		f.Close()
+		return 0, nil, fmt.Errorf("hold a port: %w", err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		f.Close()
+		return 0, nil, fmt.Errorf("hold a port: %w", err)
+	}
+	port := sa.(*syscall.SockaddrInet4).Port
+	portsMu.Lock()
+	given[port] = true
+	portsMu.Unlock()
+	return port, f, nil
+}
+
+// holdPorts holds n ports for z; see holdPort.
+func (z *ZooKeeper) holdPorts(n int) ([]int, error) {
+	ports := make([]int, n)
+	for i := range ports {
+		port, f, err := holdPort()
+		if err != nil {
+			return nil, err
+		}
+		ports[i] = port
+		z.held = append(z.held, f)
+	}
+	return ports, nil
+}
+
 // StartZooKeeper runs a standalone ZooKeeper in dir on a free loopback
 // port and waits until it serves. tick sets the session timeout range to 2
 // to 20 ticks.
@@ -110,15 +163,19 @@ func StartZooKeeper(ctx context.Context, dir string, tick time.Duration) (*ZooKe
 	if err := EnsureZooKeeper(ctx); err != nil {
 		return nil, err
 	}
-	port, err := FreePort()
+	z := &ZooKeeper{dir: dir}
+	ports, err := z.holdPorts(1)
 	if err != nil {
+		z.Close()
 		return nil, err
 	}
-	z := &ZooKeeper{Addr: fmt.Sprintf("127.0.0.1:%d", port), dir: dir}
-	if err := z.configure(tick, port, ""); err != nil {
+	z.Addr = fmt.Sprintf("127.0.0.1:%d", ports[0])
+	if err := z.configure(tick, ports[0], ""); err != nil {
+		z.Close()
 		return nil, err
 	}
 	if err := z.Start(ctx); err != nil {
+		z.Close()
 		return nil, err
 	}
 	return z, nil
@@ -133,35 +190,37 @@ func StartEnsemble(ctx context.Context, dir string, n int, tick time.Duration) (
 	}
 	e := &ZooKeeper{}
 	var servers, addrs []string
-	ports := make([]int, n)
+	clientPorts := make([]int, n)
 	for i := range n {
-		var peer, election int
-		var err error
-		for _, p := range []*int{&ports[i], &peer, &election} {
-			if *p, err = FreePort(); err != nil {
-				return nil, err
-			}
-		}
-		servers = append(servers, fmt.Sprintf("server.%d=127.0.0.1:%d:%d", i+1, peer, election))
-		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", ports[i]))
-	}
-	for i := range n {
-		m := &ZooKeeper{Addr: addrs[i], ID: i + 1, dir: filepath.Join(dir, fmt.Sprintf("zk%d", i+1))}
-		if err := m.configure(tick, ports[i], "initLimit=10\nsyncLimit=5\n"+strings.Join(servers, "\n")+"\n"); err != nil {
+		// Each member holds its client, quorum and election ports.
+		m := &ZooKeeper{ID: i + 1, dir: filepath.Join(dir, fmt.Sprintf("zk%d", i+1))}
+		e.Members = append(e.Members, m)
+		ports, err := m.holdPorts(3)
+		if err != nil {
+			e.Close()
 			return nil, err
 		}
-		e.Members = append(e.Members, m)
+		clientPorts[i] = ports[0]
+		m.Addr = fmt.Sprintf("127.0.0.1:%d", ports[0])
+		servers = append(servers, fmt.Sprintf("server.%d=127.0.0.1:%d:%d", i+1, ports[1], ports[2]))
+		addrs = append(addrs, m.Addr)
+	}
+	for i, m := range e.Members {
+		if err := m.configure(tick, clientPorts[i], "initLimit=10\nsyncLimit=5\n"+strings.Join(servers, "\n")+"\n"); err != nil {
+			e.Close()
+			return nil, err
+		}
 	}
 	e.Addr = strings.Join(addrs, ",")
 	for _, m := range e.Members {
 		if err := m.launch(); err != nil {
-			e.Stop()
+			e.Close()
 			return nil, err
 		}
 	}
 	for _, m := range e.Members {
 		if err := m.waitServing(ctx); err != nil {
-			e.Stop()
+			e.Close()
 			return nil, err
 		}
 	}
@@ -227,7 +286,16 @@ func (z *ZooKeeper) launch() error {
 		// connect to a peer are plenty.
 		args = append(args, "-Dzookeeper.fastleader.maxNotificationInterval=2000", "-Dzookeeper.cnxTimeout=1000")
 	}
-	args = append(args, "-cp", z.dir+":"+"/etc/zookeeper/conf:/usr/share/java/zookeeper.jar", main, z.cfgPath)
+	// zookeeper.jar names slf4j's API but no binding, so without one the
+	// server logs nothing. log4j 1.2 and its slf4j binding come with the
+	// package's dependencies; the config in the member's dir gives every
+	// line a timestamp and the member's id.
+	logCfg := filepath.Join(z.dir, "log4j.properties")
+	if err := os.WriteFile(logCfg, []byte(log4jConfig), 0o644); err != nil {
+		return err
+	}
+	args = append(args, "-Dlog4j.configuration=file:"+logCfg,
+		"-cp", "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar", main, z.cfgPath)
 	cmd := exec.Command("java", args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -240,6 +308,28 @@ func (z *ZooKeeper) launch() error {
 	z.cmd, z.done = cmd, done
 	z.mu.Unlock()
 	return nil
+}
+
+// log4jConfig sends ZooKeeper's log to standard output, which launch
+// appends to the server's zookeeper.log.
+const log4jConfig = `log4j.rootLogger=INFO, CONSOLE
+log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender
+log4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout
+log4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} [myid:%X{myid}] %-5p [%t:%C{1}@%L] - %m%n
+`
+
+// LogTail is the end of the server's log, at most n bytes of each
+// member's for an ensemble, each headed by the member's address.
+func (z *ZooKeeper) LogTail(n int) string {
+	if len(z.Members) == 0 {
+		b, _ := os.ReadFile(filepath.Join(z.dir, "zookeeper.log"))
+		return tail(b, n)
+	}
+	var out strings.Builder
+	for _, m := range z.Members {
+		fmt.Fprintf(&out, "==== zookeeper member %d (%s)\n%s\n", m.ID, m.Addr, m.LogTail(n))
+	}
+	return out.String()
 }
 
 func (z *ZooKeeper) waitServing(ctx context.Context) error {
@@ -347,7 +437,8 @@ func (z *ZooKeeper) PID() int {
 }
 
 // Stop kills the server, or every member of an ensemble, and waits.
-// Stopping twice is harmless; Start brings a server back.
+// Stopping twice is harmless; Start brings a server back, on the ports it
+// holds until Close.
 func (z *ZooKeeper) Stop() {
 	for _, m := range z.Members {
 		m.Stop()
@@ -360,6 +451,19 @@ func (z *ZooKeeper) Stop() {
 	}
 	_ = cmd.Process.Kill()
 	<-done
+}
+
+// Close stops the server, or every member of an ensemble, for good: it
+// also gives up the ports held for it.
+func (z *ZooKeeper) Close() {
+	z.Stop()
+	for _, m := range z.Members {
+		m.Close()
+	}
+	for _, f := range z.held {
+		f.Close()
+	}
+	z.held = nil
 }
 
 // ZkCli runs the real zkCli.sh against addr, as CI would, and returns its
