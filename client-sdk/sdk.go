@@ -16,6 +16,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -513,7 +514,11 @@ func (i *Instance) instruction(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})
 		return
 	}
-	i.log.WithFields(logrus.Fields{"status": in.Status, "index": idx, "epoch": claims.Epoch}).Info("status applied on the controller's instruction")
+	fields := logrus.Fields{"status": in.Status, "index": idx, "epoch": claims.Epoch}
+	if id, err := strconv.ParseInt(r.Header.Get(registry.SwitchHeader), 10, 64); err == nil && id > 0 {
+		fields["switch"] = id
+	}
+	i.log.WithFields(fields).Info("status applied on the controller's instruction")
 	writeJSON(w, http.StatusOK, map[string]any{"status": in.Status, "index": idx})
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -90,6 +91,11 @@ func (c *Controller) sendInstruction(ctx context.Context, m Member, body []byte)
 		return 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	// The switch this instruction belongs to, for the instance's log only:
+	// one grep for the id finds the switch on every side.
+	if id := c.current.Load(); id != 0 {
+		req.Header.Set(registry.SwitchHeader, strconv.FormatInt(id, 10))
+	}
 	// Each instance verifies with its own key, derived from the token, so
 	// an instance can forge nothing for another.
 	keys, err := signing.ParseKeys(registry.InstanceToken(c.cfg.Token, m.ID))

@@ -68,6 +68,11 @@ type Instance struct {
 	ControlPort int `json:"control_port,omitempty"`
 }
 
+// SwitchHeader carries the id of the switch an instruction belongs to, so
+// that an instance's log line about it names the switch. It is not signed:
+// it labels a log line and decides nothing.
+const SwitchHeader = "Switchyard-Switch"
+
 // The protocols an instance may announce.
 const (
 	ProtocolHTTP1 = "http1"

@@ -93,7 +93,12 @@ function renderSwitch(b) {
   if (rec.checks && rec.checks.length) line += " · checks: " + rec.checks.map((c) => c.name + (c.ok ? " passed" : " failed")).join(", ");
   if (rec.asked_by) line += " (asked by " + rec.asked_by + ")";
   const sum = $("switch-summary");
-  sum.replaceChildren(el("span", { class: "phase p-" + rec.phase }, rec.phase), " ", verdictBadge(rec), line, analysisLine(rec));
+  const parts = [el("span", { class: "phase p-" + rec.phase }, rec.phase), " "];
+  if (rec.verdict) parts.push(verdictBadge(rec), " ");
+  parts.push(line);
+  const a = analysisLine(rec);
+  if (a) parts.push(a);
+  sum.replaceChildren(...parts);
   $("abort").hidden = rec.phase !== "switching" || !rec.from;
   const p = b.progress || { done: 0, total: 0 };
   $("progress-wrap").hidden = false;

@@ -138,6 +138,23 @@ func TestCLISwitchProgressHistoryAndJSONLogs(t *testing.T) {
 		if about["switch started"] != 1 || about["instance UP"] != 2 || about["instance OUT_OF_SERVICE"] != 2 {
 			t.Errorf("lines about the switch by message: %v", about)
 		}
+		// The instances' own lines about the switch name it too, so one
+		// grep for switch=ID follows it across the processes.
+		named := 0
+		for _, in := range c.Instances {
+			b, err := os.ReadFile(filepath.Join(c.opts.Dir, in.ID+".log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.Contains(l, "status applied on the controller's instruction") && strings.Contains(l, " switch="+strconv.FormatInt(greenID, 10)) {
+					named++
+				}
+			}
+		}
+		if named != 4 {
+			t.Errorf("%d instance log lines name switch %d, want 4: one per instruction", named, greenID)
+		}
 	})
 
 	flipID, _, err := c.Flip(ctx, string(zkstate.Blue)) // as CI with zkCli: nobody known asked

@@ -32,7 +32,7 @@ func Build(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	for name, pkg := range map[string]string{"switchyard": "./cmd/switchyard", "hello": "./examples/hello", "hello-grpc": "./examples/hello-grpc"} {
+	for name, pkg := range map[string]string{"switchyard": "./cmd/switchyard", "hello": "./examples/hello", "hello-grpc": "./examples/hello-grpc", "worker": "./examples/worker"} {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, name), pkg)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -532,7 +532,7 @@ func (c *Cluster) Stop() {
 		c.zk.Close()
 	}
 	if c.ZK != nil {
-		c.ZK.Stop()
+		c.ZK.Close()
 	}
 }
 
