@@ -188,6 +188,19 @@ func (c *common) backend() (registry.Backend, error) {
 	return b, nil
 }
 
+// zkRun is a RunE that opens a ZooKeeper session for run and closes it
+// after.
+func (c *common) zkRun(run func(cmd *cobra.Command, conn *zk.Conn, paths zkstate.Paths) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		conn, paths, err := c.connectZK(cmd.Context())
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		return run(cmd, conn, paths)
+	}
+}
+
 // connectZK opens a session for a short-lived command.
 func (c *common) connectZK(ctx context.Context) (*zk.Conn, zkstate.Paths, error) {
 	paths, err := zkstate.NewPaths(c.zkRoot)

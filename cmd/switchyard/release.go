@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/go-zookeeper/zk"
 	"github.com/spf13/cobra"
 
 	"github.com/switchyard/switchyard/zkstate"
@@ -28,12 +29,7 @@ Exits 1 when there is no switch in flight. With --wait, it follows the way
 back as switch --wait does.`,
 		Args:              cobra.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, paths, err := c.connectZK(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
+		RunE: c.zkRun(func(cmd *cobra.Command, conn *zk.Conn, paths zkstate.Paths) error {
 			if w.askedBy == "" {
 				w.askedBy = defaultAsker()
 			}
@@ -59,7 +55,7 @@ back as switch --wait does.`,
 			}
 			fmt.Println(summary)
 			return nil
-		},
+		}),
 	}
 	w.add(cmd)
 	return cmd
@@ -95,12 +91,7 @@ the flip; when a bound is crossed, the controller switches back by itself.
 		Use:   "show",
 		Short: "Print the release settings, defaults filled in",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, paths, err := c.connectZK(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
+		RunE: c.zkRun(func(cmd *cobra.Command, conn *zk.Conn, paths zkstate.Paths) error {
 			r, err := zkstate.ReadRelease(conn, paths)
 			if err != nil {
 				return err
@@ -109,7 +100,7 @@ the flip; when a bound is crossed, the controller switches back by itself.
 			enc := json.NewEncoder(os.Stdout)
 			enc.SetIndent("", "  ")
 			return enc.Encode(r)
-		},
+		}),
 	}
 	var (
 		file      string
@@ -122,12 +113,7 @@ the flip; when a bound is crossed, the controller switches back by itself.
 		Use:   "set [-f FILE|-]",
 		Short: "Replace the release settings with a JSON file (or stdin), or change the analysis's bounds",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, paths, err := c.connectZK(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
+		RunE: c.zkRun(func(cmd *cobra.Command, conn *zk.Conn, paths zkstate.Paths) error {
 			r, err := zkstate.ReadRelease(conn, paths)
 			if err != nil && file == "" {
 				return fmt.Errorf("%w; replace them whole with -f", err)
@@ -167,7 +153,7 @@ the flip; when a bound is crossed, the controller switches back by itself.
 			}
 			fmt.Printf("%s: %d check(s), analysis %s\n", paths.Release(), len(r.Checks), analysisSummary(r.Analysis))
 			return nil
-		},
+		}),
 	}
 	sf := set.Flags()
 	sf.StringVarP(&file, "file", "f", "", "JSON release settings to store whole; - for stdin")
@@ -179,18 +165,13 @@ the flip; when a bound is crossed, the controller switches back by itself.
 		Use:   "clear",
 		Short: "Remove every check and restore the analysis's defaults",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, paths, err := c.connectZK(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
+		RunE: c.zkRun(func(cmd *cobra.Command, conn *zk.Conn, paths zkstate.Paths) error {
 			if err := zkstate.WriteRelease(conn, paths, c.auth, zkstate.Release{}); err != nil {
 				return err
 			}
 			fmt.Printf("%s: no checks, analysis %s\n", paths.Release(), analysisSummary(zkstate.Analysis{}))
 			return nil
-		},
+		}),
 	}
 	cmd.AddCommand(show, set, clr)
 	return cmd
