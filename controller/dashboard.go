@@ -191,9 +191,10 @@ func (b *board) build(withRates bool) []byte {
 	if withRates {
 		bd.Traffic = b.rates(bd.View.Gateways)
 	}
-	// The counts made the rates; the page needs no more of them.
+	// The counts made the rates; the page needs no more of them, nor the
+	// per-color latency buckets the analysis reads.
 	for i := range bd.View.Gateways {
-		bd.View.Gateways[i].Traffic = nil
+		bd.View.Gateways[i].Traffic, bd.View.Gateways[i].Colors = nil, nil
 	}
 	out, err := json.Marshal(bd)
 	if err != nil {
@@ -257,46 +258,29 @@ type gatewaySample struct {
 	rps    map[string][2]float64 // requests and errors per second, by instance
 }
 
-// watchZK pokes the board whenever a node the page shows changes. Each
-// watch is set again only once it fired, so that watches never pile up in
-// the client; they live as long as the controller's connection.
+// watchZK pokes the board whenever a node the page shows changes, with
+// the controller's own re-arming watch (Controller.watchZK), so that
+// watches never pile up in the client; they live as long as the
+// controller's connection.
 func (b *board) watchZK(ctx context.Context) {
+	poke := func() {
+		select {
+		case b.poke <- struct{}{}:
+		default:
+		}
+	}
 	p := b.c.paths
 	for _, path := range []string{p.ActiveColor(), p.Switch()} {
-		go b.watch(ctx, func() (<-chan zk.Event, error) {
+		go b.c.watchZK(ctx, poke, func() (<-chan zk.Event, error) {
 			_, _, ev, err := b.c.conn.GetW(path)
 			return ev, err
 		})
 	}
 	for _, path := range []string{p.Leader(), p.History(), p.Color(zkstate.Blue), p.Color(zkstate.Green)} {
-		go b.watch(ctx, func() (<-chan zk.Event, error) {
+		go b.c.watchZK(ctx, poke, func() (<-chan zk.Event, error) {
 			_, _, ev, err := b.c.conn.ChildrenW(path)
 			return ev, err
 		})
-	}
-}
-
-func (b *board) watch(ctx context.Context, set func() (<-chan zk.Event, error)) {
-	for ctx.Err() == nil {
-		ev, err := set()
-		if err != nil {
-			// Not there yet, or ZooKeeper is away: the tick covers the
-			// gap, and the watch is tried again.
-			select {
-			case <-ctx.Done():
-			case <-time.After(boardTick):
-			}
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-ev:
-			select {
-			case b.poke <- struct{}{}:
-			default:
-			}
-		}
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/go-zookeeper/zk"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard/switchyard/internal/retry"
 	"github.com/switchyard/switchyard/registry"
 	"github.com/switchyard/switchyard/zkstate"
 )
@@ -350,7 +351,7 @@ func (c *Controller) analyze(ctx context.Context, rec zkstate.Switch, a zkstate.
 	log := c.log.WithFields(logrus.Fields{"switch": rec.ID, "target": rec.Target})
 	start, err := c.sample(ctx)
 	for err != nil {
-		if retryErr := sleepCtx(ctx, time.Second); retryErr != nil {
+		if retryErr := retry.Sleep(ctx, time.Second); retryErr != nil {
 			return
 		}
 		start, err = c.sample(ctx)
@@ -383,17 +384,6 @@ func (c *Controller) analyze(ctx context.Context, rec zkstate.Switch, a zkstate.
 				"p99_ms": math.Round(1000 * rec.Analysis.New.P99)}).Info("post-switch analysis passed; switch verified")
 			return
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 
