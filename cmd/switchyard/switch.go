@@ -44,6 +44,9 @@ type switchFlags struct {
 	verify  bool
 	timeout time.Duration
 	askedBy string
+	// services, with --services, names the services a release moves,
+	// each under its own ZooKeeper root below --zk-root.
+	services []string
 }
 
 func (w *switchFlags) add(cmd *cobra.Command) {
@@ -70,7 +73,7 @@ func switchCmd(c *common) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:       "switch blue|green",
 		Short:     "Make a color live by writing /active_color",
-		Long:      "Make a color live by writing /active_color, as zkCli.sh set would.\n" + switchHelp,
+		Long:      "Make a color live by writing /active_color, as zkCli.sh set would.\n" + switchHelp + "\n" + servicesHelp,
 		Args:      cobra.ExactArgs(1),
 		ValidArgs: []string{string(zkstate.Blue), string(zkstate.Green)},
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -83,6 +86,7 @@ func switchCmd(c *common) *cobra.Command {
 		},
 	}
 	w.add(cmd)
+	w.addServices(cmd)
 	return cmd
 }
 
@@ -91,7 +95,7 @@ func rollbackCmd(c *common) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:               "rollback",
 		Short:             "Switch back to the other color",
-		Long:              "Switch back to the other color than /active_color holds.\n" + switchHelp,
+		Long:              "Switch back to the other color than /active_color holds.\n" + switchHelp + "\n" + servicesHelp,
 		Args:              cobra.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -99,6 +103,7 @@ func rollbackCmd(c *common) *cobra.Command {
 		},
 	}
 	w.add(cmd)
+	w.addServices(cmd)
 	return cmd
 }
 
@@ -108,7 +113,11 @@ const viewTimeout = 3 * time.Second
 
 // switchTo writes color, or for a rollback ("") the other color than the
 // current one, and with --wait follows the leader's switch to its outcome.
+// With --services it moves several services as one release (release).
 func (c *common) switchTo(ctx context.Context, w switchFlags, color zkstate.Color) error {
+	if w.services != nil { // --services given, even empty
+		return c.switchServices(ctx, w, color)
+	}
 	conn, paths, err := c.connectZK(ctx)
 	if err != nil {
 		return err
@@ -125,6 +134,23 @@ func (c *common) switchTo(ctx context.Context, w switchFlags, color zkstate.Colo
 		}
 		color = current.Other()
 	}
+	ctx, cancel := context.WithTimeout(ctx, w.timeout)
+	defer cancel()
+	_, code, err := c.flip(ctx, conn, paths, w, color)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return &reportedError{code}
+	}
+	return nil
+}
+
+// flip writes color to paths' /active_color, notes who asked, and with
+// --wait follows the switch, printing its progress, to its outcome (and
+// with --verify, its verdict). It returns the record and the exit code of
+// the outcome; an error means nothing was written.
+func (c *common) flip(ctx context.Context, conn *zk.Conn, paths zkstate.Paths, w switchFlags, color zkstate.Color) (zkstate.Switch, int, error) {
 	// The instances are read before the write: the statuses the switch
 	// starts from say how many steps it takes.
 	var view zkstate.View
@@ -133,10 +159,10 @@ func (c *common) switchTo(ctx context.Context, w switchFlags, color zkstate.Colo
 	}
 	id, err := zkstate.RequestSwitch(conn, paths, c.auth, string(color))
 	if errors.Is(err, zkstate.ErrBadColor) {
-		return usageError(err)
+		return zkstate.Switch{}, 0, usageError(err)
 	}
 	if err != nil {
-		return err
+		return zkstate.Switch{}, 0, err
 	}
 	log := c.log.WithFields(logrus.Fields{"switch": id, "target": color})
 	if w.askedBy == "" {
@@ -147,25 +173,20 @@ func (c *common) switchTo(ctx context.Context, w switchFlags, color zkstate.Colo
 	}
 	fmt.Printf("%s = %s (switch %d)\n", paths.ActiveColor(), color, id)
 	if !w.wait {
-		return nil
+		return zkstate.Switch{ID: id, Target: color}, 0, nil
 	}
 	t := tracker{id: id, target: color, expected: expectedSteps(view, color), begun: time.Now(), noLeader: view.Leader == nil}
 	var p progress = &plainProgress{tracker: t, out: os.Stdout, errOut: os.Stderr}
 	if isTerminal(os.Stdout) {
 		p = newTTYProgress(t, os.Stdout, os.Stderr, terminalWidth())
 	}
-	ctx, cancel := context.WithTimeout(ctx, w.timeout)
-	defer cancel()
 	rec, err := zkstate.FollowSwitch(ctx, conn, paths, id, color, p.seen)
 	code, summary := outcome(t, rec, err)
 	p.end(rec, code, summary)
 	if code == 0 && w.verify {
 		code = verify(ctx, conn, paths, rec)
 	}
-	if code != 0 {
-		return &reportedError{code}
-	}
-	return nil
+	return rec, code, nil
 }
 
 // verify waits for the post-switch analysis of rec and prints its verdict.

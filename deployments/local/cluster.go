@@ -341,6 +341,25 @@ func (c *Cluster) StartInstance(ctx context.Context, color zkstate.Color, extra 
 	return c.startExample(ctx, "hello", color, extra...)
 }
 
+// StartService runs controllers more controllers for service kept under a
+// ZooKeeper root of its own, /<service>, as a release of several services
+// (switch --services) has it; its instances come from
+// StartServiceInstance.
+func (c *Cluster) StartService(ctx context.Context, service string, controllers int) error {
+	for i := range controllers {
+		if _, err := c.StartController(ctx, fmt.Sprintf("%s-controller-%d", service, i+1), "", "--zk-root", "/"+service); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// StartServiceInstance starts a hello of service, under the service's own
+// root (StartService), and waits until it listens.
+func (c *Cluster) StartServiceInstance(ctx context.Context, service string, color zkstate.Color, extra ...string) (*Instance, error) {
+	return c.StartInstance(ctx, color, append([]string{"--service", service, "--zk-root", "/" + service}, extra...)...)
+}
+
 // StartGRPCInstance starts a hello-grpc of color, service hello-grpc, and
 // waits until it listens. Its Addr takes gRPC over h2c and HTTP/1.1.
 func (c *Cluster) StartGRPCInstance(ctx context.Context, color zkstate.Color, extra ...string) (*Instance, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard/switchyard/internal/testutil"
 	"github.com/switchyard/switchyard/registry"
 	"github.com/switchyard/switchyard/zkstate"
 )
@@ -299,4 +301,143 @@ func exitCode(err error) int {
 		return -1
 	}
 	return 0
+}
+
+// TestReleaseOfTwoServices moves api and web, each under its own root
+// with its own controller, as one release (switch --services api,web):
+// when web's gate refuses, api, already moved, is moved back and both stay
+// on blue; once the gate passes, both move. Load runs through the gateway
+// to both services the whole time, and no request fails.
+func TestReleaseOfTwoServices(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c, _ := startCluster(t, builtin(), 0, 0, func(o *Options) {
+		o.Controllers = 1
+		o.GatewayArgs = []string{"--route", "/api/=api", "--route", "/web/=web"}
+	})
+	services := []string{"api", "web"}
+	greens := map[string]*Instance{}
+	for _, svc := range services {
+		if err := c.StartService(ctx, svc, 1); err != nil {
+			t.Fatal(err)
+		}
+		for _, color := range []zkstate.Color{zkstate.Blue, zkstate.Green} {
+			inst, err := c.StartServiceInstance(ctx, svc, color)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if color == zkstate.Green {
+				greens[svc] = inst
+			}
+		}
+	}
+	hc := &http.Client{Timeout: 5 * time.Second}
+	serves := func(color zkstate.Color) {
+		t.Helper()
+		for _, svc := range services {
+			testutil.EventuallyWhy(t, 30*time.Second, svc+" serves "+string(color)+" through the gateway", func() (bool, string) {
+				got, err := GetColor(ctx, hc, c.GatewayURL+"/"+svc+"/")
+				return err == nil && got == color, fmt.Sprintf("%s, %v", got, err)
+			})
+		}
+	}
+	serves(zkstate.Blue)
+	paths := map[string]zkstate.Paths{}
+	for _, svc := range services {
+		paths[svc], _ = zkstate.NewPaths("/" + svc)
+	}
+	activeColors := func() map[string]string {
+		got := map[string]string{}
+		for _, svc := range services {
+			raw, _, err := c.ZKConn().Get(paths[svc].ActiveColor())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[svc] = string(raw)
+		}
+		return got
+	}
+	// web's gate: a pre-switch check its green fails.
+	rel := fmt.Sprintf(`{"checks":[{"name":"web green serves v3","http":{"url":"http://%s/","status":200,"body":"\"version\":\"v3\""},"timeout":"2s"}]}`, greens["web"].Addr)
+	if out, err := c.CLI(ctx, "release", "set", "-f", writeTemp(t, rel), "--zk-root", "/web"); err != nil {
+		t.Fatalf("release set: %v: %s", err, out)
+	}
+	loads := map[string]*Load{}
+	for _, svc := range services {
+		loads[svc] = StartLoad(ctx, c.GatewayURL+"/"+svc+"/", 2, 2*time.Millisecond)
+		waitSent(t, loads[svc], 200)
+	}
+
+	// Names are checked before anything is written.
+	for _, bad := range []string{"api,api", "api,../web", ""} {
+		out, err := c.CLI(ctx, "switch", "green", "--services", bad)
+		if exitCode(err) != 64 {
+			t.Errorf("switch green --services %q: exit %d, want 64:\n%s", bad, exitCode(err), out)
+		}
+	}
+	if out, err := c.CLI(ctx, "switch", "green", "--services", "api,nosuch"); exitCode(err) != 4 || !strings.Contains(out, "nothing was written") {
+		t.Errorf("a release naming a service without a root: exit %d:\n%s", exitCode(err), out)
+	}
+	if got := activeColors(); got["api"] != "blue" || got["web"] != "blue" {
+		t.Fatalf("refused releases wrote: %v", got)
+	}
+
+	out, err := c.CLI(ctx, "switch", "green", "--services", "api,web", "--timeout", "90s", "--asked-by", "release-test")
+	if code := exitCode(err); code != 1 ||
+		!strings.Contains(out, "/api/active_color = green") || !strings.Contains(out, "pre-switch check failed: web green serves v3") ||
+		!strings.Contains(out, "/api/active_color = blue") || !strings.Contains(out, "every service is back where it was") {
+		t.Fatalf("release api,web with web's gate failing: exit %d, want 1, api moved and moved back:\n%s", code, out)
+	}
+	if got := activeColors(); got["api"] != "blue" || got["web"] != "blue" {
+		t.Errorf("/active_color after the release was moved back: %v, want blue for both", got)
+	}
+	// api went to green and back, each done, and the history says why.
+	hist, err := zkstate.ReadHistory(c.ZKConn(), paths["api"], 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var toGreen, back bool
+	for _, h := range hist {
+		toGreen = toGreen || h.Target == zkstate.Green && h.Phase == zkstate.PhaseDone && h.AskedBy == "release-test (release api,web)"
+		back = back || h.Target == zkstate.Blue && h.Phase == zkstate.PhaseDone && strings.Contains(h.AskedBy, "moved back, web did not switch")
+	}
+	if !toGreen || !back {
+		t.Errorf("api's history has no done switch to green asked by the release (%v) or no move back (%v): %+v", toGreen, back, hist)
+	}
+	rec, ok, err := zkstate.ReadSwitch(c.ZKConn(), paths["web"])
+	if err != nil || !ok || rec.Target != zkstate.Blue || rec.Phase != zkstate.PhaseDone {
+		t.Errorf("web's record = %+v %v: want done, to blue", rec, err)
+	}
+	b, err := c.Backend()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range services {
+		snap, err := b.Instances(ctx, svc, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range snap.Instances {
+			if want := map[string]registry.Status{"blue": registry.StatusUp, "green": registry.StatusOutOfService}[in.Color]; in.Status != want {
+				t.Errorf("%s (%s, %s) is %s after the release was moved back, want %s", in.ID, svc, in.Color, in.Status, want)
+			}
+		}
+	}
+	serves(zkstate.Blue)
+
+	// With web's gate passing, the same release moves both.
+	if out, err := c.CLI(ctx, "release", "clear", "--zk-root", "/web"); err != nil {
+		t.Fatalf("release clear: %v: %s", err, out)
+	}
+	out, err = c.CLI(ctx, "switch", "green", "--services", "api,web", "--timeout", "90s")
+	if err != nil || !strings.Contains(out, "every service is on green") {
+		t.Fatalf("release api,web: exit %d:\n%s", exitCode(err), out)
+	}
+	if got := activeColors(); got["api"] != "green" || got["web"] != "green" {
+		t.Errorf("/active_color after the release: %v, want green for both", got)
+	}
+	serves(zkstate.Green)
+	for _, svc := range services {
+		assertServed(t, loads[svc].Stop(), "to "+svc+" through two releases")
+	}
 }
