@@ -32,7 +32,7 @@ import (
 )
 
 // AllSections are the parts Options.Only may name, in the order they run.
-var AllSections = []string{"gobench", "throughput", "tls", "propagation", "consul", "seed", "scale", "leases", "routes", "fleet"}
+var AllSections = []string{"gobench", "throughput", "tls", "propagation", "consul", "seed", "scale", "leases", "routes", "fleet", "rollback"}
 
 // The settings every load shares; BENCHMARKS.md describes them.
 const (
@@ -123,6 +123,7 @@ func Run(ctx context.Context, o Options) error {
 		{"registry leases", b.wants("leases"), b.leases},
 		{"gateway memory per route", b.wants("routes"), b.routes},
 		{"fleet", b.wants("fleet"), b.fleet},
+		{"automatic rollback", b.wants("rollback"), b.rollback},
 	} {
 		if s.want {
 			b.section(s.name, func() error { return s.run(ctx) })

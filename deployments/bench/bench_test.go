@@ -256,7 +256,7 @@ func TestMarkdown(t *testing.T) {
 		"|---|---:|---:|---:|---:|---:|---:|---:|\n| 10 | 1.7 KB | 1.15 ms | 0 |",
 		"- CPU used during the 1000-instance switch (2.9 s of wall time, 2 cores = 5.8 CPU-seconds available): gateway 1.45 s, registry 0.89 s; 2.3 CPU-seconds in all (40% of the machine).\n- Gateway routing-table rebuild, `BenchmarkTableBuild10000/new` (gateway/bench_test.go): 3.03 ms per table, 22551 allocations, 1.3 MB\n",
 		"10000 leases, each heartbeating every 1s through the SDK's registry client: 9997 heartbeats/s for 15s, 0 failed, 10000 leases live at the end. Registry CPU (utime+stime from /proc/<pid>/stat): 9.89s = **66% of one core** (33% of the machine); RSS 25.0 MB (peak 26.0 MB); listing all 10000 takes 61.6 ms.\n\n### 5. Memory",
-		"| gateway | under load | 21.0 MB | 22.0 MB |\n\n### 6. TLS and HTTP/2\n\nNot measured in this run.\n\n### 7. Gateway memory per route\n\nNot measured in this run.\n\n### 8. Fleet: many services behind many gateways\n\nNot measured in this run.\n\n### Targets",
+		"| gateway | under load | 21.0 MB | 22.0 MB |\n\n### 6. TLS and HTTP/2\n\nNot measured in this run.\n\n### 7. Gateway memory per route\n\nNot measured in this run.\n\n### 8. Fleet: many services behind many gateways\n\nNot measured in this run.\n\n### 9. Automatic rollback: what a bad release costs\n\nNot measured in this run.\n\n### Targets",
 		"| gateway throughput ≥ 1.0× nginx | 0.54× | **missed** |\n| gateway p99 ≤ nginx p99 | 13.6 ms vs 25.0 ms | **met** |\n| propagation p99 ≤ 50 ms (built-in) | 40.0 ms over 2 flips | **met** |\n| 0 failed requests across every flip (built-in) | 0 of 1000 | **met** |\n| 1,000-instance switch ≤ 1 s | 2887 ms | **missed** |\n| 0 failed requests during the 1,000-instance switch | 0 of 0 | **missed** |\n| linear growth | 1.47 ms per instance at 10, 2.89 ms per instance at 1000 | |\n| gateway RSS ≤ 40 MB under load | peak 22.0 MB (under load) | **met** |",
 		"\n\n#### Sections that did not complete\n\n- consul: no agent",
 	} {
@@ -264,8 +264,14 @@ func TestMarkdown(t *testing.T) {
 			t.Fatalf("the report lacks\n%s\n--- report:\n%s", want, got)
 		}
 	}
+	r.Rollbacks = []*RollbackRow{{Bad: "green answers 500 to 0.5 of its requests", Rate: 998.4, Requests: 3120, BadAnswers: 14, Other: 1, OtherKinds: "1× HTTP 502",
+		Decided: 1180 * time.Millisecond, Done: 1203 * time.Millisecond, Reason: "error rate 50.0% > 5.0%"}}
+	got, err = r.Markdown()
+	if want := "| green answers 500 to 0.5 of its requests | 3120 | 998/s | 14 | 1 (1× HTTP 502) | 1180 ms | 1203 ms | error rate 50.0% > 5.0% |"; err != nil || !strings.Contains(got, want) {
+		t.Errorf("the rollback section lacks %q (%v):\n%s", want, err, got)
+	}
 	empty, err := (&Report{Date: r.Date}).Markdown()
-	if err != nil || strings.Count(empty, "Not measured in this run.") != 7 {
+	if err != nil || strings.Count(empty, "Not measured in this run.") != 8 {
 		t.Errorf("an empty report = %v:\n%s", err, empty)
 	}
 }

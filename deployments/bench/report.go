@@ -27,6 +27,7 @@ type Report struct {
 	Leases               *LeaseResult
 	Routes               []*RouteRow // the gateway's memory at each route count
 	Fleet                []*FleetRow // many services behind many gateways, simulated instances
+	Rollbacks            []*RollbackRow
 	TLS                  *TLS
 	Memory               []MemRow
 	Notes                []string // sections, or parts of them, that did not complete
@@ -146,6 +147,7 @@ var reportText string
 
 var reportTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 	"ms": ms, "mb": mb, "us": us, "pct": pct, "median": median, "join": strings.Join,
+	"rollbackRPS": func() int { return rollbackRPS }, "rollbackConns": func() int { return rollbackConns },
 	"kb": func(n int) float64 { return float64(n) / 1024 },
 }).Parse(reportText))
 

@@ -421,12 +421,24 @@ type load struct {
 // startLoad sends GET / to addr over conns connections, each pausing
 // after every response, until Stop.
 func startLoad(ctx context.Context, addr string, conns int, pause time.Duration) *load {
+	return startPacedLoad(ctx, addr, conns, pause, 0)
+}
+
+// startPacedLoad is startLoad whose connections together send rps
+// requests a second when rps > 0: each sends one every conns/rps, on a
+// schedule fixed from its start, falling behind (never bursting to catch
+// up) when an answer takes longer.
+func startPacedLoad(ctx context.Context, addr string, conns int, pause time.Duration, rps int) *load {
+	var every time.Duration
+	if rps > 0 {
+		every = time.Duration(float64(time.Second) * float64(conns) / float64(rps))
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	l := &load{cancel: cancel}
 	req := []byte("GET / HTTP/1.1\r\nHost: " + addr + "\r\nUser-Agent: switchyard-bench\r\nAccept: */*\r\n\r\n")
 	for range conns {
 		l.wg.Go(func() {
-			mine := l.worker(ctx, addr, req, pause)
+			mine := l.worker(ctx, addr, req, pause, every)
 			l.mu.Lock()
 			l.rs = append(l.rs, mine...)
 			l.mu.Unlock()
@@ -435,7 +447,7 @@ func startLoad(ctx context.Context, addr string, conns int, pause time.Duration)
 	return l
 }
 
-func (l *load) worker(ctx context.Context, addr string, req []byte, pause time.Duration) (mine []local.Result) {
+func (l *load) worker(ctx context.Context, addr string, req []byte, pause, every time.Duration) (mine []local.Result) {
 	var (
 		conn   net.Conn
 		br     *bufio.Reader
@@ -447,7 +459,19 @@ func (l *load) worker(ctx context.Context, addr string, req []byte, pause time.D
 		}
 	}()
 	d := net.Dialer{Timeout: 2 * time.Second}
+	next := time.Now()
 	for ctx.Err() == nil {
+		if every > 0 {
+			next = next.Add(every)
+			if wait := time.Until(next); wait > 0 {
+				_ = retry.Sleep(ctx, wait)
+			} else {
+				next = time.Now()
+			}
+			if ctx.Err() != nil {
+				break
+			}
+		}
 		r := local.Result{Start: time.Now()}
 		if conn == nil {
 			c, err := d.DialContext(ctx, "tcp", addr)
