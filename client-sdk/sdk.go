@@ -391,10 +391,13 @@ func (i *Instance) SetStatus(ctx context.Context, st registry.Status) (uint64, e
 	return i.apply(ctx, st)
 }
 
-// apply writes st to the registry; callers hold regMu.
+// apply writes st to the registry, for the switch ctx names if any;
+// callers hold regMu.
 func (i *Instance) apply(ctx context.Context, st registry.Status) (uint64, error) {
 	idx, err := i.cfg.Registry.SetStatus(ctx, i.cfg.ID, st)
 	if errors.Is(err, registry.ErrNotFound) {
+		// Registering with st already makes the SetStatus below a no-op,
+		// so the registration carries the switch itself: ctx names it.
 		inst := i.record()
 		inst.Status = st
 		if err = i.cfg.Registry.Register(ctx, inst); err == nil {
@@ -502,7 +505,15 @@ func (i *Instance) instruction(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusConflict, map[string]string{"error": "instance is shutting down"})
 		return
 	}
-	idx, err := i.applyInstruction(r.Context(), in.Status, claims.Epoch)
+	// The switch id rides in the context, as a trace id would, so that the
+	// registry keeps it with the status it changes and the gateways' lines
+	// about the change name the switch too.
+	ctx := r.Context()
+	sw, _ := strconv.ParseInt(r.Header.Get(registry.SwitchHeader), 10, 64)
+	if sw > 0 {
+		ctx = registry.WithSwitch(ctx, sw)
+	}
+	idx, err := i.applyInstruction(ctx, in.Status, claims.Epoch)
 	var stale *staleEpochError
 	if errors.As(err, &stale) {
 		i.log.WithFields(logrus.Fields{"epoch": claims.Epoch, "newest": stale.newest}).Warn("refused an instruction from an older leader")
@@ -515,8 +526,8 @@ func (i *Instance) instruction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fields := logrus.Fields{"status": in.Status, "index": idx, "epoch": claims.Epoch}
-	if id, err := strconv.ParseInt(r.Header.Get(registry.SwitchHeader), 10, 64); err == nil && id > 0 {
-		fields["switch"] = id
+	if sw > 0 {
+		fields["switch"] = sw
 	}
 	i.log.WithFields(fields).Info("status applied on the controller's instruction")
 	writeJSON(w, http.StatusOK, map[string]any{"status": in.Status, "index": idx})

@@ -46,16 +46,20 @@ func setup(t *testing.T) *env {
 }
 
 // startInstance runs a hello-like handler wrapped by the SDK.
-func (e *env) startInstance(t *testing.T, zkAddr string) (*sdk.Instance, *httptest.Server) {
+func (e *env) startInstance(t *testing.T, zkAddr string, tweaks ...func(*sdk.Config)) (*sdk.Instance, *httptest.Server) {
 	t.Helper()
 	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "hi") })
 	ts := httptest.NewUnstartedServer(nil)
 	addr := ts.Listener.Addr().(*net.TCPAddr)
-	inst, err := sdk.New(sdk.Config{
+	cfg := sdk.Config{
 		Service: "hello", Color: "green", Address: "127.0.0.1", Port: addr.Port,
 		ZK: []string{zkAddr}, ZKSessionTimeout: 2 * time.Second, Registry: e.reg, Token: key,
 		HeartbeatInterval: 100 * time.Millisecond, DrainTimeout: 2 * time.Second,
-	})
+	}
+	for _, tweak := range tweaks {
+		tweak(&cfg)
+	}
+	inst, err := sdk.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,5 +318,57 @@ func TestShutdownDrainsAndLeaves(t *testing.T) {
 	}
 	if err := inst.Shutdown(ctx, ts.Config); err == nil {
 		t.Fatal("a second shutdown was accepted")
+	}
+}
+
+func TestAnInstructionsSwitchReachesTheRegistry(t *testing.T) {
+	e := setup(t)
+	// Heartbeats an hour apart (the first at a random point of it) keep a
+	// heartbeat's own registration out of the way of the one the last
+	// case makes.
+	inst, ts := e.startInstance(t, e.zk.Addr, func(c *sdk.Config) { c.HeartbeatInterval = time.Hour })
+	id := inst.ID()
+	recorded := func() registry.Instance {
+		t.Helper()
+		snap, err := e.reg.Instances(context.Background(), "hello", 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range snap.Instances {
+			if in.ID == id {
+				return in
+			}
+		}
+		t.Fatalf("%s is not in the registry", id)
+		return registry.Instance{}
+	}
+	for _, tc := range []struct {
+		desc, body, header string
+		deregister         bool // the registry lost the instance first, so it registers again
+		want               registry.Status
+		sw                 int64
+	}{
+		{desc: "UP for switch 42 is recorded with it", body: `{"status":"UP"}`, header: "42", want: registry.StatusUp, sw: 42},
+		{desc: "OUT without a switch leaves none named", body: `{"status":"OUT_OF_SERVICE"}`, want: registry.StatusOutOfService, sw: 0},
+		{desc: "a header that is not a positive id names no switch and decides nothing", body: `{"status":"UP"}`, header: "-5", want: registry.StatusUp, sw: 0},
+		{desc: "a registration that an instruction makes carries its switch", body: `{"status":"OUT_OF_SERVICE"}`, header: "43", deregister: true, want: registry.StatusOutOfService, sw: 43},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			if tc.deregister {
+				if err := e.reg.Deregister(context.Background(), id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			req := instruction{key: key, subject: id, epoch: 1, body: tc.body}.request(t, ts.URL)
+			if tc.header != "" {
+				req.Header.Set(registry.SwitchHeader, tc.header)
+			}
+			if code, body := do(t, req); code != http.StatusOK {
+				t.Fatalf("answered %d %s", code, body)
+			}
+			if in := recorded(); in.Status != tc.want || in.Switch != tc.sw {
+				t.Fatalf("registry has %s for switch %d, want %s for switch %d", in.Status, in.Switch, tc.want, tc.sw)
+			}
+		})
 	}
 }

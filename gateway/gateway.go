@@ -445,7 +445,7 @@ func (g *Gateway) applyAll(snap registry.Snapshot) {
 	if len(changed) > 0 {
 		t = withSnapshots(prev, changed)
 		g.table.Store(t)
-		g.logApplied(t, changed)
+		g.logApplied(prev, t, changed)
 		g.streams.changed(t.upIDs())
 	}
 	// Stored after the table: a reader that sees the older coverage with
@@ -467,15 +467,22 @@ func (g *Gateway) applyAll(snap registry.Snapshot) {
 	}
 }
 
-// logApplied says what a view of all services changed: each service when
-// a few did, a summary when many did (a start, a registry's warm-up).
-// A service left without UP instances is always named.
-func (g *Gateway) logApplied(t *Table, changed map[string]registry.Snapshot) {
+// logApplied says what a view of all services changed from prev to t:
+// each service when a few did, a summary when many did (a start, a
+// registry's warm-up). A service left without UP instances is always
+// named, and so is the switch that moved instances (see movedBy).
+func (g *Gateway) logApplied(prev, t *Table, changed map[string]registry.Snapshot) {
 	const few = 10
 	empty := 0
+	var newest int64
 	for svc, snap := range changed {
 		up := t.pools[svc].Len()
-		entry := g.log.WithFields(logrus.Fields{"service": svc, "index": snap.Index, "up": up, "ready": snap.Ready})
+		fields := logrus.Fields{"service": svc, "index": snap.Index, "up": up, "ready": snap.Ready}
+		if sw := movedBy(prev.pools[svc], svc, snap.Instances, t.standby); sw > 0 {
+			fields["switch"] = sw
+			newest = max(newest, sw)
+		}
+		entry := g.log.WithFields(fields)
 		switch {
 		case up == 0 && len(changed) <= few:
 			entry.Warn("routing table applied; service has no UP instance and answers 503")
@@ -486,13 +493,54 @@ func (g *Gateway) logApplied(t *Table, changed map[string]registry.Snapshot) {
 		}
 	}
 	if len(changed) > few {
-		entry := g.log.WithFields(logrus.Fields{"services": len(changed), "without_up": empty})
+		fields := logrus.Fields{"services": len(changed), "without_up": empty}
+		if newest > 0 {
+			fields["switch"] = newest
+		}
+		entry := g.log.WithFields(fields)
 		if empty > 0 {
 			entry.Warn("routing table applied; services without an UP instance answer 503")
 		} else {
 			entry.Info("routing table applied")
 		}
 	}
+}
+
+// movedBy is the switch behind a change of service's pool from prev to
+// the registry's view: the newest (largest) Instance.Switch among the
+// instances of view that the change moves into or out of the UP
+// endpoints, or, when the table keeps them (standby), the OUT_OF_SERVICE
+// ones. 0 when none of them names a switch, and for a pool's first view,
+// which moves nothing but what the gateway knows. It only labels the log
+// line; the routing table never depends on it.
+func movedBy(prev *Pool, service string, view []registry.Instance, standby bool) int64 {
+	if prev == nil || !prev.applied || !slices.ContainsFunc(view, func(in registry.Instance) bool { return in.Switch > 0 }) {
+		return 0
+	}
+	was := make(map[string]registry.Status, len(prev.eps)+len(prev.standby))
+	for _, e := range prev.eps {
+		was[e.inst.ID] = registry.StatusUp
+	}
+	if standby {
+		for _, e := range prev.standby {
+			was[e.inst.ID] = registry.StatusOutOfService
+		}
+	}
+	var newest int64
+	for i := range view {
+		in := &view[i]
+		if in.Service != service || in.Switch <= newest {
+			continue
+		}
+		now := in.Status
+		if now != registry.StatusUp && (!standby || now != registry.StatusOutOfService) {
+			now = "" // in neither list
+		}
+		if was[in.ID] != now {
+			newest = in.Switch
+		}
+	}
+	return newest
 }
 
 // sameUp tells whether view, a service's instances in the registry's
@@ -573,7 +621,11 @@ func (g *Gateway) apply(service string, snap registry.Snapshot) {
 	t := prev.with(service, snap)
 	g.table.Store(t)
 	up := t.pools[service].Len()
-	entry := g.log.WithFields(fields).WithFields(logrus.Fields{"up": up, "ready": snap.Ready})
+	fields["up"], fields["ready"] = up, snap.Ready
+	if sw := movedBy(old, service, snap.Instances, t.standby); sw > 0 {
+		fields["switch"] = sw
+	}
+	entry := g.log.WithFields(fields)
 	if up == 0 {
 		entry.Warn("routing table applied; service has no UP instance and answers 503")
 	} else {
@@ -589,9 +641,17 @@ func (g *Gateway) apply(service string, snap registry.Snapshot) {
 // reportLoop tells the registry what the gateway has applied, right after
 // each change and every ReportInterval. A failed report is tried again on
 // the next tick; it never touches routing.
+//
+// For fastReportFor after a routing change it reports every
+// fastReportInterval: that is when a new color takes its first traffic,
+// and the post-switch analysis judges it from these reports, so each one
+// it waits for is more of a bad release's answers reaching users.
 func (g *Gateway) reportLoop(ctx context.Context) {
-	tick := time.NewTicker(g.cfg.ReportInterval)
+	every := g.cfg.ReportInterval
+	fast := min(fastReportInterval, every)
+	tick := time.NewTimer(every)
 	defer tick.Stop()
+	var fastUntil time.Time
 	failing := false
 	for {
 		err := g.report(ctx)
@@ -606,14 +666,27 @@ func (g *Gateway) reportLoop(ctx context.Context) {
 			g.log.Info("gateway report delivered again")
 		}
 		failing = err != nil
+		next := every
+		if time.Now().Before(fastUntil) {
+			next = fast
+		}
+		tick.Reset(next)
 		select {
 		case <-ctx.Done():
 			return
 		case <-g.changed:
+			fastUntil = time.Now().Add(fastReportFor)
 		case <-tick.C:
 		}
 	}
 }
+
+// The reports after a routing change: every fastReportInterval for
+// fastReportFor.
+const (
+	fastReportInterval = 200 * time.Millisecond
+	fastReportFor      = 10 * time.Second
+)
 
 func (g *Gateway) report(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, reportTimeout)

@@ -66,6 +66,12 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) (ht
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
+	// The switch a call is made for travels in a header, not in the body:
+	// a registry older than the label ignores it, where its strict
+	// decoding would refuse an unknown field, and the call would fail.
+	if sw := SwitchOf(ctx); sw > 0 {
+		req.Header.Set(SwitchHeader, strconv.FormatInt(sw, 10))
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, err
@@ -139,12 +145,13 @@ func (c *Client) heartbeatBatch(ctx context.Context, ids []string) ([]string, er
 	return out.Missing, err
 }
 
-// SetStatus implements Backend.
+// SetStatus implements Backend. The switch ctx names goes along in
+// SwitchHeader (see do), for the registry to keep in Instance.Switch.
 func (c *Client) SetStatus(ctx context.Context, id string, st Status) (uint64, error) {
 	var out struct {
 		Index uint64 `json:"index"`
 	}
-	_, err := c.do(ctx, http.MethodPut, "/v1/instances/"+url.PathEscape(id)+"/status", map[string]Status{"status": st}, &out)
+	_, err := c.do(ctx, http.MethodPut, "/v1/instances/"+url.PathEscape(id)+"/status", StatusChange{Status: st}, &out)
 	return out.Index, err
 }
 

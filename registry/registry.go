@@ -66,12 +66,37 @@ type Instance struct {
 	// `switchyard agent` running beside an application that does not
 	// embed the SDK. 0 means Port. Gateways never use it.
 	ControlPort int `json:"control_port,omitempty"`
+	// Switch is the id of the switch whose instruction last changed
+	// Status, 0 when none is known (a registration, a health check, a
+	// drain, or an UP in Consul, which has nowhere to keep it). It labels
+	// log lines, so that a gateway's line about a change names the switch
+	// behind it; it decides nothing, and routing never looks at it.
+	Switch int64 `json:"switch,omitempty"`
 }
 
 // SwitchHeader carries the id of the switch an instruction belongs to, so
-// that an instance's log line about it names the switch. It is not signed:
-// it labels a log line and decides nothing.
+// that an instance's log line about it names the switch, and, through
+// Instance.Switch, the registry's and the gateways' lines too. It is not
+// signed: it labels log lines and decides nothing.
 const SwitchHeader = "Switchyard-Switch"
+
+type switchKey struct{}
+
+// WithSwitch returns a copy of ctx that names switch id as the reason for
+// what is done with it. Like a trace id it travels with the call rather
+// than in every signature: a backend's SetStatus records it in
+// Instance.Switch where it can. An id of 0 or below names none.
+func WithSwitch(ctx context.Context, id int64) context.Context {
+	return context.WithValue(ctx, switchKey{}, id)
+}
+
+// SwitchOf is the switch ctx names (see WithSwitch), 0 when none.
+func SwitchOf(ctx context.Context) int64 {
+	if id, ok := ctx.Value(switchKey{}).(int64); ok && id > 0 {
+		return id
+	}
+	return 0
+}
 
 // The protocols an instance may announce.
 const (
@@ -156,6 +181,8 @@ func (i Instance) Validate() error {
 		return fmt.Errorf("%w: control port %d out of range", ErrInvalid, i.ControlPort)
 	case i.Protocol != "" && i.Protocol != ProtocolHTTP1 && i.Protocol != ProtocolH2C:
 		return fmt.Errorf("%w: protocol must be %q or %q, not %q", ErrInvalid, ProtocolHTTP1, ProtocolH2C, i.Protocol)
+	case i.Switch < 0:
+		return fmt.Errorf("%w: switch id %d is negative", ErrInvalid, i.Switch)
 	}
 	_, err := ParseStatus(string(i.Status))
 	return err
@@ -231,6 +258,13 @@ type Traffic struct {
 	Errors uint64 `json:"errors,omitempty"`
 }
 
+// StatusChange is the body of PUT /v1/instances/<id>/status. The switch
+// on whose instruction the status changes, if any, comes in SwitchHeader;
+// it becomes Instance.Switch when the status does change.
+type StatusChange struct {
+	Status Status `json:"status"`
+}
+
 // HeartbeatBatch is the body of PUT /v1/heartbeats, which renews the
 // leases of several instances in one request: what a client sends when
 // heartbeats of several instances are due at once. The shared token may
@@ -257,7 +291,8 @@ type Backend interface {
 	// Heartbeat renews the lease; ErrNotFound asks for a new Register.
 	Heartbeat(ctx context.Context, id string) error
 	// SetStatus changes the status and returns the index at which the
-	// change is visible to Instances.
+	// change is visible to Instances. The switch ctx names (SwitchOf), if
+	// any, labels the change where the backend can keep it.
 	SetStatus(ctx context.Context, id string, status Status) (uint64, error)
 	// Deregister removes an instance.
 	Deregister(ctx context.Context, id string) error

@@ -155,6 +155,31 @@ func TestCLISwitchProgressHistoryAndJSONLogs(t *testing.T) {
 		if named != 4 {
 			t.Errorf("%d instance log lines name switch %d, want 4: one per instruction", named, greenID)
 		}
+		// And so do the gateway's lines about the routing tables the
+		// switch's instructions changed. The gateway logs in the format
+		// the cluster's environment sets: text unless SWITCHYARD_LOG_FORMAT
+		// says json.
+		b, err := os.ReadFile(filepath.Join(c.opts.Dir, "gateway.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		gateway := 0
+		for _, l := range strings.Split(string(b), "\n") {
+			var line struct {
+				Msg    string `json:"msg"`
+				Switch int64  `json:"switch"`
+			}
+			if json.Unmarshal([]byte(l), &line) == nil {
+				if strings.HasPrefix(line.Msg, "routing table applied") && line.Switch == greenID {
+					gateway++
+				}
+			} else if strings.Contains(l, `msg="routing table applied`) && strings.Contains(l, " switch="+strconv.FormatInt(greenID, 10)) {
+				gateway++
+			}
+		}
+		if gateway == 0 {
+			t.Errorf("no gateway log line names switch %d:\n%s", greenID, b)
+		}
 	})
 
 	flipID, _, err := c.Flip(ctx, string(zkstate.Blue)) // as CI with zkCli: nobody known asked

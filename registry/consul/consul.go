@@ -132,7 +132,9 @@ const (
 	healthPath = "/_switchyard/health"
 	// requestTimeout bounds a call that does not block by design.
 	requestTimeout = 10 * time.Second
-	maintReason    = "switchyard: OUT_OF_SERVICE"
+	// maintReason is the maintenance check's Notes; maintNotes adds the
+	// switch behind it.
+	maintReason = "switchyard: OUT_OF_SERVICE"
 	// maxMine bounds what a backend remembers of the instances it
 	// registered; past it, SetStatus looks the others up in the agent.
 	maxMine = 100000
@@ -255,7 +257,7 @@ func (c *Registry) Register(ctx context.Context, inst registry.Instance) error {
 		return nil
 	}
 	q := (&api.QueryOptions{}).WithContext(ctx)
-	if err := c.api.Agent().EnableServiceMaintenanceOpts(inst.ID, maintReason, q); err != nil {
+	if err := c.api.Agent().EnableServiceMaintenanceOpts(inst.ID, maintNotes(max(inst.Switch, registry.SwitchOf(ctx))), q); err != nil {
 		return fmt.Errorf("register %s: enter maintenance: %w", inst.ID, consulError(err))
 	}
 	if err := c.api.Agent().CheckDeregisterOpts(gateCheckID(inst.ID), q); err != nil {
@@ -306,8 +308,11 @@ func (c *Registry) SetStatus(ctx context.Context, id string, st registry.Status)
 		if err != nil {
 			return 0, fmt.Errorf("set status of %s to %s: %w", id, st, err)
 		}
-		// An id the agent lost answers 404 here: ErrNotFound, as the lookup would.
-		if err := c.api.Agent().EnableServiceMaintenanceOpts(id, maintReason, q); err != nil {
+		// An id the agent lost answers 404 here: ErrNotFound, as the lookup
+		// would. An instance already in maintenance keeps its Notes, so
+		// the switch that took it out stays its label, as in the built-in
+		// registry.
+		if err := c.api.Agent().EnableServiceMaintenanceOpts(id, maintNotes(registry.SwitchOf(ctx)), q); err != nil {
 			return 0, fmt.Errorf("set status of %s to %s: enter maintenance: %w", id, st, consulError(err))
 		}
 		idx, service, err := c.awaitStatus(ctx, service, id, st)
@@ -351,7 +356,9 @@ func (c *Registry) SetStatus(ctx context.Context, id string, st registry.Status)
 		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
 		defer cancel()
 		back := (&api.QueryOptions{}).WithContext(bctx)
-		if rerr := c.api.Agent().EnableServiceMaintenanceOpts(id, maintReason, back); rerr != nil {
+		// The instance may have been UP for a moment, on this switch's
+		// instruction: its return is labelled with the same switch.
+		if rerr := c.api.Agent().EnableServiceMaintenanceOpts(id, maintNotes(registry.SwitchOf(ctx)), back); rerr != nil {
 			return 0, errors.Join(err, fmt.Errorf("put %s back into maintenance: %w", id, consulError(rerr)))
 		}
 		if check, ok := c.healthOutput(bctx, id); ok {
@@ -781,6 +788,11 @@ func instanceOf(e *api.ServiceEntry) (registry.Instance, bool) {
 	// A malformed value reads as 0, the traffic port, which the node's own
 	// control port then contradicts: the controller quarantines it.
 	control, _ := strconv.Atoi(e.Service.Meta[metaControl])
+	st := statusOf(e)
+	var sw int64
+	if st == registry.StatusOutOfService {
+		sw = switchOf(e.Checks, e.Service.ID)
+	}
 	return registry.Instance{
 		ID:          e.Service.ID,
 		Service:     e.Service.Service,
@@ -790,8 +802,48 @@ func instanceOf(e *api.ServiceEntry) (registry.Instance, bool) {
 		Address:     addr,
 		Port:        e.Service.Port,
 		ControlPort: control,
-		Status:      statusOf(e),
+		Status:      st,
+		Switch:      sw,
 	}, true
+}
+
+// maintNotes is the maintenance check's Notes for an instance taken out
+// of service on switch sw's instruction (0: none).
+func maintNotes(sw int64) string {
+	if sw <= 0 {
+		return maintReason
+	}
+	return maintReason + " (switch " + strconv.FormatInt(sw, 10) + ")"
+}
+
+// switchOf reads the switch back from the Notes of id's maintenance
+// check, as maintNotes wrote them: anything else (a maintenance someone
+// turned on by hand, the node's) names no switch.
+//
+// Only OUT_OF_SERVICE carries a switch in Consul. UP is maintenance off,
+// with no check left to hold Notes; writing the switch elsewhere (service
+// Meta) would cost UP, on the switch's critical path, a re-registration
+// and a second catalog sync. An UP instance reads Switch 0, and a gateway's
+// line about the switch names it through the instances it took out.
+func switchOf(checks api.HealthChecks, id string) int64 {
+	for _, ch := range checks {
+		if ch.CheckID != maintCheckID(id) {
+			continue
+		}
+		n, ok := strings.CutPrefix(ch.Notes, maintReason+" (switch ")
+		if !ok {
+			return 0
+		}
+		if n, ok = strings.CutSuffix(n, ")"); !ok {
+			return 0
+		}
+		sw, err := strconv.ParseInt(n, 10, 64)
+		if err != nil || sw <= 0 || strconv.FormatInt(sw, 10) != n {
+			return 0
+		}
+		return sw
+	}
+	return 0
 }
 
 // statusOf applies the mapping at the top of this file to an entry's

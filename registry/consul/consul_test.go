@@ -249,6 +249,66 @@ func TestConsul(t *testing.T) {
 		}
 	})
 
+	t.Run("the switch that took an instance out reads back from its maintenance; UP names none", func(t *testing.T) {
+		h := newHealthServer(t)
+		inst := h.instance("switch-1", "svc-switch", registry.StatusOutOfService)
+		registerOut(t, b, raw, inst)
+		// Read through both views: a service's, as per-service watches
+		// read it, and all services', as a gateway's one watch does.
+		switchIs := func(want int64) {
+			t.Helper()
+			for _, svc := range []string{inst.Service, ""} {
+				snap, err := b.Instances(ctx, svc, 0, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, in := range snap.Instances {
+					if in.ID == inst.ID && in.Switch != want {
+						t.Fatalf("view of %q: %s reads switch %d, want %d", svc, in.Status, in.Switch, want)
+					}
+				}
+			}
+		}
+		switchIs(0)
+		if _, err := b.SetStatus(registry.WithSwitch(ctx, 6), inst.ID, registry.StatusUp); err != nil {
+			t.Fatal(err)
+		}
+		switchIs(0) // maintenance off leaves nothing to carry it
+		if _, err := b.SetStatus(registry.WithSwitch(ctx, 7), inst.ID, registry.StatusOutOfService); err != nil {
+			t.Fatal(err)
+		}
+		switchIs(7)
+		// Already out: nothing changes, the label included.
+		if _, err := b.SetStatus(registry.WithSwitch(ctx, 8), inst.ID, registry.StatusOutOfService); err != nil {
+			t.Fatal(err)
+		}
+		switchIs(7)
+		// A registration replaces the label with its own.
+		again := inst
+		again.Switch = 9
+		registerOut(t, b, raw, again)
+		switchIs(9)
+		// Maintenance that someone else turned on names no switch.
+		if err := raw.Agent().DisableServiceMaintenance(inst.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := raw.Agent().EnableServiceMaintenance(inst.ID, "switchyard: OUT_OF_SERVICE (switch 09)"); err != nil {
+			t.Fatal(err)
+		}
+		testutil.EventuallyWhy(t, 10*time.Second, "the hand-made maintenance to show", func() (bool, string) {
+			snap, err := b.Instances(ctx, inst.Service, 0, 0)
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, in := range snap.Instances {
+				if in.ID == inst.ID {
+					return in.Status == registry.StatusOutOfService && in.Switch == 0, fmt.Sprintf("%s switch %d", in.Status, in.Switch)
+				}
+			}
+			return false, "absent"
+		})
+	})
+
 	t.Run("a failing health endpoint makes the instance DOWN until it recovers", func(t *testing.T) {
 		h := newHealthServer(t)
 		inst := h.instance("flaky-1", "svc-flaky", registry.StatusOutOfService)

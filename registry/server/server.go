@@ -235,6 +235,13 @@ func (s *Server) register(c echo.Context) error {
 	if inst.ID != c.Param("id") {
 		return echo.NewHTTPError(http.StatusBadRequest, "instance id in the body differs from the path")
 	}
+	sw, err := switchOf(c)
+	if err != nil {
+		return err
+	}
+	if inst.Switch == 0 {
+		inst.Switch = sw
+	}
 	idx, err := s.store.Register(inst)
 	if err != nil {
 		return err
@@ -284,17 +291,23 @@ func (s *Server) heartbeats(c echo.Context) error {
 }
 
 func (s *Server) setStatus(c echo.Context) error {
-	var body struct {
-		Status registry.Status `json:"status"`
-	}
+	var body registry.StatusChange
 	if err := decode(c, &body); err != nil {
 		return err
 	}
-	idx, err := s.store.SetStatus(c.Param("id"), body.Status)
+	sw, err := switchOf(c)
 	if err != nil {
 		return err
 	}
-	s.cfg.Log.WithFields(logrus.Fields{"instance": c.Param("id"), "status": body.Status, "index": idx}).Info("status changed")
+	idx, err := s.store.SetStatus(c.Param("id"), body.Status, sw)
+	if err != nil {
+		return err
+	}
+	fields := logrus.Fields{"instance": c.Param("id"), "status": body.Status, "index": idx}
+	if sw > 0 {
+		fields["switch"] = sw
+	}
+	s.cfg.Log.WithFields(fields).Info("status changed")
 	return c.JSON(http.StatusOK, map[string]uint64{"index": idx})
 }
 
@@ -371,6 +384,20 @@ const IndexHeader = "X-Switchyard-Index"
 // decode reads exactly one JSON value with known fields: trailing data
 // after it is refused, not ignored. A body over the limit is answered 413
 // whether it announced its length or was sent in chunks.
+// switchOf reads the switch a call is made for from SwitchHeader: 0
+// without one, a 400 for anything but a positive id.
+func switchOf(c echo.Context) (int64, error) {
+	h := c.Request().Header.Get(registry.SwitchHeader)
+	if h == "" {
+		return 0, nil
+	}
+	sw, err := strconv.ParseInt(h, 10, 64)
+	if err != nil || sw <= 0 {
+		return 0, echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("%s must be a positive switch id, not %q", registry.SwitchHeader, h))
+	}
+	return sw, nil
+}
+
 func decode(c echo.Context, v any) error {
 	dec := json.NewDecoder(c.Request().Body)
 	dec.DisallowUnknownFields()

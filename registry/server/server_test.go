@@ -1,17 +1,23 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/switchyard/switchyard/internal/testutil"
 	"github.com/switchyard/switchyard/registry"
@@ -296,5 +302,118 @@ func TestAGatewayRoutingTenThousandServicesCanReport(t *testing.T) {
 	gws, err := c.Gateways(context.Background())
 	if err != nil || len(gws) != 1 || len(gws[0].Applied) != 10000 {
 		t.Fatalf("gateways = %d reports, %v; want the one with 10,000 services", len(gws), err)
+	}
+}
+
+func TestStatusChangesCarryTheirSwitchOverHTTP(t *testing.T) {
+	log := logrus.New()
+	log.Out = io.Discard
+	hook := logtest.NewLocal(log)
+	srv, err := server.New(server.Config{Token: "secret", LeaseTTL: time.Minute, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The bodies and switch headers of status writes as they arrive, to
+	// see what the client puts on the wire.
+	var mu sync.Mutex
+	var bodies []string
+	tap := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/status") {
+			b, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			bodies = append(bodies, string(b)+" "+registry.SwitchHeader+":"+r.Header.Get(registry.SwitchHeader))
+			mu.Unlock()
+			r.Body = io.NopCloser(bytes.NewReader(b))
+		}
+		srv.Handler().ServeHTTP(w, r)
+	})
+	hs := httptest.NewServer(tap)
+	defer hs.Close()
+	c := registry.NewClient(hs.URL, "secret")
+	ctx := context.Background()
+	if err := c.Register(ctx, registry.Instance{ID: "a", Service: "hello", Color: "green", Address: "127.0.0.1", Port: 9, Status: registry.StatusOutOfService}); err != nil {
+		t.Fatal(err)
+	}
+	read := func() registry.Instance {
+		t.Helper()
+		snap, err := c.Instances(ctx, "hello", 0, 0)
+		if err != nil || len(snap.Instances) != 1 {
+			t.Fatalf("instances = %+v, %v", snap.Instances, err)
+		}
+		return snap.Instances[0]
+	}
+
+	t.Run("an UP for switch 7 records switch 7 and the registry's line names it", func(t *testing.T) {
+		if _, err := c.SetStatus(registry.WithSwitch(ctx, 7), "a", registry.StatusUp); err != nil {
+			t.Fatal(err)
+		}
+		if in := read(); in.Status != registry.StatusUp || in.Switch != 7 {
+			t.Fatalf("instance = %+v, want UP for switch 7", in)
+		}
+		last := hook.LastEntry()
+		if last == nil || last.Message != "status changed" || last.Data["switch"] != int64(7) {
+			t.Fatalf("last registry line = %+v, want status changed with switch 7", last)
+		}
+	})
+	t.Run("the same status for another switch keeps the switch that moved it", func(t *testing.T) {
+		if _, err := c.SetStatus(registry.WithSwitch(ctx, 8), "a", registry.StatusUp); err != nil {
+			t.Fatal(err)
+		}
+		if in := read(); in.Switch != 7 {
+			t.Fatalf("switch = %d, want 7 still", in.Switch)
+		}
+	})
+	t.Run("a change without a switch sends none and leaves none named", func(t *testing.T) {
+		if _, err := c.SetStatus(ctx, "a", registry.StatusOutOfService); err != nil {
+			t.Fatal(err)
+		}
+		if in := read(); in.Status != registry.StatusOutOfService || in.Switch != 0 {
+			t.Fatalf("instance = %+v, want OUT_OF_SERVICE without a switch", in)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		// The body is always what registries before the label accept, so
+		// a newer client still talks to them: the switch is in a header,
+		// which they ignore.
+		want := []string{`{"status":"UP"} Switchyard-Switch:7`, `{"status":"UP"} Switchyard-Switch:8`, `{"status":"OUT_OF_SERVICE"} Switchyard-Switch:`}
+		if strings.Join(bodies, " ") != strings.Join(want, " ") {
+			t.Fatalf("bodies sent = %q, want %q", bodies, want)
+		}
+		if _, ok := hook.LastEntry().Data["switch"]; ok {
+			t.Fatalf("the registry's line names a switch no request named: %+v", hook.LastEntry().Data)
+		}
+	})
+	for _, bad := range []struct{ header, body string }{
+		{"-1", `{"status":"UP"}`}, {"0", `{"status":"UP"}`}, {"7x", `{"status":"UP"}`}, {"9223372036854775808", `{"status":"UP"}`},
+		{"", `{"status":"UP","switch":7}`},
+	} {
+		body := bad.body
+		t.Run("a bad switch is a 400 that changes nothing: "+bad.header+" "+body, func(t *testing.T) {
+			before, err := c.Instances(ctx, "hello", 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, _ := http.NewRequest(http.MethodPut, hs.URL+"/v1/instances/a/status", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer secret")
+			if bad.header != "" {
+				req.Header.Set(registry.SwitchHeader, bad.header)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(msg), `"error"`) {
+				t.Fatalf("%s: %d %s, want 400 with an error", body, resp.StatusCode, msg)
+			}
+			after, err := c.Instances(ctx, "hello", 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.Index != before.Index || after.Instances[0] != before.Instances[0] {
+				t.Fatalf("%s changed the registry: %+v -> %+v", body, before, after)
+			}
+		})
 	}
 }

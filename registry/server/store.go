@@ -134,11 +134,16 @@ func (s *Store) Heartbeats(ids []string) (missing []string) {
 	return missing
 }
 
-// SetStatus changes an instance's status. Setting the status it already has
-// changes nothing and returns the current index.
-func (s *Store) SetStatus(id string, st registry.Status) (uint64, error) {
+// SetStatus changes an instance's status and records sw, the switch on
+// whose instruction it changes (0: none), as its Switch. Setting the
+// status it already has changes nothing, Switch included, and returns the
+// current index.
+func (s *Store) SetStatus(id string, st registry.Status, sw int64) (uint64, error) {
 	if _, err := registry.ParseStatus(string(st)); err != nil {
 		return 0, err
+	}
+	if sw < 0 {
+		return 0, errInvalid(fmt.Sprintf("switch id %d is negative", sw))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -150,7 +155,7 @@ func (s *Store) SetStatus(id string, st registry.Status) (uint64, error) {
 	if l.val.Status == st {
 		return s.svcIndex[l.val.Service], nil
 	}
-	l.val.Status = st
+	l.val.Status, l.val.Switch = st, sw
 	return s.bump(l.val.Service), nil
 }
 

@@ -44,7 +44,7 @@ func TestLeases(t *testing.T) {
 		}},
 		{desc: "a status change renews the lease", present: true, steps: func(s *Store, c *clock) {
 			c.advance(9 * time.Second)
-			if _, err := s.SetStatus("a", registry.StatusUp); err != nil {
+			if _, err := s.SetStatus("a", registry.StatusUp, 0); err != nil {
 				t.Fatal(err)
 			}
 			c.advance(9 * time.Second)
@@ -76,11 +76,11 @@ func TestHeartbeatOfUnknownInstanceAsksToRegister(t *testing.T) {
 func TestIndexMovesOnlyOnChange(t *testing.T) {
 	s := NewStore(time.Minute, 0, nil)
 	i1, _ := s.Register(inst("a", registry.StatusOutOfService))
-	i2, _ := s.SetStatus("a", registry.StatusOutOfService)
+	i2, _ := s.SetStatus("a", registry.StatusOutOfService, 0)
 	if i2 != i1 {
 		t.Errorf("setting the same status moved the index %d -> %d", i1, i2)
 	}
-	i3, _ := s.SetStatus("a", registry.StatusUp)
+	i3, _ := s.SetStatus("a", registry.StatusUp, 0)
 	if i3 <= i2 {
 		t.Errorf("a status change did not move the index: %d -> %d", i2, i3)
 	}
@@ -113,7 +113,7 @@ func TestBlockingQueryWakesOnChange(t *testing.T) {
 		got := make(chan registry.Snapshot, 1)
 		go func() { got <- s.Instances(ctx, "hello", idx, time.Minute) }()
 		synctest.Wait() // the query waits on idx
-		if _, err := s.SetStatus("a", registry.StatusUp); err != nil {
+		if _, err := s.SetStatus("a", registry.StatusUp, 0); err != nil {
 			t.Fatal(err)
 		}
 		synctest.Wait()
@@ -152,7 +152,7 @@ func TestChangeToOtherServiceDoesNotWakeAWatch(t *testing.T) {
 			t.Fatalf("hello's index moved from %d to %d on a change to api", idx, snap.Index)
 		}
 		// The query was waiting all along: a change to hello returns it.
-		up, err := s.SetStatus("a", registry.StatusUp)
+		up, err := s.SetStatus("a", registry.StatusUp, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,5 +202,68 @@ func TestBadInputIsRefused(t *testing.T) {
 	}
 	if n := len(s.Instances(context.Background(), "", 0, 0).Instances); n != 0 {
 		t.Fatalf("bad registrations left %d instances", n)
+	}
+}
+
+func TestStatusChangeRecordsItsSwitch(t *testing.T) {
+	s := NewStore(time.Minute, 0, nil)
+	if _, err := s.Register(inst("a", registry.StatusOutOfService)); err != nil {
+		t.Fatal(err)
+	}
+	switchOf := func() int64 {
+		t.Helper()
+		snap := s.Instances(context.Background(), "hello", 0, 0)
+		if len(snap.Instances) != 1 {
+			t.Fatalf("instances = %+v", snap.Instances)
+		}
+		return snap.Instances[0].Switch
+	}
+	up, err := s.SetStatus("a", registry.StatusUp, 7)
+	if err != nil || switchOf() != 7 {
+		t.Fatalf("after UP for switch 7: switch %d, %v", switchOf(), err)
+	}
+	// The same status again changes nothing: the switch that moved the
+	// instance stays its label.
+	again, err := s.SetStatus("a", registry.StatusUp, 9)
+	if err != nil || again != up || switchOf() != 7 {
+		t.Fatalf("UP again for switch 9: index %d (was %d), switch %d, %v; want nothing changed", again, up, switchOf(), err)
+	}
+	// A change that names no switch (a drain) leaves none named.
+	if _, err := s.SetStatus("a", registry.StatusOutOfService, 0); err != nil || switchOf() != 0 {
+		t.Fatalf("OUT without a switch: switch %d, %v; want 0", switchOf(), err)
+	}
+	if _, err := s.SetStatus("a", registry.StatusUp, 12); err != nil || switchOf() != 12 {
+		t.Fatalf("UP for switch 12: switch %d, %v", switchOf(), err)
+	}
+	// A registration replaces the record, its label with it.
+	if _, err := s.Register(inst("a", registry.StatusUp)); err != nil || switchOf() != 0 {
+		t.Fatalf("registered again: switch %d, %v; want 0, what the registration carries", switchOf(), err)
+	}
+}
+
+func TestANegativeSwitchIsRefusedAndChangesNothing(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	s := NewStore(10*time.Second, 0, c.now)
+	idx, err := s.Register(inst("a", registry.StatusOutOfService))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.advance(9 * time.Second)
+	if _, err := s.SetStatus("a", registry.StatusUp, -1); !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("err = %v, want ErrInvalid", err)
+	}
+	snap := s.Instances(context.Background(), "hello", 0, 0)
+	if snap.Index != idx || snap.Instances[0].Status != registry.StatusOutOfService || snap.Instances[0].Switch != 0 {
+		t.Fatalf("after a refused change: %+v", snap)
+	}
+	// Nor did the refused change renew the lease.
+	c.advance(2 * time.Second)
+	if s.Expire(); len(s.Instances(context.Background(), "hello", 0, 0).Instances) != 0 {
+		t.Fatal("a refused status change renewed the lease")
+	}
+	bad := inst("b", registry.StatusUp)
+	bad.Switch = -3
+	if _, err := s.Register(bad); !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("registering with switch -3: %v, want ErrInvalid", err)
 	}
 }
