@@ -342,6 +342,12 @@ func (c *Controller) startAnalysis(rec *zkstate.Switch, a zkstate.Analysis, base
 		New: zkstate.Figures{Color: rec.Target}}
 }
 
+// analysisTick is how often the analysis reads the gateways' reports.
+// Each bad answer the analysis has not judged yet reaches a user, and
+// gateways report every 200 ms for a while after a routing change, so it
+// reads them as often; a read is one small registry call.
+const analysisTick = 200 * time.Millisecond
+
 // analyze watches the new color of rec until its window ends, then files
 // the verdict: verified, or rolled back when a bound was crossed. It
 // stops, filing nothing, when this controller stops leading (the next
@@ -357,7 +363,7 @@ func (c *Controller) analyze(ctx context.Context, rec zkstate.Switch, a zkstate.
 		start, err = c.sample(ctx)
 	}
 	log.WithField("until", rec.Analysis.Until.Format(time.RFC3339)).Info("post-switch analysis started")
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(analysisTick)
 	defer tick.Stop()
 	for {
 		select {

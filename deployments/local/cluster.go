@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -473,16 +474,23 @@ func GetColor(ctx context.Context, hc *http.Client, url string) (zkstate.Color, 
 
 // Flip writes /active_color with the real zkCli.sh, as CI does (logging
 // in first in digest mode), and returns the write's zxid and server time.
+// zkCli prints the write's own stat (set -s): by the time its JVM has
+// exited, the controller may have written /active_color again (an
+// automatic rollback takes a few hundred milliseconds), so the node's
+// stat read afterwards gives the write's millisecond mtime only while it
+// is still the newest write; otherwise the printed one, to the second.
 func (c *Cluster) Flip(ctx context.Context, value string) (int64, time.Time, error) {
-	var err error
+	var (
+		out string
+		err error
+	)
 	if c.opts.ZKAuth != "" {
-		var out string
-		out, err = ZkCliScript(ctx, c.ZK.Addr, "addauth digest "+c.opts.ZKAuth, "set /active_color "+value)
+		out, err = ZkCliScript(ctx, c.ZK.Addr, "addauth digest "+c.opts.ZKAuth, "set -s /active_color "+value)
 		if err == nil && strings.Contains(out, "Insufficient permission") {
 			err = fmt.Errorf("zkCli.sh set /active_color: %s", out)
 		}
 	} else {
-		_, err = ZkCli(ctx, c.ZK.Addr, "set", "/active_color", value)
+		out, err = ZkCli(ctx, c.ZK.Addr, "set", "-s", "/active_color", value)
 	}
 	if err != nil {
 		return 0, time.Time{}, err
@@ -491,7 +499,29 @@ func (c *Cluster) Flip(ctx context.Context, value string) (int64, time.Time, err
 	if err != nil {
 		return 0, time.Time{}, err
 	}
-	return stat.Mzxid, time.UnixMilli(stat.Mtime), nil
+	zxid, at, ok := printedStat(out)
+	if !ok || zxid == stat.Mzxid {
+		return stat.Mzxid, time.UnixMilli(stat.Mtime), nil
+	}
+	return zxid, at, nil
+}
+
+// printedStat reads the mZxid and mtime lines zkCli.sh prints for a node.
+func printedStat(out string) (zxid int64, mtime time.Time, ok bool) {
+	var haveZxid, haveTime bool
+	for _, line := range strings.Split(out, "\n") {
+		k, v, found := strings.Cut(line, " = ")
+		switch {
+		case !found:
+		case strings.HasSuffix(k, "mZxid"):
+			n, err := strconv.ParseInt(strings.TrimPrefix(strings.TrimSpace(v), "0x"), 16, 64)
+			zxid, haveZxid = n, err == nil
+		case strings.HasSuffix(k, "mtime"):
+			t, err := time.Parse("Mon Jan 02 15:04:05 MST 2006", strings.TrimSpace(v))
+			mtime, haveTime = t, err == nil
+		}
+	}
+	return zxid, mtime, haveZxid && haveTime
 }
 
 // Record reads /switchyard/switch.
