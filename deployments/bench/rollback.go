@@ -82,14 +82,22 @@ func (b *bencher) rollbackOnce(ctx context.Context, ratio string) error {
 	defer ld.Stop()
 	// The baseline: the leader samples the gateways' reports every 2 s.
 	_ = retry.Sleep(ctx, 5*time.Second)
-	id, at, err := c.Flip(ctx, string(zkstate.Green))
+	// The write is made with ZooKeeper's Go client rather than zkCli.sh:
+	// its answer carries the write's mtime to the millisecond, which the
+	// rollback may overwrite before a zkCli JVM has even exited.
+	stat, err := c.ZKConn().Set(c.Paths.ActiveColor(), []byte(zkstate.Green), -1)
 	if err != nil {
 		return err
 	}
+	id, at := stat.Mzxid, time.UnixMilli(stat.Mtime)
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if _, err := zkstate.WaitSwitch(wctx, c.ZKConn(), c.Paths, id, zkstate.Green); err != nil {
-		return fmt.Errorf("the flip to green: %w", err)
+	// The switch to green may be over, and rolled back, before zkCli's
+	// JVM has exited: its verdict is then read from the history.
+	if _, err := c.WaitRecord(wctx, time.Minute, func(r zkstate.Switch) bool {
+		return r.ID > id || r.ID == id && r.Phase.Finished()
+	}); err != nil {
+		return fmt.Errorf("the switch to green: %w", err)
 	}
 	v, err := zkstate.FollowVerdict(wctx, c.ZKConn(), c.Paths, id)
 	if err != nil {
