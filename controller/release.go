@@ -342,11 +342,15 @@ func (c *Controller) startAnalysis(rec *zkstate.Switch, a zkstate.Analysis, base
 		New: zkstate.Figures{Color: rec.Target}}
 }
 
-// analysisTick is how often the analysis reads the gateways' reports.
-// Each bad answer the analysis has not judged yet reaches a user, and
-// gateways report every 200 ms for a while after a routing change, so it
-// reads them as often; a read is one small registry call.
-const analysisTick = 200 * time.Millisecond
+// How often the analysis reads the gateways' reports. Each bad answer
+// the analysis has not judged yet reaches a user, and gateways report
+// every 200 ms for 10 s after a routing change (then every second), so
+// for those first seconds it reads them as often, then once a second.
+const (
+	analysisFastTick = 200 * time.Millisecond
+	analysisFastFor  = 10 * time.Second
+	analysisTick     = time.Second
+)
 
 // analyze watches the new color of rec until its window ends, then files
 // the verdict: verified, or rolled back when a bound was crossed. It
@@ -363,13 +367,18 @@ func (c *Controller) analyze(ctx context.Context, rec zkstate.Switch, a zkstate.
 		start, err = c.sample(ctx)
 	}
 	log.WithField("until", rec.Analysis.Until.Format(time.RFC3339)).Info("post-switch analysis started")
-	tick := time.NewTicker(analysisTick)
+	tick := time.NewTicker(analysisFastTick)
 	defer tick.Stop()
+	slowAt := time.Now().Add(analysisFastFor)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case now := <-tick.C:
+			if !slowAt.IsZero() && now.After(slowAt) {
+				tick.Reset(analysisTick)
+				slowAt = time.Time{}
+			}
 		}
 		if c.current.Load() != rec.ID {
 			c.fileVerdict(ctx, rec, zkstate.VerdictSuperseded, "")

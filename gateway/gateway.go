@@ -113,12 +113,15 @@ type Gateway struct {
 	applyMu   sync.Mutex            // serializes rebuilds and reloads, never taken per request
 	upstreams map[Timeouts]*upstream
 	changed   chan struct{} // buffered(1): a pending report after a change
-	running   atomic.Bool
-	metrics   *metrics
-	streams   *streams
-	engine    engineConns // the connections the HTTP/1.1 engine serves
-	access    *AccessLog
-	certs     *certStore // nil without certificate files
+	// routed is when the routing table last changed (UnixNano): the
+	// reports come faster for a while after it (reportLoop).
+	routed  atomic.Int64
+	running atomic.Bool
+	metrics *metrics
+	streams *streams
+	engine  engineConns // the connections the HTTP/1.1 engine serves
+	access  *AccessLog
+	certs   *certStore // nil without certificate files
 
 	watchMu  sync.Mutex
 	watchCtx context.Context               // set while running
@@ -445,6 +448,7 @@ func (g *Gateway) applyAll(snap registry.Snapshot) {
 	if len(changed) > 0 {
 		t = withSnapshots(prev, changed)
 		g.table.Store(t)
+		g.routed.Store(time.Now().UnixNano())
 		g.logApplied(prev, t, changed)
 		g.streams.changed(t.upIDs())
 	}
@@ -620,6 +624,7 @@ func (g *Gateway) apply(service string, snap registry.Snapshot) {
 	}
 	t := prev.with(service, snap)
 	g.table.Store(t)
+	g.routed.Store(time.Now().UnixNano())
 	up := t.pools[service].Len()
 	fields["up"], fields["ready"] = up, snap.Ready
 	if sw := movedBy(old, service, snap.Instances, t.standby); sw > 0 {
@@ -642,7 +647,8 @@ func (g *Gateway) apply(service string, snap registry.Snapshot) {
 // each change and every ReportInterval. A failed report is tried again on
 // the next tick; it never touches routing.
 //
-// For fastReportFor after a routing change it reports every
+// For fastReportFor after a change of the routing table (not of an
+// index alone) it reports every
 // fastReportInterval: that is when a new color takes its first traffic,
 // and the post-switch analysis judges it from these reports, so each one
 // it waits for is more of a bad release's answers reaching users.
@@ -651,7 +657,6 @@ func (g *Gateway) reportLoop(ctx context.Context) {
 	fast := min(fastReportInterval, every)
 	tick := time.NewTimer(every)
 	defer tick.Stop()
-	var fastUntil time.Time
 	failing := false
 	for {
 		err := g.report(ctx)
@@ -667,7 +672,7 @@ func (g *Gateway) reportLoop(ctx context.Context) {
 		}
 		failing = err != nil
 		next := every
-		if time.Now().Before(fastUntil) {
+		if time.Since(time.Unix(0, g.routed.Load())) < fastReportFor {
 			next = fast
 		}
 		tick.Reset(next)
@@ -675,7 +680,6 @@ func (g *Gateway) reportLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-g.changed:
-			fastUntil = time.Now().Add(fastReportFor)
 		case <-tick.C:
 		}
 	}

@@ -148,3 +148,37 @@ func (noRegistry) Instances(context.Context, string, uint64, time.Duration) (sna
 func (noRegistry) Gateways(context.Context) ([]registry.GatewayReport, error) {
 	return nil, errors.New("no registry in this test")
 }
+
+// TestRequestSwitchOverUndoesOnlyItsOwnWrite: a release moves a service
+// back over its own write, never over a later one.
+func TestRequestSwitchOverUndoesOnlyItsOwnWrite(t *testing.T) {
+	conn, paths := startZK(t)
+	auth := zkstate.Auth("")
+	mine, err := zkstate.RequestSwitch(conn, paths, auth, "green")
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := zkstate.RequestSwitchOver(conn, paths, "blue", mine)
+	if err != nil || back <= mine {
+		t.Fatalf("over its own write: %d, %v", back, err)
+	}
+	if got, _, _ := conn.Get(paths.ActiveColor()); string(got) != "blue" {
+		t.Fatalf("/active_color = %q, want blue", got)
+	}
+	// Someone else writes after; the release's undo of its own write (now
+	// two writes old) changes nothing.
+	theirs, err := zkstate.RequestSwitch(conn, paths, auth, "green")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := zkstate.RequestSwitchOver(conn, paths, "blue", back); !errors.Is(err, zkstate.ErrWrittenSince) {
+		t.Fatalf("over a later write: %v, want ErrWrittenSince", err)
+	}
+	got, stat, _ := conn.Get(paths.ActiveColor())
+	if string(got) != "green" || stat.Mzxid != theirs {
+		t.Fatalf("/active_color = %q (write %d), want their green (write %d)", got, stat.Mzxid, theirs)
+	}
+	if _, err := zkstate.RequestSwitchOver(conn, paths, "purple", theirs); !errors.Is(err, zkstate.ErrBadColor) {
+		t.Fatalf("a bad color: %v, want ErrBadColor", err)
+	}
+}

@@ -96,6 +96,34 @@ func RequestSwitch(conn *zk.Conn, paths Paths, auth Auth, color string) (int64, 
 	return stat.Mzxid, nil
 }
 
+// ErrWrittenSince means /active_color was written after the write a
+// conditional request (RequestSwitchOver) was to replace.
+var ErrWrittenSince = errors.New("zkstate: /active_color was written since")
+
+// RequestSwitchOver is RequestSwitch only if the last write to
+// /active_color is still the one with zxid over: what undoes a write of
+// one's own without overwriting anyone else's later one.
+func RequestSwitchOver(conn *zk.Conn, paths Paths, color string, over int64) (int64, error) {
+	if _, err := ParseColor([]byte(color)); err != nil {
+		return 0, err
+	}
+	_, stat, err := conn.Get(paths.ActiveColor())
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", paths.ActiveColor(), err)
+	}
+	if stat.Mzxid != over {
+		return 0, fmt.Errorf("%w: by write %d, after %d", ErrWrittenSince, stat.Mzxid, over)
+	}
+	st, err := conn.Set(paths.ActiveColor(), []byte(color), stat.Version)
+	if errors.Is(err, zk.ErrBadVersion) {
+		return 0, fmt.Errorf("%w: while writing %s over %d", ErrWrittenSince, color, over)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("write %s: %w", paths.ActiveColor(), err)
+	}
+	return st.Mzxid, nil
+}
+
 // WaitSwitch waits for the leader's outcome of the write with zxid id to
 // target. It returns the finished record; a refused or failed switch is
 // returned with an error wrapping ErrNotDone that carries its reason, and

@@ -45,6 +45,7 @@ const (
 	codeFailed  = 2  // the switch failed, or a later write superseded it
 	codeTimeout = 3  // --timeout passed before the switch finished
 	codeError   = 4  // the command could not do its work (ZooKeeper unreachable, no permission, interrupted)
+	codeStuck   = 5  // a release of several services (--services) could not move every service back
 	codeUsage   = 64 // as sysexits' EX_USAGE: a wrong command, flag or argument; nothing was done
 )
 
@@ -108,7 +109,8 @@ Exit codes: 0 done; 1 refused (switch --wait: routing is unchanged);
 2 failed, rolled back by the post-switch analysis (--verify), or
 superseded by a later write; 3 timed out (--timeout);
 4 error (ZooKeeper or the registry unreachable, no permission, interrupted);
-64 usage (a wrong command, flag or argument; nothing was done).`,
+5 a release of several services (--services) that stopped could not move
+every service back; 64 usage (a wrong command, flag or argument; nothing was done).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(*cobra.Command, []string) error {

@@ -124,19 +124,15 @@ func (c *common) switchTo(ctx context.Context, w switchFlags, color zkstate.Colo
 	}
 	defer conn.Close()
 	if color == "" {
-		raw, _, err := conn.Get(paths.ActiveColor())
+		current, err := currentColor(conn, paths)
 		if err != nil {
-			return fmt.Errorf("read %s: %w", paths.ActiveColor(), err)
-		}
-		current, err := zkstate.ParseColor(raw)
-		if err != nil {
-			return fmt.Errorf("cannot roll back from %s: %w", paths.ActiveColor(), err)
+			return fmt.Errorf("cannot roll back: %w", err)
 		}
 		color = current.Other()
 	}
 	ctx, cancel := context.WithTimeout(ctx, w.timeout)
 	defer cancel()
-	_, code, err := c.flip(ctx, conn, paths, w, color)
+	_, _, code, err := c.flip(ctx, conn, paths, w, color, 0)
 	if err != nil {
 		return err
 	}
@@ -146,23 +142,43 @@ func (c *common) switchTo(ctx context.Context, w switchFlags, color zkstate.Colo
 	return nil
 }
 
-// flip writes color to paths' /active_color, notes who asked, and with
-// --wait follows the switch, printing its progress, to its outcome (and
-// with --verify, its verdict). It returns the record and the exit code of
-// the outcome; an error means nothing was written.
-func (c *common) flip(ctx context.Context, conn *zk.Conn, paths zkstate.Paths, w switchFlags, color zkstate.Color) (zkstate.Switch, int, error) {
+// currentColor reads the color paths' /active_color holds.
+func currentColor(conn *zk.Conn, paths zkstate.Paths) (zkstate.Color, error) {
+	raw, _, err := conn.Get(paths.ActiveColor())
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", paths.ActiveColor(), err)
+	}
+	color, err := zkstate.ParseColor(raw)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", paths.ActiveColor(), err)
+	}
+	return color, nil
+}
+
+// flip writes color to paths' /active_color (with over > 0, only over the
+// write with that zxid: zkstate.RequestSwitchOver), notes who asked, and
+// with --wait follows the switch, printing its progress, to its outcome
+// (and with --verify, its verdict). It returns the write's id, the record
+// and the exit code of the outcome; an error means nothing was written.
+func (c *common) flip(ctx context.Context, conn *zk.Conn, paths zkstate.Paths, w switchFlags, color zkstate.Color, over int64) (int64, zkstate.Switch, int, error) {
 	// The instances are read before the write: the statuses the switch
 	// starts from say how many steps it takes.
 	var view zkstate.View
 	if w.wait {
 		view = c.viewBefore(ctx, conn, paths)
 	}
-	id, err := zkstate.RequestSwitch(conn, paths, c.auth, string(color))
+	var id int64
+	var err error
+	if over > 0 {
+		id, err = zkstate.RequestSwitchOver(conn, paths, string(color), over)
+	} else {
+		id, err = zkstate.RequestSwitch(conn, paths, c.auth, string(color))
+	}
 	if errors.Is(err, zkstate.ErrBadColor) {
-		return zkstate.Switch{}, 0, usageError(err)
+		return 0, zkstate.Switch{}, 0, usageError(err)
 	}
 	if err != nil {
-		return zkstate.Switch{}, 0, err
+		return 0, zkstate.Switch{}, 0, err
 	}
 	log := c.log.WithFields(logrus.Fields{"switch": id, "target": color})
 	if w.askedBy == "" {
@@ -173,7 +189,7 @@ func (c *common) flip(ctx context.Context, conn *zk.Conn, paths zkstate.Paths, w
 	}
 	fmt.Printf("%s = %s (switch %d)\n", paths.ActiveColor(), color, id)
 	if !w.wait {
-		return zkstate.Switch{ID: id, Target: color}, 0, nil
+		return id, zkstate.Switch{ID: id, Target: color}, 0, nil
 	}
 	t := tracker{id: id, target: color, expected: expectedSteps(view, color), begun: time.Now(), noLeader: view.Leader == nil}
 	var p progress = &plainProgress{tracker: t, out: os.Stdout, errOut: os.Stderr}
@@ -186,7 +202,7 @@ func (c *common) flip(ctx context.Context, conn *zk.Conn, paths zkstate.Paths, w
 	if code == 0 && w.verify {
 		code = verify(ctx, conn, paths, rec)
 	}
-	return rec, code, nil
+	return id, rec, code, nil
 }
 
 // verify waits for the post-switch analysis of rec and prints its verdict.

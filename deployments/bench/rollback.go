@@ -92,8 +92,8 @@ func (b *bencher) rollbackOnce(ctx context.Context, ratio string) error {
 	id, at := stat.Mzxid, time.UnixMilli(stat.Mtime)
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	// The switch to green may be over, and rolled back, before zkCli's
-	// JVM has exited: its verdict is then read from the history.
+	// The switch to green may be over, and rolled back, before this
+	// looks: its verdict is then read from the history.
 	if _, err := c.WaitRecord(wctx, time.Minute, func(r zkstate.Switch) bool {
 		return r.ID > id || r.ID == id && r.Phase.Finished()
 	}); err != nil {

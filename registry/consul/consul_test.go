@@ -262,10 +262,18 @@ func TestConsul(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				found := false
 				for _, in := range snap.Instances {
-					if in.ID == inst.ID && in.Switch != want {
+					if in.ID != inst.ID {
+						continue
+					}
+					found = true
+					if in.Switch != want {
 						t.Fatalf("view of %q: %s reads switch %d, want %d", svc, in.Status, in.Switch, want)
 					}
+				}
+				if !found {
+					t.Fatalf("view of %q lacks %s", svc, inst.ID)
 				}
 			}
 		}
