@@ -318,6 +318,13 @@ func quantile(buckets []uint64, q float64) float64 {
 // a sub-millisecond p99 is noise, not a bad release.
 const minP99 = 0.010
 
+// minP99Seconds is how much of the new color's traffic a p99 is judged
+// on at least. Its first fraction of a second is its slowest (new
+// connections, cold caches, a JIT warming up), and a p99 over the first
+// hundred requests is their slowest one: judged on that, a healthy but
+// slower-starting release is rolled back. Errors need no such wait.
+const minP99Seconds = 2.0
+
 // judge says why the new color's figures fail the analysis, or "" when
 // they pass so far.
 func judge(a zkstate.Analysis, base, cur zkstate.Figures) string {
@@ -325,7 +332,8 @@ func judge(a zkstate.Analysis, base, cur zkstate.Figures) string {
 		return fmt.Sprintf("error rate %.1f%% (%d of %d requests) over %.1f%% (old color before the flip: %.1f%%)",
 			100*cur.ErrorRate(), cur.Errors, cur.Requests, 100*a.MaxErrorRate, 100*base.ErrorRate())
 	}
-	if cur.Requests >= a.MinRequests && base.Requests >= a.MinRequests && cur.P99 > minP99 && cur.P99 > a.MaxP99Ratio*base.P99 {
+	if cur.Requests >= a.MinRequests && base.Requests >= a.MinRequests && cur.Seconds >= minP99Seconds &&
+		cur.P99 > minP99 && cur.P99 > a.MaxP99Ratio*base.P99 {
 		return fmt.Sprintf("p99 %.1f ms over %.1f× the old color's %.1f ms (%d requests)",
 			1000*cur.P99, a.MaxP99Ratio, 1000*base.P99, cur.Requests)
 	}

@@ -84,9 +84,10 @@ func TestJudge(t *testing.T) {
 		{"healthy", zkstate.Figures{Requests: 1000, Errors: 5, P99: 0.025}, ""},
 		{"a high rate on few errors is not enough", zkstate.Figures{Requests: 30, Errors: 19, P99: 0.020}, ""},
 		{"5xx over 5% with 20 errors", zkstate.Figures{Requests: 300, Errors: 30, P99: 0.020}, "error rate 10.0% (30 of 300 requests)"},
-		{"p99 over twice the old one", zkstate.Figures{Requests: 200, P99: 0.050}, "p99 50.0 ms over 2.0× the old color's 20.0 ms"},
-		{"a slow p99 on too few requests decides nothing", zkstate.Figures{Requests: 50, P99: 0.500}, ""},
-		{"a p99 under 10 ms never fails", zkstate.Figures{Requests: 500, P99: 0.008}, ""},
+		{"p99 over twice the old one", zkstate.Figures{Requests: 200, P99: 0.050, Seconds: 2}, "p99 50.0 ms over 2.0× the old color's 20.0 ms"},
+		{"a slow p99 over the first second decides nothing yet", zkstate.Figures{Requests: 200, P99: 0.050, Seconds: 0.8}, ""},
+		{"a slow p99 on too few requests decides nothing", zkstate.Figures{Requests: 50, P99: 0.500, Seconds: 5}, ""},
+		{"a p99 under 10 ms never fails", zkstate.Figures{Requests: 500, P99: 0.008, Seconds: 5}, ""},
 	} {
 		b := base
 		if strings.Contains(tc.desc, "10 ms") {
@@ -97,7 +98,7 @@ func TestJudge(t *testing.T) {
 			t.Errorf("%s: judge = %q, want %q", tc.desc, got, tc.says)
 		}
 	}
-	if got := judge(a, zkstate.Figures{}, zkstate.Figures{Requests: 500, P99: 1}); got != "" {
+	if got := judge(a, zkstate.Figures{}, zkstate.Figures{Requests: 500, P99: 1, Seconds: 5}); got != "" {
 		t.Errorf("without a baseline, latency decides nothing; got %q", got)
 	}
 }

@@ -208,6 +208,16 @@ func (c *Registry) Register(ctx context.Context, inst registry.Instance) error {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	out := inst.Status == registry.StatusOutOfService
+	// A new instance starts critical until its first check passes. An
+	// instance registered UP is a live one registering again (the agent
+	// restarted and forgot it): critical until its first check, up to an
+	// interval later, it would read DOWN, and a gateway would drop it
+	// from routing for that long. It starts passing, and its next check
+	// says otherwise if it must.
+	initial := api.HealthCritical
+	if inst.Status == registry.StatusUp {
+		initial = api.HealthPassing
+	}
 	checks := api.AgentServiceChecks{{
 		CheckID:                        healthCheckID(inst.ID),
 		Name:                           "switchyard health",
@@ -215,7 +225,7 @@ func (c *Registry) Register(ctx context.Context, inst registry.Instance) error {
 		Method:                         "GET",
 		Interval:                       c.cfg.CheckInterval.String(),
 		Timeout:                        c.cfg.CheckTimeout.String(),
-		Status:                         api.HealthCritical,
+		Status:                         initial,
 		DeregisterCriticalServiceAfter: c.cfg.DeregisterAfter.String(),
 	}}
 	if out {
