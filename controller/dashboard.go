@@ -400,13 +400,12 @@ func (c *Controller) switchAction(ec echo.Context) error {
 		if color != "" {
 			return actionError(ec, http.StatusBadRequest, "a rollback takes no color: it switches to the other one; nothing was changed")
 		}
-		raw, _, err := c.conn.Get(c.paths.ActiveColor())
-		if err != nil {
-			return actionError(ec, http.StatusServiceUnavailable, "cannot read "+c.paths.ActiveColor()+": "+err.Error())
+		current, err := zkstate.ReadActiveColor(c.conn, c.paths)
+		if errors.Is(err, zkstate.ErrBadColor) {
+			return actionError(ec, http.StatusConflict, "cannot roll back: "+err.Error())
 		}
-		current, err := zkstate.ParseColor(raw)
 		if err != nil {
-			return actionError(ec, http.StatusConflict, "cannot roll back from "+c.paths.ActiveColor()+": "+err.Error())
+			return actionError(ec, http.StatusServiceUnavailable, "cannot "+err.Error())
 		}
 		color = string(current.Other())
 	}

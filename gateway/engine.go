@@ -337,12 +337,8 @@ func (ec *engineConn) parse(head []byte) bool {
 		if !ok {
 			return false
 		}
-		name, value, ok := bytes.Cut(l, []byte(":"))
-		if !ok || !validFieldName(name) {
-			return false
-		}
-		value = bytes.Trim(value, " \t")
-		if !validHeaderValue(value) {
+		name, value, ok := splitField(l)
+		if !ok {
 			return false
 		}
 		switch fieldKindOf(requestFields, name) {
@@ -831,14 +827,8 @@ func (ec *engineConn) writeResponse(ex *engineExchange, resp *http.Response) (do
 	b := ec.bw.AvailableBuffer()
 	b = appendStatusLine(b, resp.StatusCode)
 	b = appendFields(b, resp.Header, named)
-	if _, ok := resp.Header["Date"]; !ok {
-		b = append(b, "Date: "...)
-		b = appendDate(b)
-		b = append(b, "\r\n"...)
-	}
-	b = append(b, "X-Request-Id: "...)
-	b = append(b, ex.requestID...)
-	b = append(b, "\r\n"...)
+	_, hasDate := resp.Header["Date"]
+	b = appendOwnFields(b, hasDate, ex.requestID)
 	switch {
 	case length >= 0 && (!noBody || r.method == http.MethodHead && resp.Header["Content-Length"] != nil) &&
 		resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified:
@@ -987,14 +977,7 @@ func (ec *engineConn) writeRaw(ex *engineExchange, raw *rawResponse) (done bool)
 		b = append(b, f.value...)
 		b = append(b, "\r\n"...)
 	}
-	if !raw.hasDate {
-		b = append(b, "Date: "...)
-		b = appendDate(b)
-		b = append(b, "\r\n"...)
-	}
-	b = append(b, "X-Request-Id: "...)
-	b = append(b, ex.requestID...)
-	b = append(b, "\r\n"...)
+	b = appendOwnFields(b, raw.hasDate, ex.requestID)
 	if raw.hasLength && raw.status != http.StatusNotModified {
 		b = append(b, "Content-Length: "...)
 		b = strconv.AppendInt(b, raw.length, 10)
@@ -1153,16 +1136,7 @@ func (ec *engineConn) fields(ex *engineExchange) logrus.Fields {
 func (g *Gateway) finishEngine(ex *engineExchange, l engineLogged) {
 	status := ex.status
 	d := time.Since(ex.start)
-	if ex.endpoint != nil {
-		ex.endpoint.count(status)
-	}
-	if p := ex.route.pool; p != nil && p.m != nil {
-		color := ""
-		if ex.endpoint != nil {
-			color = ex.endpoint.inst.Color
-		}
-		p.m.record(color, status, d.Seconds())
-	}
+	countAnswer(ex.endpoint, ex.route.pool, status, d)
 	if g.access == nil {
 		return
 	}
@@ -1201,6 +1175,19 @@ var engineDate struct {
 	mu   sync.Mutex
 	sec  int64
 	text []byte
+}
+
+// appendOwnFields appends the fields the gateway adds to every answer it
+// passes on: Date, unless the instance sent one, and X-Request-Id.
+func appendOwnFields(b []byte, hasDate bool, requestID string) []byte {
+	if !hasDate {
+		b = append(b, "Date: "...)
+		b = appendDate(b)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "X-Request-Id: "...)
+	b = append(b, requestID...)
+	return append(b, "\r\n"...)
 }
 
 func appendDate(b []byte) []byte {

@@ -33,6 +33,18 @@ type rawResponse struct {
 	got1xx func(code int, h http.Header) error
 }
 
+// splitField splits a header line into its name and its value without
+// the whitespace around it, and says whether both are valid: the one
+// rule of a field line for requests and answers alike.
+func splitField(l []byte) (name, value []byte, ok bool) {
+	name, value, ok = bytes.Cut(l, []byte(":"))
+	if !ok || !validFieldName(name) {
+		return nil, nil, false
+	}
+	value = bytes.Trim(value, " \t")
+	return name, value, validHeaderValue(value)
+}
+
 // peek reads the head of the answer to a request with method on c into r
 // and reports whether the engine can pass it on raw.
 func (r *rawResponse) peek(c *h1Conn, method string) bool {
@@ -74,12 +86,8 @@ func (r *rawResponse) peek(c *h1Conn, method string) bool {
 		if len(l) == 0 || l[0] == ' ' || l[0] == '\t' {
 			return false // obs-fold, or a stray blank line
 		}
-		name, value, ok := bytes.Cut(l, []byte(":"))
-		if !ok || !validFieldName(name) {
-			return false
-		}
-		value = bytes.Trim(value, " \t")
-		if !validHeaderValue(value) {
+		name, value, ok := splitField(l)
+		if !ok {
 			return false
 		}
 		switch fieldKindOf(responseFields, name) {

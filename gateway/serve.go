@@ -312,6 +312,22 @@ func (g *Gateway) rejected(r *http.Request, ci *connInfo) (rejection, bool) {
 	return ci.guard.Rejected()
 }
 
+// countAnswer counts a live answer of status, d after its request came:
+// on the instance that gave it (nil: none did) and in its route's
+// metrics by color. Both of the gateway's request paths end with it.
+func countAnswer(ep *Endpoint, p *Pool, status int, d time.Duration) {
+	if ep != nil {
+		ep.count(status)
+	}
+	if p != nil && p.m != nil {
+		color := ""
+		if ep != nil {
+			color = ep.inst.Color
+		}
+		p.m.record(color, status, d.Seconds())
+	}
+}
+
 // finish counts and logs the exchange once it is over.
 func (g *Gateway) finish(lw *logWriter, r *http.Request, ex *exchange) {
 	if ex.streamEnd != nil {
@@ -330,16 +346,8 @@ func (g *Gateway) finish(lw *logWriter, r *http.Request, ex *exchange) {
 		// color serves live traffic: it has counters of its own.
 		g.metrics.recordPreview(ex.route.pool, int(ex.color), status)
 	} else {
-		if ex.endpoint != nil {
-			ex.endpoint.count(status)
-		}
-		if p := ex.route.pool; p != nil && p.m != nil {
-			color := ""
-			if ex.endpoint != nil {
-				color = ex.endpoint.inst.Color
-			}
-			p.m.record(color, status, d.Seconds())
-		} else if p == nil {
+		countAnswer(ex.endpoint, ex.route.pool, status, d)
+		if ex.route.pool == nil {
 			g.metrics.noRoute.Inc()
 		}
 	}

@@ -70,6 +70,21 @@ func ReadSwitch(c *zk.Conn, p Paths) (rec Switch, ok bool, err error) {
 	return rec, true, nil
 }
 
+// ReadActiveColor reads the color /active_color holds. A value that is
+// not a color is an error wrapping ErrBadColor; any other error is the
+// read's.
+func ReadActiveColor(conn *zk.Conn, paths Paths) (Color, error) {
+	raw, _, err := conn.Get(paths.ActiveColor())
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", paths.ActiveColor(), err)
+	}
+	color, err := ParseColor(raw)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", paths.ActiveColor(), err)
+	}
+	return color, nil
+}
+
 // RequestSwitch writes color to /active_color, as zkCli.sh set would, and
 // returns the write's zxid to wait on. A bad color is refused before
 // anything is written.

@@ -71,7 +71,7 @@ func (c *common) switchServices(ctx context.Context, w switchFlags, color zkstat
 	// that cannot would leave the release nothing to move it back to.
 	for i := range svcs {
 		s := &svcs[i]
-		if s.before, err = currentColor(conn, s.paths); err != nil {
+		if s.before, err = zkstate.ReadActiveColor(conn, s.paths); err != nil {
 			return fmt.Errorf("service %s: %w; nothing was written", s.name, err)
 		}
 	}
@@ -150,7 +150,7 @@ func moveBack(ctx context.Context, c *common, conn *zk.Conn, svcs []releaseServi
 		case errors.Is(err, zkstate.ErrWrittenSince):
 			// Its own analysis may have rolled it back already; any other
 			// later write is someone else's, and stands.
-			if now, rerr := currentColor(conn, s.paths); rerr == nil && now == s.before {
+			if now, rerr := zkstate.ReadActiveColor(conn, s.paths); rerr == nil && now == s.before {
 				fmt.Fprintf(os.Stderr, "service %s: already back on %s (%v)\n", s.name, now, err)
 				continue
 			}

@@ -124,7 +124,7 @@ func (c *common) switchTo(ctx context.Context, w switchFlags, color zkstate.Colo
 	}
 	defer conn.Close()
 	if color == "" {
-		current, err := currentColor(conn, paths)
+		current, err := zkstate.ReadActiveColor(conn, paths)
 		if err != nil {
 			return fmt.Errorf("cannot roll back: %w", err)
 		}
@@ -140,19 +140,6 @@ func (c *common) switchTo(ctx context.Context, w switchFlags, color zkstate.Colo
 		return &reportedError{code}
 	}
 	return nil
-}
-
-// currentColor reads the color paths' /active_color holds.
-func currentColor(conn *zk.Conn, paths zkstate.Paths) (zkstate.Color, error) {
-	raw, _, err := conn.Get(paths.ActiveColor())
-	if err != nil {
-		return "", fmt.Errorf("read %s: %w", paths.ActiveColor(), err)
-	}
-	color, err := zkstate.ParseColor(raw)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", paths.ActiveColor(), err)
-	}
-	return color, nil
 }
 
 // flip writes color to paths' /active_color (with over > 0, only over the

@@ -341,13 +341,7 @@ func TestConsul(t *testing.T) {
 		inst := h.instance("sick-1", "svc-sick", registry.StatusOutOfService)
 		registerOut(t, b, raw, inst)
 		h.code.Store(http.StatusServiceUnavailable)
-		testutil.EventuallyWhy(t, 10*time.Second, "check goes critical", func() (bool, string) {
-			checks, _ := raw.Agent().Checks()
-			if ch, ok := checks["service:"+inst.ID]; ok {
-				return ch.Status == api.HealthCritical, ch.Status
-			}
-			return false, "no check"
-		})
+		waitCritical(t, raw, inst.ID)
 		fast := newConsulBackend(t, c, consul.Config{StatusTimeout: 1500 * time.Millisecond})
 		_, err := fast.SetStatus(ctx, inst.ID, registry.StatusUp)
 		if err == nil {
@@ -368,13 +362,7 @@ func TestConsul(t *testing.T) {
 		inst := h.instance("sick-own-1", "svc-sick-own", registry.StatusOutOfService)
 		registerOut(t, own, raw, inst)
 		h.code.Store(http.StatusServiceUnavailable)
-		testutil.EventuallyWhy(t, 10*time.Second, "check goes critical", func() (bool, string) {
-			checks, _ := raw.Agent().Checks()
-			if ch, ok := checks["service:"+inst.ID]; ok {
-				return ch.Status == api.HealthCritical, ch.Status
-			}
-			return false, "no check"
-		})
+		waitCritical(t, raw, inst.ID)
 		if _, err := own.SetStatus(ctx, inst.ID, registry.StatusUp); err == nil {
 			t.Fatal("SetStatus UP succeeded for an instance whose health check fails")
 		}
@@ -862,4 +850,16 @@ func quantiles(d []time.Duration) string {
 	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 	q := func(p float64) time.Duration { return d[int(p*float64(len(d)-1))].Round(10 * time.Microsecond) }
 	return fmt.Sprintf("min %s p50 %s p90 %s max %s (n=%d)", q(0), q(0.5), q(0.9), q(1), len(d))
+}
+
+// waitCritical waits until the agent has id's health check critical.
+func waitCritical(t *testing.T, raw *api.Client, id string) {
+	t.Helper()
+	testutil.EventuallyWhy(t, 10*time.Second, "check goes critical", func() (bool, string) {
+		checks, _ := raw.Agent().Checks()
+		if ch, ok := checks["service:"+id]; ok {
+			return ch.Status == api.HealthCritical, ch.Status
+		}
+		return false, "no check"
+	})
 }

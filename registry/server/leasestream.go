@@ -129,13 +129,9 @@ func (s *streams) gauge() prometheus.Collector {
 // own; a refused upgrade renews nothing.
 func (s *Server) heartbeatStream(c echo.Context) error {
 	r := c.Request()
-	shared := s.creds.isShared(r)
-	own, ok := "", shared
-	if !shared {
-		own, ok = s.creds.instance(r)
-	}
-	if !ok {
-		return echo.NewHTTPError(http.StatusUnauthorized, "missing or wrong token")
+	own, shared, err := s.heartbeatCaller(r)
+	if err != nil {
+		return err
 	}
 	if !upgradeAsked(r) {
 		c.Response().Header().Set("Upgrade", registry.HeartbeatStreamProtocol)

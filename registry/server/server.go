@@ -257,17 +257,25 @@ func (s *Server) heartbeat(c echo.Context) error {
 	return c.NoContent(http.StatusNoContent)
 }
 
+// heartbeatCaller authenticates a renewal: the shared token may renew
+// any lease (shared), an instance token only own's.
+func (s *Server) heartbeatCaller(r *http.Request) (own string, shared bool, err error) {
+	if s.creds.isShared(r) {
+		return "", true, nil
+	}
+	own, ok := s.creds.instance(r)
+	if !ok {
+		return "", false, echo.NewHTTPError(http.StatusUnauthorized, "missing or wrong token")
+	}
+	return own, false, nil
+}
+
 // heartbeats renews a batch of leases: any with the shared token, only
 // its own with an instance token. A refused batch renews none.
 func (s *Server) heartbeats(c echo.Context) error {
-	r := c.Request()
-	shared := s.creds.isShared(r)
-	own, ok := "", shared
-	if !shared {
-		own, ok = s.creds.instance(r)
-	}
-	if !ok {
-		return echo.NewHTTPError(http.StatusUnauthorized, "missing or wrong token")
+	own, shared, err := s.heartbeatCaller(c.Request())
+	if err != nil {
+		return err
 	}
 	var batch registry.HeartbeatBatch
 	if err := decode(c, &batch); err != nil {
