@@ -17,6 +17,19 @@ func (c *Controller) reconcile(ctx context.Context) error {
 	if err := c.sess.Wait(ctx); err != nil {
 		return err
 	}
+	// The registry is read beside ZooKeeper: with Consul its read is the
+	// longer one, and a flip waits for both before it starts. A snapshot
+	// that started a moment before the ZooKeeper reads is no older than
+	// one that follows a slow ZooKeeper read.
+	type listing struct {
+		snap registry.Snapshot
+		err  error
+	}
+	listed := make(chan listing, 1)
+	go func() {
+		snap, err := c.cfg.Registry.Instances(ctx, "", 0, 0)
+		listed <- listing{snap, err}
+	}()
 	raw, stat, err := c.conn.Get(c.paths.ActiveColor())
 	if err != nil {
 		return fmt.Errorf("read %s: %w", c.paths.ActiveColor(), err)
@@ -33,7 +46,8 @@ func (c *Controller) reconcile(ctx context.Context) error {
 		rec := c.refuseValue(ctx, raw, stat.Mzxid, obs.Record)
 		obs.Record = &rec
 	}
-	snap, regErr := c.cfg.Registry.Instances(ctx, "", 0, 0)
+	l := <-listed
+	snap, regErr := l.snap, l.err
 	obs.Ready = regErr == nil && snap.Ready
 	d := Decide(obs)
 	if d.Action == Wait {

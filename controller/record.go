@@ -206,9 +206,9 @@ func (c *Controller) updateHistory(rec zkstate.Switch) {
 // startRecord opens the record of a switch to target answering write id.
 // It resumes prev when prev is the same switch still in progress, and
 // files prev as failed when a new target supersedes it.
-func (c *Controller) startRecord(ctx context.Context, target zkstate.Color, id int64, prev *zkstate.Switch, quarantined []zkstate.Quarantined) zkstate.Switch {
+func (c *Controller) startRecord(ctx context.Context, target zkstate.Color, id int64, prev *zkstate.Switch, quarantined []zkstate.Quarantined) (rec zkstate.Switch, flushed func()) {
 	now := time.Now().UTC()
-	rec := zkstate.Switch{ID: id, Target: target, Goal: target, Phase: zkstate.PhaseSwitching, Leader: c.cfg.ID, StartedAt: now,
+	rec = zkstate.Switch{ID: id, Target: target, Goal: target, Phase: zkstate.PhaseSwitching, Leader: c.cfg.ID, StartedAt: now,
 		Steps: []zkstate.Step{}, Quarantined: quarantined}
 	if prev != nil {
 		rec.Active, rec.From = prev.Active, prev.Active
@@ -229,14 +229,21 @@ func (c *Controller) startRecord(ctx context.Context, target zkstate.Color, id i
 	if rec.From == target {
 		rec.From = ""
 	}
-	// Flushed, not only queued: a next leader must find this switch before
-	// any instruction of it can have landed, or it could undo it.
+	// Flushed before the first instruction, not only queued: a next leader
+	// must find this switch before any instruction of it can have landed,
+	// or it could undo it. The write goes on while the switch reads its
+	// settings and health-checks the target, which change nothing; the
+	// caller waits for it with flushed before it instructs anyone.
 	c.recMu.Lock()
 	c.current.Store(id)
 	seq := c.writeRecord(rec)
 	c.recMu.Unlock()
-	c.rec.Flush(ctx, seq)
-	return rec
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.rec.Flush(ctx, seq)
+	}()
+	return rec, func() { <-done }
 }
 
 // refuse finishes rec as refused: routing is unchanged.

@@ -221,11 +221,16 @@ func (c *Controller) sample(ctx context.Context) (trafficSample, error) {
 	if err != nil {
 		return trafficSample{}, err
 	}
-	s := trafficSample{at: time.Now(), gws: make(map[string][]registry.ColorTraffic, len(gws))}
+	return sampleOf(gws, time.Now()), nil
+}
+
+// sampleOf is the traffic in reports read at at.
+func sampleOf(gws []registry.GatewayReport, at time.Time) trafficSample {
+	s := trafficSample{at: at, gws: make(map[string][]registry.ColorTraffic, len(gws))}
 	for _, g := range gws {
 		s.gws[g.ID] = g.Colors
 	}
-	return s, nil
+	return s
 }
 
 // recordTraffic samples the gateways while this controller leads.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/switchyard/switchyard/registry"
+
 	"github.com/sirupsen/logrus"
 
 	"github.com/switchyard/switchyard/zkstate"
@@ -21,12 +23,8 @@ const streamFollow = 2 * time.Minute
 // streamPoll is how often gateway reports are read while following.
 const streamPoll = 500 * time.Millisecond
 
-// movedBaseline reads how many streams each gateway has moved so far.
-func (c *Controller) movedBaseline(ctx context.Context) map[string]uint64 {
-	reports, err := c.cfg.Registry.Gateways(ctx)
-	if err != nil {
-		return nil
-	}
+// movedBaseline is how many streams each gateway had moved by reports.
+func movedBaseline(reports []registry.GatewayReport) map[string]uint64 {
 	base := make(map[string]uint64, len(reports))
 	for _, r := range reports {
 		base[r.ID] = r.Moved

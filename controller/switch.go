@@ -25,8 +25,12 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 	log := c.log.WithFields(logrus.Fields{"target": target, "switch": id})
 	log.Info("switch started")
 	defer c.http.CloseIdleConnections()
-	rec := c.startRecord(ctx, target, id, prev, quarantined)
-	moved := c.movedBaseline(ctx)
+	rec, flushed := c.startRecord(ctx, target, id, prev, quarantined)
+	// The gateways' reports as the switch starts give the streams moved
+	// so far and the analysis's baseline. They are read beside the checks
+	// and the health pre-flight: with Consul a read of the reports takes
+	// milliseconds that nothing before the first UP needs to wait for.
+	before := c.readGateways(ctx)
 	askedAt, asked := c.askedAt(target)
 
 	// The release's guards: its checks before anything moves, and the old
@@ -41,10 +45,6 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 	}
 	analysis := rel.Analysis.WithDefaults()
 	analyzed := guard && !rel.Analysis.Disabled && rec.From != ""
-	var baseline zkstate.Figures
-	if analyzed {
-		baseline = c.baseline(ctx, rec.From, time.Duration(analysis.Window), askedAt, asked)
-	}
 	if guard && len(rel.Checks) > 0 && !checksPassed(rec.Checks) {
 		results, ok := c.runChecks(ctx, target, id, rel.Checks)
 		rec.Checks = results
@@ -76,6 +76,7 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 		return nil
 	}
 	targetUp, indexes := upCount(members, target), map[string]uint64{}
+	flushed()
 	if err := c.bringUp(ctx, log, &rec, ups, healthy, targetUp, indexes); err != nil {
 		return ignorePreempted(err)
 	}
@@ -107,6 +108,8 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 	for _, m := range outs {
 		taken[m.ID] = true
 	}
+	start := <-before
+	moved := movedBaseline(start.reports)
 	if sm, err := c.streamMoves(ctx, taken, moved); err == nil && (sm.Left > 0 || sm.Moved > 0) {
 		rec.Streams = &sm
 	}
@@ -119,7 +122,7 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 		}
 	}
 	if analyzed {
-		c.startAnalysis(&rec, analysis, baseline)
+		c.startAnalysis(&rec, analysis, c.baseline(start, rec.From, time.Duration(analysis.Window), askedAt, asked))
 	}
 	c.finishRecord(ctx, rec)
 	log.WithField("took", done.Sub(rec.StartedAt).Round(time.Millisecond)).Info("switch done; gateways route to the target")
@@ -143,17 +146,37 @@ func checksPassed(rs []zkstate.CheckResult) bool {
 	return true
 }
 
+// gatewaysRead is the gateways' reports read at a moment.
+type gatewaysRead struct {
+	reports []registry.GatewayReport
+	at      time.Time
+	err     error
+}
+
+// readGateways reads the gateways' reports in the background; the channel
+// yields the read once.
+func (c *Controller) readGateways(ctx context.Context) <-chan gatewaysRead {
+	out := make(chan gatewaysRead, 1)
+	go func() {
+		at := time.Now()
+		reports, err := c.cfg.Registry.Gateways(ctx)
+		out <- gatewaysRead{reports: reports, at: at, err: err}
+	}()
+	return out
+}
+
 // baseline is what color answered over the window before the flip at
-// askedAt (now, when unknown), from the leader's samples; empty when the
-// leader has none from before the flip, as right after it took over.
-func (c *Controller) baseline(ctx context.Context, color zkstate.Color, window time.Duration, askedAt time.Time, known bool) zkstate.Figures {
+// askedAt (the switch's start, when unknown) up to the switch's start, the
+// read start: from the leader's samples; empty when the leader has none
+// from before the flip, as right after it took over.
+func (c *Controller) baseline(start gatewaysRead, color zkstate.Color, window time.Duration, askedAt time.Time, known bool) zkstate.Figures {
 	if !known {
-		askedAt = time.Now()
+		askedAt = start.at
 	}
-	to, err := c.sample(ctx)
-	if err != nil {
+	if start.err != nil {
 		return zkstate.Figures{Color: color}
 	}
+	to := sampleOf(start.reports, start.at)
 	from, ok := c.traffic.since(askedAt.Add(-window))
 	if !ok || !from.at.Before(to.at) {
 		return zkstate.Figures{Color: color}
