@@ -138,8 +138,9 @@ func (b *bencher) builtinCluster(ctx context.Context) error {
 	return nil
 }
 
-// consulAgent starts a Consul dev agent of its own in the bench's dir
-// name; building Consul the first time on a machine can take minutes.
+// consulAgent starts a Consul server of its own, configured as in
+// production (local.StartConsulServer), in the bench's dir name; building
+// Consul the first time on a machine can take minutes.
 func (b *bencher) consulAgent(ctx context.Context, name string) (*local.Consul, error) {
 	dir := filepath.Join(b.dir, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -147,7 +148,7 @@ func (b *bencher) consulAgent(ctx context.Context, name string) (*local.Consul, 
 	}
 	sctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
 	defer cancel()
-	agent, err := local.StartConsul(sctx, dir)
+	agent, err := local.StartConsulServer(sctx, dir)
 	if err != nil {
 		return nil, fmt.Errorf("consul agent: %w", err)
 	}
