@@ -72,10 +72,9 @@ func (c *Controller) waitGateways(ctx context.Context, indexes map[string]uint64
 	// A switch waits here up to three times (canary, make, done), and a
 	// gateway applies a change within milliseconds: polling every few
 	// ms, not with retry.Until's backoff to 100 ms, keeps the wait that
-	// short: the wait is over a few ms after the gateways' reports are.
-	// A poll is one registry read, small unless the gateways route
-	// thousands of instances, whose wait is longer and polled less often.
-	poll := retry.Backoff{Min: time.Millisecond, Max: 4 * time.Millisecond}
+	// short. A poll is one registry read, of every gateway's report: with
+	// twenty gateways routing a thousand instances each, a large one.
+	poll := retry.Backoff{Min: 2 * time.Millisecond, Max: 10 * time.Millisecond}
 	for {
 		var reports []registry.GatewayReport
 		reports, err = c.cfg.Registry.Gateways(wctx)
