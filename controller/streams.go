@@ -4,10 +4,9 @@ import (
 	"context"
 	"time"
 
-	"github.com/switchyard/switchyard/registry"
-
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard/switchyard/registry"
 	"github.com/switchyard/switchyard/zkstate"
 )
 
