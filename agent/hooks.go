@@ -8,7 +8,8 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
+
+	"github.com/switchyard/switchyard/internal/command"
 
 	"github.com/sirupsen/logrus"
 
@@ -28,10 +29,10 @@ func hooksFor(cfg Config, prev, next registry.Status) []hook {
 	var hs []hook
 	up := next == registry.StatusUp
 	if up && prev != registry.StatusUp && cfg.OnUp != "" {
-		hs = append(hs, hook{"--on-up", command(cfg.OnUp)})
+		hs = append(hs, hook{"--on-up", shell(cfg.OnUp)})
 	}
 	if !up && (prev == registry.StatusUp || prev == "") && cfg.OnOut != "" {
-		hs = append(hs, hook{"--on-out", command(cfg.OnOut)})
+		hs = append(hs, hook{"--on-out", shell(cfg.OnOut)})
 	}
 	if cfg.Notify != "" && next != prev {
 		hs = append(hs, hook{"--notify", notify(cfg.Notify)})
@@ -60,15 +61,15 @@ func runHooks(cfg Config, id string, states <-chan registry.Status, log logrus.F
 	}
 }
 
-// command runs line with sh -c, the state in its environment.
-func command(line string) func(context.Context, State) error {
+// shell runs line with sh -c, the state in its environment.
+func shell(line string) func(context.Context, State) error {
 	return func(ctx context.Context, s State) error {
-		cmd := exec.CommandContext(ctx, "/bin/sh", "-c", line)
-		cmd.Env = append(os.Environ(), "SWITCHYARD_STATE="+string(s.Status), "SWITCHYARD_INSTANCE="+s.ID,
+		env := append(os.Environ(), "SWITCHYARD_STATE="+string(s.Status), "SWITCHYARD_INSTANCE="+s.ID,
 			"SWITCHYARD_SERVICE="+s.Service, "SWITCHYARD_COLOR="+s.Color)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("%q: %w: %s", line, err, bytes.TrimSpace(tail(out, 512)))
+		// Stopped at --hook-timeout with whatever it started: a hung
+		// hook must not hold back the next state's hooks.
+		if out, err := command.Run(ctx, []string{"/bin/sh", "-c", line}, env, 512); err != nil {
+			return fmt.Errorf("%q: %w: %s", line, err, out)
 		}
 		return nil
 	}
@@ -94,11 +95,4 @@ func notify(url string) func(context.Context, State) error {
 		}
 		return nil
 	}
-}
-
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
 }

@@ -108,7 +108,13 @@ func TestControlPort(t *testing.T) {
 			t.Errorf("Shutdown after Leave = %v, want already shutting down", err)
 		}
 		cancel()
-		for range states {
+		closed := time.After(10 * time.Second)
+		for open := true; open; {
+			select {
+			case _, open = <-states:
+			case <-closed:
+				t.Fatal("States did not close its channel after its context ended")
+			}
 		}
 	})
 }

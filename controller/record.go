@@ -231,19 +231,14 @@ func (c *Controller) startRecord(ctx context.Context, target zkstate.Color, id i
 	}
 	// Flushed before the first instruction, not only queued: a next leader
 	// must find this switch before any instruction of it can have landed,
-	// or it could undo it. The write goes on while the switch reads its
-	// settings and health-checks the target, which change nothing; the
+	// or it could undo it. The recorder writes it while the switch reads
+	// its settings and health-checks the target, which change nothing; the
 	// caller waits for it with flushed before it instructs anyone.
 	c.recMu.Lock()
 	c.current.Store(id)
 	seq := c.writeRecord(rec)
 	c.recMu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c.rec.Flush(ctx, seq)
-	}()
-	return rec, func() { <-done }
+	return rec, func() { c.rec.Flush(ctx, seq) }
 }
 
 // refuse finishes rec as refused: routing is unchanged.

@@ -9,11 +9,11 @@ import (
 	"math"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/switchyard/switchyard/internal/command"
 
 	"github.com/go-zookeeper/zk"
 	"github.com/sirupsen/logrus"
@@ -108,10 +108,10 @@ func (c *Controller) httpCheck(ctx context.Context, h zkstate.HTTPCheck) error {
 		want = http.StatusOK
 	}
 	if resp.StatusCode != want {
-		return fmt.Errorf("%s %s answered %d, want %d: %s", method, h.URL, resp.StatusCode, want, zkstate.Describe(clip(body)))
+		return fmt.Errorf("%s %s answered %d, want %d: %s", method, h.URL, resp.StatusCode, want, zkstate.Describe(command.Clip(body, checkOutput)))
 	}
 	if h.Body != "" && !bytes.Contains(body, []byte(h.Body)) {
-		return fmt.Errorf("%s %s answered %d without %q: %s", method, h.URL, resp.StatusCode, h.Body, zkstate.Describe(clip(body)))
+		return fmt.Errorf("%s %s answered %d without %q: %s", method, h.URL, resp.StatusCode, h.Body, zkstate.Describe(command.Clip(body, checkOutput)))
 	}
 	return nil
 }
@@ -127,26 +127,11 @@ func (c *Controller) commandCheck(ctx context.Context, argv []string, target zks
 	case c.cfg.ZKAuth == "":
 		return errors.New("command checks need ZooKeeper locked to the switchyard identity (SWITCHYARD_ZK_AUTH): in open mode anyone could name the command")
 	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), "SWITCHYARD_TARGET="+string(target), fmt.Sprintf("SWITCHYARD_SWITCH=%d", id))
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	// The check and whatever it started stop at its timeout.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = time.Second
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, zkstate.Describe(clip(out.Bytes())))
+	env := append(os.Environ(), "SWITCHYARD_TARGET="+string(target), fmt.Sprintf("SWITCHYARD_SWITCH=%d", id))
+	if out, err := command.Run(ctx, argv, env, checkOutput); err != nil {
+		return fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, zkstate.Describe(out))
 	}
 	return nil
-}
-
-// clip keeps the end of b, where a failure usually says why.
-func clip(b []byte) []byte {
-	if len(b) > checkOutput {
-		b = b[len(b)-checkOutput:]
-	}
-	return bytes.TrimSpace(b)
 }
 
 // failedChecks names the checks that failed, with why.

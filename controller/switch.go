@@ -45,6 +45,16 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 	}
 	analysis := rel.Analysis.WithDefaults()
 	analyzed := guard && !rel.Analysis.Disabled && rec.From != ""
+	// The baseline's first sample is taken from the log now: the log thins
+	// its older samples while the switch runs.
+	var from trafficSample
+	var fromOK bool
+	if analyzed {
+		if !asked {
+			askedAt = time.Now()
+		}
+		from, fromOK = c.traffic.since(askedAt.Add(-time.Duration(analysis.Window)))
+	}
 	if guard && len(rel.Checks) > 0 && !checksPassed(rec.Checks) {
 		results, ok := c.runChecks(ctx, target, id, rel.Checks)
 		rec.Checks = results
@@ -91,6 +101,8 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 	if note := c.waitGateways(ctx, indexes); note != "" {
 		rec.Reason = note
 	}
+	// The reports as they were before anything moved: read long since.
+	start := <-before
 	if err := c.takeOut(ctx, log, &rec, members, outs, targetUp, indexes); err != nil {
 		return ignorePreempted(err)
 	}
@@ -108,7 +120,6 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 	for _, m := range outs {
 		taken[m.ID] = true
 	}
-	start := <-before
 	moved := movedBaseline(start.reports)
 	if sm, err := c.streamMoves(ctx, taken, moved); err == nil && (sm.Left > 0 || sm.Moved > 0) {
 		rec.Streams = &sm
@@ -122,7 +133,7 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 		}
 	}
 	if analyzed {
-		c.startAnalysis(&rec, analysis, c.baseline(start, rec.From, time.Duration(analysis.Window), askedAt, asked))
+		c.startAnalysis(&rec, analysis, baseline(from, fromOK, start, rec.From))
 	}
 	c.finishRecord(ctx, rec)
 	log.WithField("took", done.Sub(rec.StartedAt).Round(time.Millisecond)).Info("switch done; gateways route to the target")
@@ -165,20 +176,16 @@ func (c *Controller) readGateways(ctx context.Context) <-chan gatewaysRead {
 	return out
 }
 
-// baseline is what color answered over the window before the flip at
-// askedAt (the switch's start, when unknown) up to the switch's start, the
-// read start: from the leader's samples; empty when the leader has none
-// from before the flip, as right after it took over.
-func (c *Controller) baseline(start gatewaysRead, color zkstate.Color, window time.Duration, askedAt time.Time, known bool) zkstate.Figures {
-	if !known {
-		askedAt = start.at
-	}
-	if start.err != nil {
+// baseline is what color answered from the leader's sample from, the
+// first of the window before the flip, to the reports read as the switch
+// started; empty when the leader has no sample from before the flip, as
+// right after it took over.
+func baseline(from trafficSample, ok bool, start gatewaysRead, color zkstate.Color) zkstate.Figures {
+	if !ok || start.err != nil {
 		return zkstate.Figures{Color: color}
 	}
 	to := sampleOf(start.reports, start.at)
-	from, ok := c.traffic.since(askedAt.Add(-window))
-	if !ok || !from.at.Before(to.at) {
+	if !from.at.Before(to.at) {
 		return zkstate.Figures{Color: color}
 	}
 	return figures(from, to, color)

@@ -113,8 +113,10 @@ type Gateway struct {
 	applyMu   sync.Mutex            // serializes rebuilds and reloads, never taken per request
 	upstreams map[Timeouts]*upstream
 	changed   chan struct{} // buffered(1): a pending report after a change
-	// routed is when the routing table last changed (UnixNano): the
-	// reports come faster for a while after it (reportLoop).
+	// routed is when a service's UP instances last changed (UnixNano):
+	// the reports come faster for a while after it (reportLoop). A change
+	// of an index, of readiness or of the standby list alone does not
+	// count: then no new instance takes traffic.
 	routed  atomic.Int64
 	running atomic.Bool
 	metrics *metrics
@@ -430,14 +432,16 @@ func (g *Gateway) applyAll(snap registry.Snapshot) {
 		}
 	}
 	changed := map[string]registry.Snapshot{}
-	kept := 0
+	kept, rerouted := 0, false
 	for svc, p := range prev.pools {
+		sameUp := sameStatus(p.eps, views[svc], registry.StatusUp)
 		switch {
 		case !snap.Ready && p.applied && p.ready:
 			kept++
-		case p.applied && p.ready == snap.Ready && sameUp(p, views[svc]) && (!prev.standby || sameStandby(p, views[svc])):
+		case p.applied && p.ready == snap.Ready && sameUp && (!prev.standby || sameStatus(p.standby, views[svc], registry.StatusOutOfService)):
 		default:
 			changed[svc] = registry.Snapshot{Index: snap.Index, Ready: snap.Ready, Instances: views[svc]}
+			rerouted = rerouted || !sameUp
 		}
 	}
 	if kept > 0 {
@@ -448,7 +452,9 @@ func (g *Gateway) applyAll(snap registry.Snapshot) {
 	if len(changed) > 0 {
 		t = withSnapshots(prev, changed)
 		g.table.Store(t)
-		g.routed.Store(time.Now().UnixNano())
+		if rerouted {
+			g.routed.Store(time.Now().UnixNano())
+		}
 		g.logApplied(prev, t, changed)
 		g.streams.changed(t.upIDs())
 	}
@@ -547,36 +553,22 @@ func movedBy(prev *Pool, service string, view []registry.Instance, standby bool)
 	return newest
 }
 
-// sameUp tells whether view, a service's instances in the registry's
-// order, has exactly p's endpoints as its UP instances.
-func sameUp(p *Pool, view []registry.Instance) bool {
+// sameStatus tells whether view, a service's instances in the registry's
+// order, has exactly eps as its instances in status st: a pool's UP
+// endpoints, or the OUT_OF_SERVICE ones a table that serves the preview
+// keeps.
+func sameStatus(eps []*Endpoint, view []registry.Instance, st registry.Status) bool {
 	n := 0
 	for i := range view {
-		if view[i].Status != registry.StatusUp {
+		if view[i].Status != st {
 			continue
 		}
-		if n == len(p.eps) || p.eps[n].inst != view[i] {
+		if n == len(eps) || eps[n].inst != view[i] {
 			return false
 		}
 		n++
 	}
-	return n == len(p.eps)
-}
-
-// sameStandby is sameUp for the OUT_OF_SERVICE instances a table that
-// serves the preview keeps.
-func sameStandby(p *Pool, view []registry.Instance) bool {
-	n := 0
-	for i := range view {
-		if view[i].Status != registry.StatusOutOfService {
-			continue
-		}
-		if n == len(p.standby) || p.standby[n].inst != view[i] {
-			return false
-		}
-		n++
-	}
-	return n == len(p.standby)
+	return n == len(eps)
 }
 
 // withSnapshots is Table.with for many services in one copy of the
@@ -624,7 +616,9 @@ func (g *Gateway) apply(service string, snap registry.Snapshot) {
 	}
 	t := prev.with(service, snap)
 	g.table.Store(t)
-	g.routed.Store(time.Now().UnixNano())
+	if !sameStatus(old.eps, snap.Instances, registry.StatusUp) {
+		g.routed.Store(time.Now().UnixNano())
+	}
 	up := t.pools[service].Len()
 	fields["up"], fields["ready"] = up, snap.Ready
 	if sw := movedBy(old, service, snap.Instances, t.standby); sw > 0 {

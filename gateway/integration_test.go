@@ -99,23 +99,6 @@ func startRegistry(t testing.TB) *registry.Client {
 
 // startStoppableRegistry runs the real registry handler on a server the
 // test can kill outright, long polls included, as a crash would.
-// waitWarmedUp waits until the restarted registry srv ends its warm-up
-// and returns the index of its first ready view of service ("" for all).
-func waitWarmedUp(t *testing.T, c *registry.Client, srv *server.Server, service string) uint64 {
-	t.Helper()
-	var ready uint64
-	testutil.Eventually(t, 5*time.Second, "the warm-up to end", func() bool {
-		srv.Store().Expire()
-		snap, err := c.Instances(context.Background(), service, 0, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ready = snap.Index
-		return snap.Ready
-	})
-	return ready
-}
-
 func startStoppableRegistry(t testing.TB, warmup time.Duration) (*registry.Client, *server.Server, func()) {
 	t.Helper()
 	log, _ := quietLog()
@@ -139,6 +122,23 @@ func startStoppableRegistry(t testing.TB, warmup time.Duration) (*registry.Clien
 	})
 	t.Cleanup(stop)
 	return registry.NewClient("http://"+ln.Addr().String(), testToken), srv, stop
+}
+
+// waitWarmedUp waits until the restarted registry srv ends its warm-up
+// and returns the index of its first ready view of service ("" for all).
+func waitWarmedUp(t *testing.T, c *registry.Client, srv *server.Server, service string) uint64 {
+	t.Helper()
+	var ready uint64
+	testutil.Eventually(t, 5*time.Second, "the warm-up to end", func() bool {
+		srv.Store().Expire()
+		snap, err := c.Instances(context.Background(), service, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ready = snap.Index
+		return snap.Ready
+	})
+	return ready
 }
 
 // startGateway runs a gateway on a free loopback port and returns its base

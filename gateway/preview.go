@@ -132,9 +132,8 @@ func (g *Gateway) chooseColor(w http.ResponseWriter, r *http.Request, ex *exchan
 	if hasHeader {
 		delete(r.Header, colorHeader)
 	}
-	view := ex.route.pool.byColor()
 	if preview {
-		c, err := view.idle(ex.route.Service)
+		c, err := ex.route.pool.byColor().idle(ex.route.Service)
 		if c != 0 {
 			ex.color = uint8(c)
 			w.Header()[previewHeader] = []string{colorLabels[c]}
@@ -160,7 +159,7 @@ func (g *Gateway) chooseColor(w http.ResponseWriter, r *http.Request, ex *exchan
 	}
 	ex.color = uint8(c)
 	w.Header()[previewHeader] = []string{colorLabels[c]}
-	if view.pools[c].Len() == 0 {
+	if ex.route.pool.byColor().pools[c].Len() == 0 {
 		err := &previewError{service: ex.route.Service, reason: previewNoColor, color: colorLabels[c]}
 		ex.err = err
 		writeError(w, http.StatusServiceUnavailable, err.Error())

@@ -173,3 +173,51 @@ func TestASummaryOfManyServicesNamesTheNewestSwitch(t *testing.T) {
 		t.Fatalf("summary names switch %v, want 22, the newest: %v", line.Data["switch"], line.Data)
 	}
 }
+
+// Fast reports follow a change of a service's UP instances, which is when
+// a color takes new traffic, and nothing else: an index, a DOWN instance
+// joining or the standby list alone do not start them.
+func TestOnlyAChangeOfTheUPInstancesStartsFastReports(t *testing.T) {
+	up := func(id string, port int) registry.Instance { return inst(id, "hello", port, registry.StatusUp) }
+	out := func(id string, port int) registry.Instance {
+		return inst(id, "hello", port, registry.StatusOutOfService)
+	}
+	down := func(id string, port int) registry.Instance { return inst(id, "hello", port, registry.StatusDown) }
+	tests := []struct {
+		desc  string
+		after []registry.Instance
+		fast  bool
+	}{
+		{"an index alone", []registry.Instance{up("a", 1), out("b", 2)}, false},
+		{"an OUT_OF_SERVICE instance that went DOWN", []registry.Instance{up("a", 1), down("b", 2)}, false},
+		{"a new instance registering OUT_OF_SERVICE", []registry.Instance{up("a", 1), out("b", 2), out("c", 3)}, false},
+		{"an instance brought UP", []registry.Instance{up("a", 1), up("b", 2)}, true},
+		{"an instance taken out", []registry.Instance{out("a", 1), out("b", 2)}, true},
+	}
+	for _, tt := range tests {
+		for _, path := range []string{"the watch of all services", "a watch of the service"} {
+			t.Run(tt.desc+" ("+path+")", func(t *testing.T) {
+				log, _ := quietLog()
+				// The preview keeps the standby list, so a change to it is a
+				// table change, yet no new traffic.
+				g, err := New(Config{Routes: []Route{{Prefix: "/", Service: "hello"}}, Source: newFakeSource(), Log: log, PreviewListen: "127.0.0.1:0"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				apply := func(index uint64, insts []registry.Instance) {
+					if path == "a watch of the service" {
+						g.apply("hello", snapOf(index, insts...))
+					} else {
+						g.applyAll(snapOf(index, insts...))
+					}
+				}
+				apply(10, []registry.Instance{up("a", 1), out("b", 2)})
+				g.routed.Store(0)
+				apply(11, tt.after)
+				if fast := g.routed.Load() != 0; fast != tt.fast {
+					t.Fatalf("fast reports started = %v, want %v", fast, tt.fast)
+				}
+			})
+		}
+	}
+}

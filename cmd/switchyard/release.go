@@ -26,12 +26,18 @@ instance to where it was before the switch began, one at a time and never
 with 0 UP. The aborted switch is filed as failed, "aborted".
 
 Exits 1 when there is no switch in flight. With --wait, it follows the way
-back as switch --wait does.`,
+back as switch --wait does, with its progress.`,
 		Args:              cobra.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: c.zkRun(func(cmd *cobra.Command, conn *zk.Conn, paths zkstate.Paths) error {
 			if w.askedBy == "" {
 				w.askedBy = defaultAsker()
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), w.timeout)
+			defer cancel()
+			var view zkstate.View
+			if w.following() {
+				view = c.viewBefore(ctx, conn, paths)
 			}
 			id, back, err := zkstate.Abort(conn, paths, c.auth, w.askedBy)
 			if errors.Is(err, zkstate.ErrNothingToAbort) {
@@ -41,19 +47,12 @@ back as switch --wait does.`,
 				return err
 			}
 			fmt.Printf("%s = %s (switch %d: abort)\n", paths.ActiveColor(), back, id)
-			if !w.wait {
+			if !w.following() {
 				return nil
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), w.timeout)
-			defer cancel()
-			rec, err := zkstate.WaitSwitch(ctx, conn, paths, id, back)
-			t := tracker{id: id, target: back, begun: time.Now()}
-			code, summary := outcome(t, rec, err)
-			if code != 0 {
-				fmt.Fprintln(os.Stderr, summary)
+			if code := follow(ctx, conn, paths, w, id, back, view); code != 0 {
 				return &reportedError{code}
 			}
-			fmt.Println(summary)
 			return nil
 		}),
 	}

@@ -99,7 +99,7 @@ func (c *common) switchServices(ctx context.Context, w switchFlags, color zkstat
 		// --timeout bounds each service, its analysis with --verify
 		// included, not the release as a whole.
 		sctx, cancel := context.WithTimeout(ctx, w.timeout)
-		id, _, rc, err := c.flip(sctx, conn, s.paths, move, color, 0)
+		id, rc, err := c.flip(sctx, conn, s.paths, move, color, 0)
 		cancel()
 		if err != nil {
 			stopped, code = i, codeError
@@ -144,7 +144,7 @@ func moveBack(ctx context.Context, c *common, conn *zk.Conn, svcs []releaseServi
 			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, w.timeout)
-		_, _, code, err := c.flip(sctx, conn, s.paths, w, s.before, s.written)
+		_, code, err := c.flip(sctx, conn, s.paths, w, s.before, s.written)
 		cancel()
 		switch {
 		case errors.Is(err, zkstate.ErrWrittenSince):

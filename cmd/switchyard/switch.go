@@ -51,7 +51,7 @@ type switchFlags struct {
 
 func (w *switchFlags) add(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&w.wait, "wait", false, "follow the switch until it is done; exit non-zero if it is refused, fails, is superseded or times out")
-	cmd.Flags().BoolVar(&w.verify, "verify", false, "with --wait, also wait for the post-switch analysis: exit 0 once verified, 2 if it rolled the switch back")
+	cmd.Flags().BoolVar(&w.verify, "verify", false, "also wait for the post-switch analysis (implies --wait): exit 0 once verified, 2 if it rolled the switch back")
 	cmd.Flags().DurationVar(&w.timeout, "timeout", 2*time.Minute, "how long --wait waits")
 	cmd.Flags().StringVar(&w.askedBy, "asked-by", env("SWITCHYARD_ASKED_BY", ""), "who asks, as switchyard history shows it (SWITCHYARD_ASKED_BY; default user@host)")
 }
@@ -132,7 +132,7 @@ func (c *common) switchTo(ctx context.Context, w switchFlags, color zkstate.Colo
 	}
 	ctx, cancel := context.WithTimeout(ctx, w.timeout)
 	defer cancel()
-	_, _, code, err := c.flip(ctx, conn, paths, w, color, 0)
+	_, code, err := c.flip(ctx, conn, paths, w, color, 0)
 	if err != nil {
 		return err
 	}
@@ -144,14 +144,14 @@ func (c *common) switchTo(ctx context.Context, w switchFlags, color zkstate.Colo
 
 // flip writes color to paths' /active_color (with over > 0, only over the
 // write with that zxid: zkstate.RequestSwitchOver), notes who asked, and
-// with --wait follows the switch, printing its progress, to its outcome
-// (and with --verify, its verdict). It returns the write's id, the record
-// and the exit code of the outcome; an error means nothing was written.
-func (c *common) flip(ctx context.Context, conn *zk.Conn, paths zkstate.Paths, w switchFlags, color zkstate.Color, over int64) (int64, zkstate.Switch, int, error) {
+// with --wait (or --verify) follows the switch to its outcome. It returns
+// the write's id and the exit code of the outcome; an error means nothing
+// was written.
+func (c *common) flip(ctx context.Context, conn *zk.Conn, paths zkstate.Paths, w switchFlags, color zkstate.Color, over int64) (int64, int, error) {
 	// The instances are read before the write: the statuses the switch
 	// starts from say how many steps it takes.
 	var view zkstate.View
-	if w.wait {
+	if w.following() {
 		view = c.viewBefore(ctx, conn, paths)
 	}
 	var id int64
@@ -162,10 +162,10 @@ func (c *common) flip(ctx context.Context, conn *zk.Conn, paths zkstate.Paths, w
 		id, err = zkstate.RequestSwitch(conn, paths, c.auth, string(color))
 	}
 	if errors.Is(err, zkstate.ErrBadColor) {
-		return 0, zkstate.Switch{}, 0, usageError(err)
+		return 0, 0, usageError(err)
 	}
 	if err != nil {
-		return 0, zkstate.Switch{}, 0, err
+		return 0, 0, err
 	}
 	log := c.log.WithFields(logrus.Fields{"switch": id, "target": color})
 	if w.askedBy == "" {
@@ -175,9 +175,20 @@ func (c *common) flip(ctx context.Context, conn *zk.Conn, paths zkstate.Paths, w
 		log.WithError(err).Warn("could not note who asked for the switch; switchyard history will show unknown")
 	}
 	fmt.Printf("%s = %s (switch %d)\n", paths.ActiveColor(), color, id)
-	if !w.wait {
-		return id, zkstate.Switch{ID: id, Target: color}, 0, nil
+	if !w.following() {
+		return id, 0, nil
 	}
+	return id, follow(ctx, conn, paths, w, id, color, view), nil
+}
+
+// following tells whether the command follows its switch: --verify
+// implies --wait.
+func (w switchFlags) following() bool { return w.wait || w.verify }
+
+// follow follows switch id to color, printing its progress, to its
+// outcome (and with --verify, its verdict), and returns the exit code.
+// view is the instances before the write, for the steps expected.
+func follow(ctx context.Context, conn *zk.Conn, paths zkstate.Paths, w switchFlags, id int64, color zkstate.Color, view zkstate.View) int {
 	t := tracker{id: id, target: color, expected: expectedSteps(view, color), begun: time.Now(), noLeader: view.Leader == nil}
 	var p progress = &plainProgress{tracker: t, out: os.Stdout, errOut: os.Stderr}
 	if isTerminal(os.Stdout) {
@@ -189,7 +200,7 @@ func (c *common) flip(ctx context.Context, conn *zk.Conn, paths zkstate.Paths, w
 	if code == 0 && w.verify {
 		code = verify(ctx, conn, paths, rec)
 	}
-	return id, rec, code, nil
+	return code
 }
 
 // verify waits for the post-switch analysis of rec and prints its verdict.

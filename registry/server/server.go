@@ -392,20 +392,6 @@ const IndexHeader = "X-Switchyard-Index"
 // decode reads exactly one JSON value with known fields: trailing data
 // after it is refused, not ignored. A body over the limit is answered 413
 // whether it announced its length or was sent in chunks.
-// switchOf reads the switch a call is made for from SwitchHeader: 0
-// without one, a 400 for anything but a positive id.
-func switchOf(c echo.Context) (int64, error) {
-	h := c.Request().Header.Get(registry.SwitchHeader)
-	if h == "" {
-		return 0, nil
-	}
-	sw, err := strconv.ParseInt(h, 10, 64)
-	if err != nil || sw <= 0 {
-		return 0, echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("%s must be a positive switch id, not %q", registry.SwitchHeader, h))
-	}
-	return sw, nil
-}
-
 func decode(c echo.Context, v any) error {
 	dec := json.NewDecoder(c.Request().Body)
 	dec.DisallowUnknownFields()
@@ -422,6 +408,20 @@ func decode(c echo.Context, v any) error {
 		return echo.NewHTTPError(http.StatusBadRequest, "malformed JSON body: trailing data after the JSON value")
 	}
 	return nil
+}
+
+// switchOf reads the switch a call is made for from SwitchHeader: 0
+// without one, a 400 for anything but a positive id.
+func switchOf(c echo.Context) (int64, error) {
+	h := c.Request().Header.Get(registry.SwitchHeader)
+	if h == "" {
+		return 0, nil
+	}
+	sw, err := strconv.ParseInt(h, 10, 64)
+	if err != nil || sw <= 0 {
+		return 0, echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("%s must be a positive switch id, not %q", registry.SwitchHeader, h))
+	}
+	return sw, nil
 }
 
 // jsonError answers every error as {"error": "..."} with a fitting code.
