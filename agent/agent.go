@@ -82,11 +82,6 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log = log.WithField("instance", inst.ID())
 	if err := inst.Start(ctx); err != nil {
-		// A registration that went through before ZooKeeper failed must
-		// not wait for its lease to run out.
-		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = cfg.Registry.Deregister(dctx, inst.ID())
-		cancel()
 		stopApp()
 		if errors.Is(err, registry.ErrUnauthorized) {
 			return fmt.Errorf("agent: the registry refused the token: check SWITCHYARD_TOKEN, or that the instance token was made for id %q: %w", inst.ID(), err)

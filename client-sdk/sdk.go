@@ -194,18 +194,27 @@ func (i *Instance) record() registry.Instance {
 }
 
 // Start registers the instance OUT_OF_SERVICE, creates its ephemeral node
-// and keeps both alive until Shutdown.
+// and keeps both alive until Shutdown. When it fails after the
+// registration, it deregisters: the registration must not wait for its
+// lease to run out.
 func (i *Instance) Start(ctx context.Context) error {
 	if err := i.cfg.Registry.Register(ctx, i.record()); err != nil {
 		return fmt.Errorf("sdk: register %s: %w", i.cfg.ID, err)
 	}
+	undo := func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = i.cfg.Registry.Deregister(dctx, i.cfg.ID)
+	}
 	conn, events, err := zkstate.Connect(ctx, i.cfg.ZK, i.cfg.ZKSessionTimeout, i.cfg.ZKAuth, zkLogger{i.log})
 	if err != nil {
+		undo()
 		return fmt.Errorf("sdk: %w", err)
 	}
 	i.zk = conn
 	if err := i.ensureNode(); err != nil {
 		conn.Close()
+		undo()
 		return err
 	}
 	bg, cancel := context.WithCancel(context.Background())

@@ -2,6 +2,7 @@ package sdk_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -370,5 +371,34 @@ func TestAnInstructionsSwitchReachesTheRegistry(t *testing.T) {
 				t.Fatalf("registry has %s for switch %d, want %s for switch %d", in.Status, in.Switch, tc.want, tc.sw)
 			}
 		})
+	}
+}
+
+// A Start that registered but could not reach ZooKeeper takes the
+// registration back rather than leave it until its lease runs out.
+func TestAStartThatFailsAfterRegisteringDeregisters(t *testing.T) {
+	e := setup(t)
+	port, err := local.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := sdk.New(sdk.Config{
+		Service: "hello", Color: "green", Address: "127.0.0.1", Port: 1,
+		ZK: []string{fmt.Sprintf("127.0.0.1:%d", port)}, ZKSessionTimeout: time.Second, Registry: e.reg, Token: key,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := inst.Start(ctx); err == nil {
+		t.Fatal("Start succeeded without ZooKeeper")
+	}
+	snap, err := e.reg.Instances(context.Background(), "hello", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Instances) != 0 {
+		t.Fatalf("after the failed Start the registry still lists %+v", snap.Instances)
 	}
 }

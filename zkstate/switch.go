@@ -55,6 +55,11 @@ func Connect(ctx context.Context, servers []string, sessionTimeout time.Duration
 // ReadSwitch reads the switch record; ok is false when there is none yet.
 func ReadSwitch(c *zk.Conn, p Paths) (rec Switch, ok bool, err error) {
 	b, _, err := c.Get(p.Switch())
+	return decodeSwitch(p, b, err)
+}
+
+// decodeSwitch is the record in b, as a read of it answered (err).
+func decodeSwitch(p Paths, b []byte, err error) (rec Switch, ok bool, _ error) {
 	if errors.Is(err, zk.ErrNoNode) {
 		return rec, false, nil
 	}
@@ -152,33 +157,45 @@ func WaitSwitch(ctx context.Context, conn *zk.Conn, paths Paths, id int64, targe
 // caller can show the switch's progress. seen runs on the caller's
 // goroutine; nil is allowed.
 func FollowSwitch(ctx context.Context, conn *zk.Conn, paths Paths, id int64, target Color, seen func(Switch)) (Switch, error) {
-	for {
-		_, _, watch, err := conn.GetW(paths.Switch())
-		if err != nil && !errors.Is(err, zk.ErrNoNode) {
-			return Switch{}, fmt.Errorf("watch %s: %w", paths.Switch(), err)
+	return watchSwitch(ctx, conn, paths, "the switch to "+string(target), func(rec Switch, ok bool) (Switch, bool, error) {
+		if !ok || rec.ID < id {
+			return rec, false, nil
 		}
-		rec, ok, err := ReadSwitch(conn, paths)
+		if seen != nil {
+			seen(rec)
+		}
+		switch {
+		case rec.Target != target && rec.ID > id && rec.Goal != target:
+			return rec, true, fmt.Errorf("%w (now %s)", ErrSuperseded, rec.Target)
+		case rec.Target == target && rec.Phase == PhaseDone:
+			return rec, true, nil
+		case rec.Target == target && rec.Phase.Finished():
+			return rec, true, fmt.Errorf("%w: switch to %s %s: %s", ErrNotDone, target, rec.Phase, rec.Reason)
+		}
+		return rec, false, nil
+	})
+}
+
+// watchSwitch reads the switch record each time it changes, and at least
+// every second (a watch may be lost with a reconnect, and the history
+// changes without one), until check says it is done, and returns what
+// check returned then. waiting names what is waited for in the error of a
+// context that ends first.
+func watchSwitch(ctx context.Context, conn *zk.Conn, paths Paths, waiting string, check func(rec Switch, ok bool) (Switch, bool, error)) (Switch, error) {
+	for {
+		b, _, watch, err := conn.GetW(paths.Switch())
+		rec, ok, err := decodeSwitch(paths, b, err)
 		if err != nil {
 			return rec, err
 		}
-		if ok && rec.ID >= id {
-			if seen != nil {
-				seen(rec)
-			}
-			switch {
-			case rec.Target != target && rec.ID > id && rec.Goal != target:
-				return rec, fmt.Errorf("%w (now %s)", ErrSuperseded, rec.Target)
-			case rec.Target == target && rec.Phase == PhaseDone:
-				return rec, nil
-			case rec.Target == target && rec.Phase.Finished():
-				return rec, fmt.Errorf("%w: switch to %s %s: %s", ErrNotDone, target, rec.Phase, rec.Reason)
-			}
+		if out, done, err := check(rec, ok); done {
+			return out, err
 		}
 		select {
 		case <-ctx.Done():
-			return rec, fmt.Errorf("waiting for the switch to %s: %w", target, ctx.Err())
+			return rec, fmt.Errorf("waiting for %s: %w", waiting, ctx.Err())
 		case <-watch:
-		case <-time.After(time.Second): // a watch may be lost with a reconnect
+		case <-time.After(time.Second):
 		}
 	}
 }
@@ -206,23 +223,16 @@ func Abort(conn *zk.Conn, paths Paths, auth Auth, askedBy string) (int64, Color,
 	if rec.From == "" {
 		return 0, "", fmt.Errorf("%w: switch %d to %s has no color before it to return to", ErrNothingToAbort, rec.ID, rec.Target)
 	}
-	_, stat, err := conn.Get(paths.ActiveColor())
-	if err != nil {
-		return 0, "", fmt.Errorf("read %s: %w", paths.ActiveColor(), err)
-	}
-	if stat.Mzxid != rec.ID {
-		return 0, "", fmt.Errorf("%w: /active_color was written again after switch %d; the leader is converging on that write", ErrNothingToAbort, rec.ID)
-	}
-	st, err := conn.Set(paths.ActiveColor(), []byte(rec.From), stat.Version)
-	if errors.Is(err, zk.ErrBadVersion) {
-		return 0, "", fmt.Errorf("%w: /active_color was written again while aborting", ErrNothingToAbort)
+	id, err := RequestSwitchOver(conn, paths, string(rec.From), rec.ID)
+	if errors.Is(err, ErrWrittenSince) {
+		return 0, "", fmt.Errorf("%w: /active_color was written again after switch %d; the leader is converging on that write (%w)", ErrNothingToAbort, rec.ID, err)
 	}
 	if err != nil {
-		return 0, "", fmt.Errorf("write %s: %w", paths.ActiveColor(), err)
+		return 0, "", err
 	}
 	// Best effort, as for a switch: the abort stands without its note.
-	_ = NoteRequest(conn, paths, auth, st.Mzxid, "abort by "+askedBy)
-	return st.Mzxid, rec.From, nil
+	_ = NoteRequest(conn, paths, auth, id, "abort by "+askedBy)
+	return id, rec.From, nil
 }
 
 // FollowVerdict waits for the post-switch analysis of switch id to end,
@@ -230,31 +240,16 @@ func Abort(conn *zk.Conn, paths Paths, auth Auth, askedBy string) (int64, Color,
 // current, from the history once a later switch (the rollback) replaced
 // it. A switch without an analysis is returned as it is.
 func FollowVerdict(ctx context.Context, conn *zk.Conn, paths Paths, id int64) (Switch, error) {
-	for {
-		_, _, watch, err := conn.GetW(paths.Switch())
-		if err != nil && !errors.Is(err, zk.ErrNoNode) {
-			return Switch{}, fmt.Errorf("watch %s: %w", paths.Switch(), err)
+	return watchSwitch(ctx, conn, paths, fmt.Sprintf("the analysis of switch %d", id), func(rec Switch, ok bool) (Switch, bool, error) {
+		if ok && rec.ID == id {
+			return rec, rec.Verdict != VerdictAnalyzing, nil
 		}
-		rec, ok, err := ReadSwitch(conn, paths)
-		if err != nil {
-			return rec, err
-		}
-		if ok && rec.ID == id && rec.Verdict != VerdictAnalyzing {
-			return rec, nil
-		}
-		if !ok || rec.ID != id {
-			hist, _ := ReadHistory(conn, paths, 20)
-			for _, h := range hist {
-				if h.ID == id && h.Verdict != VerdictAnalyzing {
-					return h, nil
-				}
+		hist, _ := ReadHistory(conn, paths, 20)
+		for _, h := range hist {
+			if h.ID == id && h.Verdict != VerdictAnalyzing {
+				return h, true, nil
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return rec, fmt.Errorf("waiting for the analysis of switch %d: %w", id, ctx.Err())
-		case <-watch:
-		case <-time.After(time.Second): // the history changes without a watch
-		}
-	}
+		return rec, false, nil
+	})
 }

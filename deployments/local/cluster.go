@@ -1,8 +1,6 @@
 package local
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -394,7 +392,8 @@ func (c *Cluster) startExample(ctx context.Context, binary string, color zkstate
 	if err != nil {
 		return nil, err
 	}
-	addr, err := waitListen(ctx, logPath, p, 15*time.Second)
+	// hello prints a LISTEN line once bound.
+	addr, err := waitLine(ctx, logPath, p, "LISTEN ", 15*time.Second)
 	if err != nil {
 		p.Kill()
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -404,25 +403,6 @@ func (c *Cluster) startExample(ctx context.Context, binary string, color zkstate
 	c.Instances = append(c.Instances, inst)
 	c.mu.Unlock()
 	return inst, nil
-}
-
-// waitListen reads the LISTEN line hello prints once bound.
-func waitListen(ctx context.Context, logPath string, p *Proc, within time.Duration) (addr string, err error) {
-	err = retry.Until(ctx, within, func() (bool, error) {
-		b, _ := os.ReadFile(logPath)
-		sc := bufio.NewScanner(bytes.NewReader(b))
-		for sc.Scan() {
-			if rest, ok := strings.CutPrefix(sc.Text(), "LISTEN "); ok {
-				addr = strings.Fields(rest)[0]
-				return true, nil
-			}
-		}
-		if !p.Alive() {
-			return true, fmt.Errorf("exited before listening: %s", tail(b, 1500))
-		}
-		return false, nil
-	})
-	return addr, err
 }
 
 // waitHTTP polls url until it answers (with want, when want is not 0).

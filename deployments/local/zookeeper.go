@@ -359,42 +359,30 @@ func (z *ZooKeeper) waitServing(ctx context.Context) error {
 
 // Mode is what the server's srvr command says it is: standalone, leader
 // or follower; "" while it does not serve (no quorum) or does not answer.
-func (z *ZooKeeper) Mode() string {
-	c, err := net.DialTimeout("tcp", z.Addr, time.Second)
-	if err != nil {
-		return ""
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := c.Write([]byte("srvr")); err != nil {
-		return ""
-	}
-	b, _ := io.ReadAll(c)
-	for _, line := range strings.Split(string(b), "\n") {
-		if mode, ok := strings.CutPrefix(line, "Mode: "); ok {
-			return strings.TrimSpace(mode)
-		}
-	}
-	return ""
-}
+func (z *ZooKeeper) Mode() string { return z.fourLetter("srvr", "Mode: ") }
 
 // peerState is what the server's mntr command says of its part in the
 // ensemble: "following - broadcast" or "leading - broadcast" once it is in
 // sync, another phase before; "" when it does not answer.
-func (z *ZooKeeper) peerState() string {
+func (z *ZooKeeper) peerState() string { return z.fourLetter("mntr", "zk_peer_state\t") }
+
+// fourLetter sends the four-letter command cmd and returns the value of
+// its answer's line that starts with prefix; "" when the server does not
+// answer or says no such line.
+func (z *ZooKeeper) fourLetter(cmd, prefix string) string {
 	c, err := net.DialTimeout("tcp", z.Addr, time.Second)
 	if err != nil {
 		return ""
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := c.Write([]byte("mntr")); err != nil {
+	if _, err := c.Write([]byte(cmd)); err != nil {
 		return ""
 	}
 	b, _ := io.ReadAll(c)
 	for _, line := range strings.Split(string(b), "\n") {
-		if st, ok := strings.CutPrefix(line, "zk_peer_state\t"); ok {
-			return strings.TrimSpace(st)
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			return strings.TrimSpace(v)
 		}
 	}
 	return ""
