@@ -100,6 +100,11 @@ func (f *fakeFleet) Instances(context.Context, string, uint64, time.Duration) (r
 	return snap, nil
 }
 
+func (f *fakeFleet) WatchGateways(ctx context.Context, _ uint64, _ time.Duration) ([]registry.GatewayReport, uint64, error) {
+	gws, err := f.Gateways(ctx)
+	return gws, 0, err
+}
+
 func (f *fakeFleet) Gateways(context.Context) ([]registry.GatewayReport, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -33,6 +33,7 @@ import (
 type Registry interface {
 	Instances(ctx context.Context, service string, waitIndex uint64, wait time.Duration) (registry.Snapshot, error)
 	Gateways(ctx context.Context) ([]registry.GatewayReport, error)
+	WatchGateways(ctx context.Context, waitIndex uint64, wait time.Duration) ([]registry.GatewayReport, uint64, error)
 }
 
 // Config configures a controller.
@@ -88,6 +89,9 @@ type Controller struct {
 	// asked is the last valid color the leader's watch read in
 	// /active_color; each step checks it to give way to a newer target.
 	asked atomic.Pointer[zkstate.Color]
+	// rollback is the analysis's latest write of /active_color, set before
+	// the write is sent (see guarded).
+	rollback atomic.Pointer[rollbackWrite]
 	// leading is true while this controller acts as leader.
 	leading atomic.Bool
 	// epoch fences this leader's instructions: the creation zxid of its

@@ -69,21 +69,24 @@ func (c *Controller) waitGateways(ctx context.Context, indexes map[string]uint64
 	var err error
 	wctx, cancel := context.WithTimeout(ctx, c.cfg.GatewayTimeout)
 	defer cancel()
+	deadline, _ := wctx.Deadline()
 	// A switch waits here up to three times (canary, make, done), and a
-	// gateway applies a change within milliseconds: polling every few
-	// ms, not with retry.Until's backoff to 100 ms, keeps the wait that
-	// short. A poll is one registry read, of every gateway's report: with
-	// twenty gateways routing a thousand instances each, a large one.
+	// gateway applies a change within milliseconds: each report is seen as
+	// it lands, by a blocking query on the reports. A registry whose index
+	// did not move (one without blocking queries, or one that restarted)
+	// is polled every few ms instead.
 	poll := retry.Backoff{Min: 2 * time.Millisecond, Max: 10 * time.Millisecond}
+	var index uint64
 	for {
 		var reports []registry.GatewayReport
-		reports, err = c.cfg.Registry.Gateways(wctx)
+		var idx uint64
+		reports, idx, err = c.cfg.Registry.WatchGateways(wctx, index, time.Until(deadline))
 		if err == nil {
 			lagging = lagging[:0]
 			for _, r := range reports {
-				for svc, idx := range indexes {
+				for svc, want := range indexes {
 					// A gateway that does not route svc has nothing to apply.
-					if got, routes := r.Applied[svc]; routes && got < idx {
+					if got, routes := r.Applied[svc]; routes && got < want {
 						lagging = append(lagging, r.ID)
 						break
 					}
@@ -93,6 +96,12 @@ func (c *Controller) waitGateways(ctx context.Context, indexes map[string]uint64
 				return ""
 			}
 		}
+		if err == nil && idx > index {
+			index = idx
+			poll.Reset()
+			continue
+		}
+		index = 0
 		if retry.Sleep(wctx, poll.Next()) != nil {
 			break
 		}

@@ -3,6 +3,8 @@ package controller
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -43,22 +45,56 @@ func (p *preservation) hold(nodes int, now time.Time, holdFor time.Duration) (ho
 	return false, false
 }
 
-// members reads the instance nodes and joins them with the registry. A
-// node whose identity does not check out is quarantined: it is never
-// instructed nor counted, and it is logged once at warn.
-func (c *Controller) members(snap registry.Snapshot) ([]Member, []zkstate.Quarantined, error) {
+// nodeNames is the instance nodes' names by color, as listed at once.
+type nodeNames map[zkstate.Color][]string
+
+// listNodes lists the instance nodes of both colors, both reads at once:
+// go-zookeeper pipelines the requests of concurrent calls on its one
+// connection, so this takes one round trip, not two.
+func (c *Controller) listNodes() (nodeNames, error) {
+	var mu sync.Mutex
+	var errs []error
+	out := nodeNames{}
+	var wg sync.WaitGroup
+	for _, color := range zkstate.Colors {
+		wg.Go(func() {
+			ids, _, err := c.conn.Children(c.paths.Color(color))
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("list %s: %w", c.paths.Color(color), err))
+				return
+			}
+			out[color] = ids
+		})
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
+}
+
+// maxNodeReads bounds the instance nodes read at once: a leader that just
+// took over reads every node, a thousand or more.
+const maxNodeReads = 32
+
+// members joins the instance nodes listed (names waits for the listing)
+// with the registry. A node whose identity does not check out is
+// quarantined: it is never instructed nor counted, and it is logged once at
+// warn. Node data never changes, so only nodes not seen before, or made
+// again at another address, are read, and those at once.
+func (c *Controller) members(snap registry.Snapshot, names func() (nodeNames, error)) ([]Member, []zkstate.Quarantined, error) {
 	byID := make(map[string]registry.Instance, len(snap.Instances))
 	for _, in := range snap.Instances {
 		byID[in.ID] = in
 	}
+	listed, err := names()
+	if err != nil {
+		return nil, nil, err
+	}
 	var nodes []zkstate.Announced
+	var unread []int // indexes into nodes
 	seen := map[string]bool{}
 	for _, color := range zkstate.Colors {
-		ids, _, err := c.conn.Children(c.paths.Color(color))
-		if err != nil {
-			return nil, nil, fmt.Errorf("list %s: %w", c.paths.Color(color), err)
-		}
-		for _, id := range ids {
+		for _, id := range listed[color] {
 			p := c.paths.Instance(color, id)
 			seen[p] = true
 			a, ok := c.nodes[p]
@@ -66,20 +102,16 @@ func (c *Controller) members(snap registry.Snapshot) ([]Member, []zkstate.Quaran
 				ok = false // the node may have been made again with other data
 			}
 			if !ok {
-				b, _, err := c.conn.Get(p)
-				if errors.Is(err, zk.ErrNoNode) {
-					continue
-				}
-				if err != nil {
-					return nil, nil, fmt.Errorf("read %s: %w", p, err)
-				}
-				n, perr := zkstate.ParseInstanceNode(b)
-				a = zkstate.Announced{Color: color, Name: id, Node: n, Err: perr}
-				c.nodes[p] = a
+				a = zkstate.Announced{Color: color, Name: id}
+				unread = append(unread, len(nodes))
 			}
 			nodes = append(nodes, a)
 		}
 	}
+	if err := c.readNodes(nodes, unread); err != nil {
+		return nil, nil, err
+	}
+	nodes = slices.DeleteFunc(nodes, func(a zkstate.Announced) bool { return a.Name == "" })
 	for p := range c.nodes {
 		if !seen[p] {
 			delete(c.nodes, p)
@@ -95,6 +127,42 @@ func (c *Controller) members(snap registry.Snapshot) ([]Member, []zkstate.Quaran
 	members, quarantined := zkstate.Join(nodes, snap.Instances, zkstate.AddressPolicy(c.cfg.AllowLoopback))
 	c.warnQuarantined(quarantined)
 	return members, quarantined, nil
+}
+
+// readNodes reads the data of nodes[i] for each i in unread, up to
+// maxNodeReads at once, and caches it. A node gone meanwhile is left with
+// an empty Name.
+func (c *Controller) readNodes(nodes []zkstate.Announced, unread []int) error {
+	errs := make([]error, len(unread))
+	sem := make(chan struct{}, maxNodeReads)
+	var wg sync.WaitGroup
+	for k, i := range unread {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			a := &nodes[i]
+			p := c.paths.Instance(a.Color, a.Name)
+			b, _, err := c.conn.Get(p)
+			switch {
+			case errors.Is(err, zk.ErrNoNode):
+				a.Name = ""
+			case err != nil:
+				errs[k] = fmt.Errorf("read %s: %w", p, err)
+			default:
+				a.Node, a.Err = zkstate.ParseInstanceNode(b)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for _, i := range unread {
+		if a := nodes[i]; a.Name != "" {
+			c.nodes[c.paths.Instance(a.Color, a.Name)] = a
+		}
+	}
+	return nil
 }
 
 // errPreserving ends a pass that holds every status (self-preservation).

@@ -7,8 +7,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/switchyard/switchyard/zkstate"
 )
 
 // metrics are a controller's Prometheus series, in a registry of its own so
@@ -59,20 +57,6 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) handler() http.Handler { return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}) }
-
-// askedAt is when /active_color was last written, if it still asks for
-// target: the start of a switch's propagation. A switch resumed by a new
-// leader keeps the original write, so a failover counts in its propagation.
-func (c *Controller) askedAt(target zkstate.Color) (time.Time, bool) {
-	raw, stat, err := c.conn.Get(c.paths.ActiveColor())
-	if err != nil {
-		return time.Time{}, false
-	}
-	if asked, err := zkstate.ParseColor(raw); err != nil || asked != target {
-		return time.Time{}, false
-	}
-	return time.UnixMilli(stat.Mtime), true
-}
 
 // observePropagation records a switch whose final routing table every
 // gateway confirmed now.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -13,29 +14,31 @@ import (
 
 // reconcile makes one pass toward /active_color: it observes, lets Decide
 // choose, and acts.
+//
+// A flip waits for this pass's reads before anything moves, so they are
+// issued at once rather than one after another: go-zookeeper pipelines the
+// requests of concurrent calls on its one connection, and the registry is
+// read beside ZooKeeper. Only the record waits for /active_color's read, so
+// that it is never older than the value it is judged against: a rollback
+// files its verdict in the record before it writes /active_color.
 func (c *Controller) reconcile(ctx context.Context) error {
 	if err := c.sess.Wait(ctx); err != nil {
 		return err
 	}
-	// The registry is read beside ZooKeeper: with Consul its read is the
-	// longer one, and a flip waits for both before it starts. A snapshot
-	// that started a moment before the ZooKeeper reads is no older than
-	// one that follows a slow ZooKeeper read.
-	type listing struct {
-		snap registry.Snapshot
-		err  error
-	}
-	listed := make(chan listing, 1)
-	go func() {
-		snap, err := c.cfg.Registry.Instances(ctx, "", 0, 0)
-		listed <- listing{snap, err}
-	}()
+	listed := later(func() (registry.Snapshot, error) { return c.cfg.Registry.Instances(ctx, "", 0, 0) })
+	names := later(c.listNodes)
+	p := pass{release: later(func() (zkstate.Release, error) { return zkstate.ReadRelease(c.conn, c.paths) })}
 	raw, stat, err := c.conn.Get(c.paths.ActiveColor())
 	if err != nil {
 		return fmt.Errorf("read %s: %w", c.paths.ActiveColor(), err)
 	}
 	obs := Observed{Zxid: stat.Mzxid}
 	obs.Asked, _ = zkstate.ParseColor(raw)
+	p.asked, p.written, p.zxid, p.version = obs.Asked, time.UnixMilli(stat.Mtime), stat.Mzxid, stat.Version
+	p.request = later(func() (request, error) {
+		r, ok, err := zkstate.ReadRequest(c.conn, c.paths, stat.Mzxid)
+		return request{r, ok}, err
+	})
 	if rec, ok, err := zkstate.ReadSwitch(c.conn, c.paths); err != nil {
 		// A corrupt record must not stop the controller; it is rewritten.
 		c.log.WithError(err).Warn("switch record unreadable; starting a fresh one")
@@ -46,8 +49,7 @@ func (c *Controller) reconcile(ctx context.Context) error {
 		rec := c.refuseValue(ctx, raw, stat.Mzxid, obs.Record)
 		obs.Record = &rec
 	}
-	l := <-listed
-	snap, regErr := l.snap, l.err
+	snap, regErr := listed()
 	obs.Ready = regErr == nil && snap.Ready
 	d := Decide(obs)
 	if d.Action == Wait {
@@ -56,7 +58,7 @@ func (c *Controller) reconcile(ctx context.Context) error {
 		}
 		return nil
 	}
-	members, quarantined, err := c.members(snap)
+	members, quarantined, err := c.members(snap, names)
 	if errors.Is(err, errPreserving) {
 		return nil
 	}
@@ -83,11 +85,53 @@ func (c *Controller) reconcile(ctx context.Context) error {
 			return nil
 		}
 		c.log.WithFields(logrus.Fields{"target": d.Target, "switch": d.ID}).Info("a target instance is healthy now; retrying the refused switch")
-		return c.runSwitch(ctx, d.Target, d.ID, obs.Record, members, quarantined)
+		return c.runSwitch(ctx, p, d.Target, d.ID, obs.Record, members, quarantined)
 	case Switch:
-		return c.runSwitch(ctx, d.Target, d.ID, obs.Record, members, quarantined)
+		return c.runSwitch(ctx, p, d.Target, d.ID, obs.Record, members, quarantined)
 	}
 	return nil
+}
+
+// pass is what a reconcile pass read as it began that a switch it starts
+// needs too.
+type pass struct {
+	asked   zkstate.Color // what /active_color held, "" when not a color
+	written time.Time     // when it was written
+	zxid    int64         // the write
+	version int32         // the version it made
+	request func() (request, error)
+	release func() (zkstate.Release, error)
+}
+
+// request is the request note of a write, when there is one.
+type request struct {
+	zkstate.Request
+	ok bool
+}
+
+// askedAt is when /active_color was written, if it asks for target: the
+// start of a switch's propagation. A switch resumed by a new leader keeps
+// the original write, so a failover counts in its propagation.
+func (p pass) askedAt(target zkstate.Color) (time.Time, bool) {
+	if p.asked != target || p.written.IsZero() {
+		return time.Time{}, false
+	}
+	return p.written, true
+}
+
+// later starts f and returns a function that waits for its result.
+func later[T any](f func() (T, error)) func() (T, error) {
+	var v T
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		v, err = f()
+	}()
+	return func() (T, error) {
+		<-done
+		return v, err
+	}
 }
 
 // ignorePreempted treats a switch that gave way to a newer target as

@@ -12,6 +12,7 @@ import (
 	"github.com/go-zookeeper/zk"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard/switchyard/internal/retry"
 	"github.com/switchyard/switchyard/zkstate"
 )
 
@@ -72,6 +73,7 @@ func (r *recorder) Flush(ctx context.Context, seq uint64) {
 // Run writes queued records until ctx ends; what is still queued then is
 // dropped, since a controller that lost leadership must not write.
 func (r *recorder) Run(ctx context.Context) {
+	backoff := retry.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
 	for {
 		select {
 		case <-ctx.Done():
@@ -85,9 +87,19 @@ func (r *recorder) Run(ctx context.Context) {
 			continue
 		}
 		if _, err := r.conn.Set(r.path, encode(*rec), -1); err != nil {
-			r.log.WithError(err).WithField("switch", rec.ID).Warn("could not write the switch record; the next step writes it again")
+			// A switch may be waiting for this write before it instructs
+			// anyone: it is tried again, unless a newer record comes first.
+			wait := backoff.Next()
+			r.log.WithError(err).WithFields(logrus.Fields{"switch": rec.ID, "retry_in": wait}).Warn("could not write the switch record; retrying")
+			if retry.Sleep(ctx, wait) == nil {
+				select {
+				case r.kick <- struct{}{}:
+				default:
+				}
+			}
 			continue
 		}
+		backoff.Reset()
 		r.mu.Lock()
 		r.written = seq
 		close(r.wrote)

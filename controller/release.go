@@ -38,9 +38,34 @@ const checkOutput = 512
 
 // guarded reports whether the switch answering write id is one the
 // controller made to roll back, which goes ahead unguarded.
-func (c *Controller) guarded(id int64) bool {
-	r, ok, err := zkstate.ReadRequest(c.conn, c.paths, id)
-	return err != nil || !ok || !strings.HasPrefix(r.AskedBy, AnalysisAsker)
+//
+// The rollback's request note can only follow its write, since it is
+// named by the write's zxid, and the pass may read it first. A rollback
+// this leader is writing is known without the note: its write is marked
+// before it is sent, with the version it makes.
+func (c *Controller) guarded(ctx context.Context, p pass, id int64) bool {
+	if w := c.rollback.Load(); w != nil && id == p.zxid && p.version == w.version {
+		select {
+		case <-w.done:
+		case <-ctx.Done():
+		}
+		if w.zxid == id {
+			return false
+		}
+	}
+	r, err := p.request()
+	if id != p.zxid {
+		// A switch resumed for an older write than the pass read.
+		r.Request, r.ok, err = zkstate.ReadRequest(c.conn, c.paths, id)
+	}
+	return err != nil || !r.ok || !strings.HasPrefix(r.AskedBy, AnalysisAsker)
+}
+
+// rollbackWrite is a rollback's write of /active_color.
+type rollbackWrite struct {
+	version int32         // the version of /active_color the write makes
+	done    chan struct{} // closed once the write answered
+	zxid    int64         // the write's, once done; 0 if it failed
 }
 
 // runChecks runs the checks in parallel, each within its timeout, and
@@ -433,7 +458,13 @@ func (c *Controller) rollBack(ctx context.Context, rec zkstate.Switch, why strin
 	}
 	c.fileVerdict(ctx, rec, zkstate.VerdictRolledBack, why)
 	c.metrics.rollbacks.Inc()
+	w := &rollbackWrite{version: stat.Version + 1, done: make(chan struct{})}
+	c.rollback.Store(w)
 	st, err := c.conn.Set(c.paths.ActiveColor(), []byte(rec.From), stat.Version)
+	if err == nil {
+		w.zxid = st.Mzxid
+	}
+	close(w.done)
 	if errors.Is(err, zk.ErrBadVersion) {
 		log.Warn("post-switch analysis failed, but a newer /active_color write came first; it stands")
 		return

@@ -21,7 +21,7 @@ import (
 // instance goes OUT_OF_SERVICE in batches, never the last UP one of a
 // service; the switch is done once every gateway confirmed. It resumes
 // prev when that is the same switch.
-func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int64, prev *zkstate.Switch, members []Member, quarantined []zkstate.Quarantined) error {
+func (c *Controller) runSwitch(ctx context.Context, p pass, target zkstate.Color, id int64, prev *zkstate.Switch, members []Member, quarantined []zkstate.Quarantined) error {
 	log := c.log.WithFields(logrus.Fields{"target": target, "switch": id})
 	log.Info("switch started")
 	defer c.http.CloseIdleConnections()
@@ -31,13 +31,13 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 	// and the health pre-flight: with Consul a read of the reports takes
 	// milliseconds that nothing before the first UP needs to wait for.
 	before := c.readGateways(ctx)
-	askedAt, asked := c.askedAt(target)
+	askedAt, asked := p.askedAt(target)
 
 	// The release's guards: its checks before anything moves, and the old
 	// color's figures before the flip, the analysis's baseline. A rollback
 	// the analysis decided returns to what served, unguarded.
-	guard := c.guarded(id)
-	rel, err := zkstate.ReadRelease(c.conn, c.paths)
+	guard := c.guarded(ctx, p, id)
+	rel, err := p.release()
 	if err != nil && guard {
 		rec.RefusedBy = zkstate.RefusedByChecks
 		c.refuse(ctx, rec, fmt.Sprintf("release settings unreadable (%v); fix them with switchyard release set or clear them; %s stays UP", err, target.Other()))
@@ -127,8 +127,9 @@ func (c *Controller) runSwitch(ctx context.Context, target zkstate.Color, id int
 	// The record ends with what stands quarantined as the switch ends: a
 	// node cleaned up while it ran (or seen late by this ZooKeeper server)
 	// no longer shows as if it still did.
+	names := later(c.listNodes)
 	if snap, err := c.cfg.Registry.Instances(ctx, "", 0, 0); err == nil {
-		if _, q, err := c.members(snap); err == nil {
+		if _, q, err := c.members(snap, names); err == nil {
 			rec.Quarantined = q
 		}
 	}

@@ -191,11 +191,34 @@ func (c *Client) ReportGateway(ctx context.Context, r GatewayReport) error {
 	return err
 }
 
+// IndexHeader carries the index of the registry's answer to a list, as
+// X-Consul-Index does.
+const IndexHeader = "X-Switchyard-Index"
+
 // Gateways implements Backend.
 func (c *Client) Gateways(ctx context.Context) ([]GatewayReport, error) {
-	var out []GatewayReport
-	_, err := c.do(ctx, http.MethodGet, "/v1/gateways", nil, &out)
+	out, _, err := c.WatchGateways(ctx, 0, 0)
 	return out, err
+}
+
+// WatchGateways implements Backend.
+func (c *Client) WatchGateways(ctx context.Context, waitIndex uint64, wait time.Duration) ([]GatewayReport, uint64, error) {
+	path := "/v1/gateways"
+	if waitIndex > 0 {
+		path += "?" + url.Values{"index": {strconv.FormatUint(waitIndex, 10)}, "wait": {wait.String()}}.Encode()
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wait+wait/16+5*time.Second)
+		defer cancel()
+	}
+	var out []GatewayReport
+	h, err := c.do(ctx, http.MethodGet, path, nil, &out)
+	if err != nil {
+		return nil, 0, err
+	}
+	// A registry older than the index answers without one: 0, which never
+	// blocks.
+	idx, _ := strconv.ParseUint(h.Get(IndexHeader), 10, 64)
+	return out, idx, nil
 }
 
 // statusError is an answer other than 2xx; it wraps the sentinel that

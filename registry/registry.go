@@ -303,4 +303,9 @@ type Backend interface {
 	ReportGateway(ctx context.Context, report GatewayReport) error
 	// Gateways lists the reports of the live gateways.
 	Gateways(ctx context.Context) ([]GatewayReport, error)
+	// WatchGateways is Gateways with the index of the reports listed.
+	// With waitIndex > 0 it first blocks until the index moves from
+	// waitIndex or wait ends, so that one waiting for gateways to confirm a
+	// change learns of each report as it lands instead of polling.
+	WatchGateways(ctx context.Context, waitIndex uint64, wait time.Duration) ([]GatewayReport, uint64, error)
 }

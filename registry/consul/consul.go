@@ -764,11 +764,24 @@ func (c *Registry) ReportGateway(ctx context.Context, r registry.GatewayReport) 
 // deleted on the way, unless they were renewed meanwhile; unreadable ones
 // are skipped.
 func (c *Registry) Gateways(ctx context.Context) ([]registry.GatewayReport, error) {
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	out, _, err := c.WatchGateways(ctx, 0, 0)
+	return out, err
+}
+
+// WatchGateways is Gateways with the index of the listing: with waitIndex
+// > 0, a blocking query on the reports' prefix.
+func (c *Registry) WatchGateways(ctx context.Context, waitIndex uint64, wait time.Duration) ([]registry.GatewayReport, uint64, error) {
+	q := &api.QueryOptions{}
+	timeout := requestTimeout
+	if waitIndex > 0 {
+		q.WaitIndex, q.WaitTime = waitIndex, wait
+		timeout += wait + wait/16
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	pairs, _, err := c.api.KV().List(c.cfg.KVPrefix+"gateways/", (&api.QueryOptions{}).WithContext(ctx))
+	pairs, meta, err := c.api.KV().List(c.cfg.KVPrefix+"gateways/", q.WithContext(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("list gateways: %w", consulError(err))
+		return nil, 0, fmt.Errorf("list gateways: %w", consulError(err))
 	}
 	now := time.Now()
 	out := []registry.GatewayReport{}
@@ -785,7 +798,7 @@ func (c *Registry) Gateways(ctx context.Context) ([]registry.GatewayReport, erro
 		out = append(out, rec.GatewayReport)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
+	return out, meta.LastIndex, nil
 }
 
 func (c *Registry) gatewayKey(id string) string {

@@ -43,7 +43,7 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.instances, prometheus.GaugeValue, float64(byStatus[st]), k.service, k.color, string(st))
 		}
 	}
-	gateways := c.store.Gateways()
+	gateways, _ := c.store.Gateways(context.Background(), 0, 0)
 	ch <- prometheus.MustNewConstMetric(c.gateways, prometheus.GaugeValue, float64(len(gateways)))
 	ch <- prometheus.MustNewConstMetric(c.leases, prometheus.GaugeValue, float64(len(all)), "instance")
 	ch <- prometheus.MustNewConstMetric(c.leases, prometheus.GaugeValue, float64(len(gateways)), "gateway")

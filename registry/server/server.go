@@ -341,43 +341,36 @@ func (s *Server) reportGateway(c echo.Context) error {
 }
 
 func (s *Server) listGateways(c echo.Context) error {
-	return c.JSON(http.StatusOK, s.store.Gateways())
+	index, wait, err := blocking(c)
+	if err != nil {
+		return err
+	}
+	release, err := s.hold(c, index, wait)
+	if err != nil {
+		return err
+	}
+	defer release()
+	gws, idx := s.store.Gateways(c.Request().Context(), index, wait)
+	c.Response().Header().Set(IndexHeader, strconv.FormatUint(idx, 10))
+	return c.JSON(http.StatusOK, gws)
 }
 
 func (s *Server) list(c echo.Context) error {
-	q := c.QueryParams()
-	var index uint64
-	if v := q.Get("index"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			return echo.NewHTTPError(http.StatusBadRequest, "index must be an unsigned integer")
-		}
-		index = n
+	index, wait, err := blocking(c)
+	if err != nil {
+		return err
 	}
-	wait := 30 * time.Second
-	if v := q.Get("wait"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			return echo.NewHTTPError(http.StatusBadRequest, "wait must be a duration such as 30s")
-		}
-		wait = min(d, MaxWait)
-	}
-	service := q.Get("service")
+	service := c.QueryParam("service")
 	if service != "" {
 		if err := registry.CheckName("service", service); err != nil {
 			return err
 		}
 	}
-	if index > 0 && wait > 0 {
-		// The peer's own address: forwarded headers are the client's to choose.
-		client, _, _ := net.SplitHostPort(c.Request().RemoteAddr)
-		release, err := s.waiters.acquire(client)
-		if err != nil {
-			c.Response().Header().Set("Retry-After", "1")
-			return echo.NewHTTPError(http.StatusTooManyRequests, err.Error())
-		}
-		defer release()
+	release, err := s.hold(c, index, wait)
+	if err != nil {
+		return err
 	}
+	defer release()
 	idx, body, err := s.store.Encoded(c.Request().Context(), service, index, wait)
 	if err != nil {
 		return err
@@ -386,8 +379,46 @@ func (s *Server) list(c echo.Context) error {
 	return c.JSONBlob(http.StatusOK, body)
 }
 
+// blocking reads a blocking query's index and wait, as Consul's: a
+// request with an index waits up to wait (default 30s, at most MaxWait)
+// for a change past it.
+func blocking(c echo.Context) (index uint64, wait time.Duration, err error) {
+	q := c.QueryParams()
+	if v := q.Get("index"); v != "" {
+		if index, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return 0, 0, echo.NewHTTPError(http.StatusBadRequest, "index must be an unsigned integer")
+		}
+	}
+	wait = 30 * time.Second
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return 0, 0, echo.NewHTTPError(http.StatusBadRequest, "wait must be a duration such as 30s")
+		}
+		wait = min(d, MaxWait)
+	}
+	return index, wait, nil
+}
+
+// hold takes a place among the blocking queries for a request that
+// blocks, or answers 429 when its client or the registry holds the most
+// allowed.
+func (s *Server) hold(c echo.Context, index uint64, wait time.Duration) (release func(), err error) {
+	if index == 0 || wait <= 0 {
+		return func() {}, nil
+	}
+	// The peer's own address: forwarded headers are the client's to choose.
+	client, _, _ := net.SplitHostPort(c.Request().RemoteAddr)
+	release, err = s.waiters.acquire(client)
+	if err != nil {
+		c.Response().Header().Set("Retry-After", "1")
+		return nil, echo.NewHTTPError(http.StatusTooManyRequests, err.Error())
+	}
+	return release, nil
+}
+
 // IndexHeader carries a list's index, as X-Consul-Index does.
-const IndexHeader = "X-Switchyard-Index"
+const IndexHeader = registry.IndexHeader
 
 // decode reads exactly one JSON value with known fields: trailing data
 // after it is refused, not ignored. A body over the limit is answered 413

@@ -28,6 +28,11 @@ type Store struct {
 	instances map[string]*lease[registry.Instance]
 	gateways  map[string]*lease[registry.GatewayReport]
 	changed   chan struct{} // closed and replaced on every change
+	// The gateway reports change on an index of their own, so that a
+	// report wakes only those waiting for reports, not every watch of the
+	// instances.
+	gwIndex   uint64
+	gwChanged chan struct{}
 	readyAt   time.Time
 	ready     bool
 	// encoded caches each view's JSON until the next change, so a change
@@ -65,6 +70,8 @@ func NewStore(ttl, warmup time.Duration, now func() time.Time) *Store {
 		// Starting from the wall clock keeps indexes moving forward across a
 		// restart, so a client's old index never hides new changes.
 		index:     uint64(t.UnixMicro()),
+		gwIndex:   uint64(t.UnixMicro()),
+		gwChanged: make(chan struct{}),
 		svcIndex:  map[string]uint64{},
 		instances: map[string]*lease[registry.Instance]{},
 		gateways:  map[string]*lease[registry.GatewayReport]{},
@@ -181,11 +188,43 @@ func (s *Store) ReportGateway(r registry.GatewayReport) error {
 	l := &lease[registry.GatewayReport]{val: r}
 	s.renew(&l.expires, s.now())
 	s.gateways[r.ID] = l
+	s.bumpGateways()
 	return nil
 }
 
-// Gateways lists the reports of gateways whose lease is current.
-func (s *Store) Gateways() []registry.GatewayReport {
+// bumpGateways records a change to the gateway reports and wakes those
+// waiting for one. Callers hold mu.
+func (s *Store) bumpGateways() {
+	s.gwIndex++
+	close(s.gwChanged)
+	s.gwChanged = make(chan struct{})
+}
+
+// Gateways lists the reports of gateways whose lease is current, with
+// their index, first waiting up to wait for the index to pass waitIndex
+// when waitIndex is not zero. An index other than the client's, a
+// registry restarted with a clock behind included, answers at once.
+func (s *Store) Gateways(ctx context.Context, waitIndex uint64, wait time.Duration) ([]registry.GatewayReport, uint64) {
+	if waitIndex != 0 && wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+	waiting:
+		for {
+			s.mu.RLock()
+			index, ch := s.gwIndex, s.gwChanged
+			s.mu.RUnlock()
+			if index != waitIndex {
+				break
+			}
+			select {
+			case <-ch:
+			case <-t.C:
+				break waiting
+			case <-ctx.Done():
+				break waiting
+			}
+		}
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := make([]registry.GatewayReport, 0, len(s.gateways))
@@ -193,7 +232,7 @@ func (s *Store) Gateways() []registry.GatewayReport {
 		out = append(out, l.val)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+	return out, s.gwIndex
 }
 
 // Expire evicts every lease that has run out, and ends the warm-up once
@@ -213,6 +252,7 @@ func (s *Store) Expire() []registry.Instance {
 	for id, l := range s.gateways {
 		if s.expired(&l.expires, now) {
 			delete(s.gateways, id)
+			s.bumpGateways()
 		}
 	}
 	if !s.ready && !now.Before(s.readyAt) {
