@@ -2,12 +2,14 @@ package sdk_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -198,6 +200,41 @@ func TestInstructions(t *testing.T) {
 				t.Fatalf("registry says %s, want %s", st, tc.status)
 			}
 		})
+	}
+}
+
+// An instance checks its own health as it takes an UP: one that fails it
+// refuses with the health endpoint's answer and stays out; an OUT needs no
+// health.
+func TestAnUnhealthyInstanceRefusesToGoUp(t *testing.T) {
+	e := setup(t)
+	var sick atomic.Bool
+	sick.Store(true)
+	inst, ts := e.startInstance(t, e.zk.Addr, func(c *sdk.Config) {
+		c.Health = func(context.Context) error {
+			if sick.Load() {
+				return errors.New("database unreachable")
+			}
+			return nil
+		}
+	})
+	id := inst.ID()
+	code, body := instruct(t, ts.URL, id, `{"status":"UP"}`)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, `"status":"unhealthy"`) || !strings.Contains(body, "database unreachable") {
+		t.Fatalf("UP while unhealthy answered %d %s; want 503 with the health check's error", code, body)
+	}
+	if st := status(t, e.reg, id); st != registry.StatusOutOfService {
+		t.Fatalf("registry says %s after a refused UP, want OUT_OF_SERVICE", st)
+	}
+	if code, body := instruct(t, ts.URL, id, `{"status":"OUT_OF_SERVICE"}`); code != http.StatusOK {
+		t.Fatalf("OUT while unhealthy answered %d %s, want 200", code, body)
+	}
+	sick.Store(false)
+	if code, body := instruct(t, ts.URL, id, `{"status":"UP"}`); code != http.StatusOK {
+		t.Fatalf("UP once healthy answered %d %s, want 200", code, body)
+	}
+	if st := status(t, e.reg, id); st != registry.StatusUp {
+		t.Fatalf("registry says %s, want UP", st)
 	}
 }
 

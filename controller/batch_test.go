@@ -130,6 +130,13 @@ func (f *fakeFleet) start(t *testing.T, color zkstate.Color, status registry.Sta
 			var body struct{ Status registry.Status }
 			_ = json.NewDecoder(r.Body).Decode(&body)
 			f.mu.Lock()
+			if body.Status == registry.StatusUp && f.unhealthy[id] {
+				// As the SDK answers: it checks its health before UP.
+				f.mu.Unlock()
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = io.WriteString(w, `{"status":"unhealthy","error":"health check failing"}`)
+				return
+			}
 			f.inflight++
 			f.maxFlight = max(f.maxFlight, f.inflight)
 			f.events = append(f.events, string(body.Status)+" "+id)

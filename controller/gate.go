@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/switchyard/switchyard/internal/retry"
 	"github.com/switchyard/switchyard/registry"
@@ -66,45 +65,26 @@ func (c *Controller) waitGateways(ctx context.Context, indexes map[string]uint64
 		return ""
 	}
 	var lagging []string
-	var err error
 	wctx, cancel := context.WithTimeout(ctx, c.cfg.GatewayTimeout)
 	defer cancel()
-	deadline, _ := wctx.Deadline()
 	// A switch waits here up to three times (canary, make, done), and a
 	// gateway applies a change within milliseconds: each report is seen as
-	// it lands, by a blocking query on the reports. A registry whose index
-	// did not move (one without blocking queries, or one that restarted)
-	// is polled every few ms instead.
-	poll := retry.Backoff{Min: 2 * time.Millisecond, Max: 10 * time.Millisecond}
-	var index uint64
-	for {
-		var reports []registry.GatewayReport
-		var idx uint64
-		reports, idx, err = c.cfg.Registry.WatchGateways(wctx, index, time.Until(deadline))
-		if err == nil {
-			lagging = lagging[:0]
-			for _, r := range reports {
-				for svc, want := range indexes {
-					// A gateway that does not route svc has nothing to apply.
-					if got, routes := r.Applied[svc]; routes && got < want {
-						lagging = append(lagging, r.ID)
-						break
-					}
+	// it lands.
+	err := registry.AwaitGateways(wctx, c.cfg.Registry, func(reports []registry.GatewayReport) bool {
+		lagging = lagging[:0]
+		for _, r := range reports {
+			for svc, want := range indexes {
+				// A gateway that does not route svc has nothing to apply.
+				if got, routes := r.Applied[svc]; routes && got < want {
+					lagging = append(lagging, r.ID)
+					break
 				}
 			}
-			if len(lagging) == 0 {
-				return ""
-			}
 		}
-		if err == nil && idx > index {
-			index = idx
-			poll.Reset()
-			continue
-		}
-		index = 0
-		if retry.Sleep(wctx, poll.Next()) != nil {
-			break
-		}
+		return len(lagging) == 0
+	})
+	if err == nil {
+		return ""
 	}
 	if ctx.Err() != nil {
 		return ""

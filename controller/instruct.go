@@ -25,6 +25,9 @@ var (
 	errPreempted = errors.New("controller: switch superseded by a newer /active_color")
 	// errGone means the instance's node went away while it was instructed.
 	errGone = errors.New("controller: instance left")
+	// errUnhealthy means the instance refused to go UP: its own health
+	// check, which it runs right before, failed.
+	errUnhealthy = errors.New("failed its health check")
 )
 
 // instruct tells an instance to set its status, retrying with backoff:
@@ -52,6 +55,9 @@ func (c *Controller) instruct(ctx context.Context, target zkstate.Color, m Membe
 		c.metrics.instructions.WithLabelValues(string(st), "error").Inc()
 		if ctx.Err() != nil {
 			return 0, attempt, ctx.Err()
+		}
+		if errors.Is(err, errUnhealthy) {
+			return 0, attempt, err // an answer, not a failure to retry
 		}
 		if c.left(m) {
 			return 0, attempt, errGone
@@ -111,10 +117,14 @@ func (c *Controller) sendInstruction(ctx context.Context, m Member, body []byte)
 	}
 	defer resp.Body.Close()
 	var out struct {
-		Index uint64 `json:"index"`
-		Error string `json:"error"`
+		Index  uint64 `json:"index"`
+		Status string `json:"status"`
+		Error  string `json:"error"`
 	}
 	derr := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&out)
+	if resp.StatusCode == http.StatusServiceUnavailable && out.Status == "unhealthy" {
+		return 0, fmt.Errorf("%w: %s", errUnhealthy, out.Error)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("instance answered %s: %s", resp.Status, out.Error)
 	}

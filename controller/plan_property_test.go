@@ -265,6 +265,11 @@ func (w *simWorld) deliver(msg simMsg, late bool) (uint64, error) {
 		return 0, errors.New("409: leader epoch is older")
 	}
 	p.epoch = msg.epoch
+	if msg.status == registry.StatusUp && !p.healthy {
+		// The SDK checks its health right before it goes UP.
+		w.logf("%s refuses UP: unhealthy", p.id)
+		return 0, errUnhealthy
+	}
 	wasUp := p.status == registry.StatusUp
 	if msg.epoch < p.applied {
 		w.fail("(d) %s applies %s of epoch %d after one of epoch %d", p.id, msg.status, msg.epoch, p.applied)
@@ -637,9 +642,6 @@ func (c *simLeader) bringUp(ctx context.Context, rec *zkstate.Switch, ups []Memb
 		up := false
 		var stop error
 		for _, m := range rapid.Permutation(batch).Draw(c.w.t, "batch order") {
-			if !c.healthy(m) {
-				continue
-			}
 			_, _, err := c.instruct(ctx, rec.Target, m, registry.StatusUp, true)
 			switch {
 			case errors.Is(err, errPreempted) || ctx.Err() != nil:
@@ -765,6 +767,9 @@ func (c *simLeader) instruct(ctx context.Context, target zkstate.Color, m Member
 		}
 		if ctx.Err() != nil {
 			return 0, attempt, ctx.Err()
+		}
+		if errors.Is(err, errUnhealthy) {
+			return 0, attempt, err
 		}
 		if !c.w.nodeExists(m.Color, m.ID) {
 			return 0, attempt, errGone

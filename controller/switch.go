@@ -263,19 +263,19 @@ func (c *Controller) bringUp(ctx context.Context, log logrus.FieldLogger, rec *z
 	return nil
 }
 
-// upOne checks m once more, since health may have changed since the
-// pre-flight, and tells it to go UP.
+// upOne tells m to go UP. Health may have changed since the pre-flight:
+// the instance checks its own right before it goes UP, and one that fails
+// it is skipped.
 func (c *Controller) upOne(ctx context.Context, target zkstate.Color, m Member) stepResult {
 	step := zkstate.Step{Instance: m.ID, Service: m.Service, Color: m.Color, Action: registry.StatusUp}
-	if !c.healthy(ctx, m) {
-		step.State, step.Error, step.At = zkstate.StepSkipped, "failed its health check", time.Now().UTC()
-		return stepResult{step: step, err: errors.New("failed its health check")}
-	}
 	idx, attempts, err := c.instruct(ctx, target, m, registry.StatusUp, c.cfg.HealthTimeout)
 	step.Attempts, step.At = attempts, time.Now().UTC()
-	if err != nil {
+	switch {
+	case errors.Is(err, errUnhealthy):
+		step.State, step.Error = zkstate.StepSkipped, errUnhealthy.Error()
+	case err != nil:
 		step.State, step.Error = zkstate.StepSkipped, err.Error()
-	} else {
+	default:
 		step.State = zkstate.StepDone
 	}
 	return stepResult{step: step, idx: idx, err: err}

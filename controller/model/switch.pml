@@ -708,7 +708,10 @@ inline maintain(mcol) {
 }
 
 /* The make phase (bringUp): each target instance healthy at the gate and
- * again right before is told to go UP; one that fails is skipped. */
+ * again right before is told to go UP; one that fails is skipped. (The
+ * second check is the instance's own, as it takes the instruction, in
+ * sdk.go; checking it one step before the instruction, as here, lets
+ * health change in between, so the model allows more than the code.) */
 inline makePhase() {
 	do
 	:: k < NM ->

@@ -1,0 +1,69 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+)
+
+// scriptedWatcher answers WatchGateways from a script and records the
+// index each call waited from.
+type scriptedWatcher struct {
+	answers []scripted
+	waited  []uint64
+}
+
+type scripted struct {
+	applied uint64
+	index   uint64
+	err     error
+}
+
+func (s *scriptedWatcher) WatchGateways(_ context.Context, waitIndex uint64, _ time.Duration) ([]GatewayReport, uint64, error) {
+	s.waited = append(s.waited, waitIndex)
+	a := s.answers[min(len(s.waited), len(s.answers))-1]
+	if a.err != nil {
+		return nil, 0, a.err
+	}
+	return []GatewayReport{{ID: "gw", Applied: map[string]uint64{"hello": a.applied}}}, a.index, nil
+}
+
+func TestAwaitGatewaysBlocksFromTheIndexItRead(t *testing.T) {
+	down := errors.New("registry down")
+	for _, tc := range []struct {
+		desc    string
+		answers []scripted
+		want    error
+		waited  []uint64
+	}{
+		{desc: "each read after the first blocks from the index the one before answered",
+			answers: []scripted{{applied: 1, index: 10}, {applied: 2, index: 11}, {applied: 5, index: 12}},
+			waited:  []uint64{0, 10, 11}},
+		{desc: "an index that went back (a registry restarted) is read again without one",
+			answers: []scripted{{applied: 1, index: 10}, {applied: 1, index: 3}, {applied: 5, index: 4}},
+			waited:  []uint64{0, 10, 0}},
+		{desc: "a failed read is tried again without an index",
+			answers: []scripted{{applied: 1, index: 10}, {err: down}, {applied: 5, index: 12}},
+			waited:  []uint64{0, 10, 0}},
+		{desc: "reads that keep failing end with the context's error and the read's",
+			answers: []scripted{{err: down}}, want: down},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			w := &scriptedWatcher{answers: tc.answers}
+			err := AwaitGateways(ctx, w, func(rs []GatewayReport) bool { return rs[0].Applied["hello"] >= 5 })
+			if tc.want == nil {
+				if err != nil || !slices.Equal(w.waited, tc.waited) {
+					t.Fatalf("err %v, waited from %v; want nil, %v", err, w.waited, tc.waited)
+				}
+				return
+			}
+			if !errors.Is(err, tc.want) || !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("err %v; want %v joined with the deadline", err, tc.want)
+			}
+		})
+	}
+}
