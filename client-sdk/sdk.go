@@ -25,6 +25,7 @@ import (
 	"github.com/go-zookeeper/zk"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard/switchyard/internal/retry"
 	"github.com/switchyard/switchyard/registry"
 	"github.com/switchyard/switchyard/signing"
 	"github.com/switchyard/switchyard/zkstate"
@@ -44,7 +45,7 @@ type Registry interface {
 	Heartbeat(ctx context.Context, id string) error
 	SetStatus(ctx context.Context, id string, status registry.Status) (uint64, error)
 	Deregister(ctx context.Context, id string) error
-	WatchGateways(ctx context.Context, waitIndex uint64, wait time.Duration) ([]registry.GatewayReport, uint64, error)
+	Gateways(ctx context.Context) ([]registry.GatewayReport, error)
 }
 
 // Config describes the instance.
@@ -509,17 +510,18 @@ func (i *Instance) instruction(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("status must be UP or OUT_OF_SERVICE, not %q", in.Status)})
 		return
 	}
-	if in.Status == registry.StatusUp && i.draining.Load() {
-		writeJSON(w, http.StatusConflict, map[string]string{"error": "instance is shutting down"})
-		return
-	}
 	// The instance checks its own health right before it goes UP: that is
 	// as late as a check can be, and the controller saves a round trip per
-	// instance. The answer is the health endpoint's.
+	// instance. The answer is the health endpoint's, which the controller
+	// takes as final: it skips the instance rather than retry.
+	if in.Status == registry.StatusUp && i.draining.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining", "error": "instance is shutting down"})
+		return
+	}
 	if in.Status == registry.StatusUp && i.cfg.Health != nil {
 		if err := i.cfg.Health(r.Context()); err != nil {
 			i.log.WithError(err).Warn("refused to go UP: health check failing")
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unhealthy", "error": "health check failing: " + err.Error()})
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unhealthy", "error": err.Error()})
 			return
 		}
 	}
@@ -681,10 +683,11 @@ func (i *Instance) release(ctx context.Context) []error {
 // waitGateways waits until every live gateway has applied index for the
 // service, so no new request is on its way here.
 func (i *Instance) waitGateways(ctx context.Context, index uint64) error {
-	ctx, cancel := context.WithTimeout(ctx, i.cfg.DrainTimeout)
-	defer cancel()
-	err := registry.AwaitGateways(ctx, i.cfg.Registry, func(reports []registry.GatewayReport) bool {
-		return applied(reports, i.cfg.Service, index)
+	// Polled, not a blocking query: many instances drain at once, and
+	// every gateway report would wake each of them with all the reports.
+	err := retry.Until(ctx, i.cfg.DrainTimeout, func() (bool, error) {
+		reports, err := i.cfg.Registry.Gateways(ctx)
+		return err == nil && applied(reports, i.cfg.Service, index), err
 	})
 	if err != nil {
 		return fmt.Errorf("wait for gateways to apply index %d: %w", index, err)

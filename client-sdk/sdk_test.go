@@ -236,6 +236,16 @@ func TestAnUnhealthyInstanceRefusesToGoUp(t *testing.T) {
 	if st := status(t, e.reg, id); st != registry.StatusUp {
 		t.Fatalf("registry says %s, want UP", st)
 	}
+	// A draining instance answers as its health endpoint does.
+	if err := inst.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := instruct(t, ts.URL, id, `{"status":"UP"}`); code != http.StatusServiceUnavailable || !strings.Contains(body, `"status":"draining"`) {
+		t.Fatalf("UP while draining answered %d %s, want 503 draining", code, body)
+	}
+	if st := status(t, e.reg, id); st != registry.StatusOutOfService {
+		t.Fatalf("registry says %s after the drain, want OUT_OF_SERVICE", st)
+	}
 }
 
 func TestACapturedInstructionCannotBeReplayed(t *testing.T) {

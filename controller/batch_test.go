@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -225,6 +226,13 @@ func TestBringUpCanaryFirstThenGrowingBatches(t *testing.T) {
 			}
 			if want := 10 - len(tc.unhealthy); targetUp["hello"] != want {
 				t.Errorf("counted %d UP, want %d", targetUp["hello"], want)
+			}
+			// An instance that refused UP on its health check is skipped at
+			// once, not retried.
+			for _, s := range rec.Steps {
+				if slices.Contains(tc.unhealthy, s.Instance) && (s.State != zkstate.StepSkipped || s.Attempts != 1 || !strings.Contains(s.Error, "failed its health check")) {
+					t.Errorf("step of unhealthy %s: %s after %d attempts (%q); want skipped after 1", s.Instance, s.State, s.Attempts, s.Error)
+				}
 			}
 			if f.maxFlight > 4 {
 				t.Errorf("%d instructions were in flight at once, more than the cap of 4", f.maxFlight)

@@ -26,7 +26,7 @@ var (
 	// errGone means the instance's node went away while it was instructed.
 	errGone = errors.New("controller: instance left")
 	// errUnhealthy means the instance refused to go UP: its own health
-	// check, which it runs right before, failed.
+	// check, which it runs right before, failed, or it is draining.
 	errUnhealthy = errors.New("failed its health check")
 )
 
@@ -122,8 +122,8 @@ func (c *Controller) sendInstruction(ctx context.Context, m Member, body []byte)
 		Error  string `json:"error"`
 	}
 	derr := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&out)
-	if resp.StatusCode == http.StatusServiceUnavailable && out.Status == "unhealthy" {
-		return 0, fmt.Errorf("%w: %s", errUnhealthy, out.Error)
+	if resp.StatusCode == http.StatusServiceUnavailable && (out.Status == "unhealthy" || out.Status == "draining") {
+		return 0, fmt.Errorf("%w: %s: %s", errUnhealthy, out.Status, out.Error)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("instance answered %s: %s", resp.Status, out.Error)

@@ -18,16 +18,17 @@ import (
 // A flip waits for this pass's reads before anything moves, so they are
 // issued at once rather than one after another: go-zookeeper pipelines the
 // requests of concurrent calls on its one connection, and the registry is
-// read beside ZooKeeper. Only the record waits for /active_color's read, so
-// that it is never older than the value it is judged against: a rollback
-// files its verdict in the record before it writes /active_color.
+// read beside ZooKeeper. What a write of /active_color is judged with waits
+// for its read, so that it is never older than the write: the record (a
+// rollback files its verdict there before it writes /active_color) and the
+// release settings (a deploy sets them, then flips).
 func (c *Controller) reconcile(ctx context.Context) error {
 	if err := c.sess.Wait(ctx); err != nil {
 		return err
 	}
 	listed := later(func() (registry.Snapshot, error) { return c.cfg.Registry.Instances(ctx, "", 0, 0) })
 	names := later(c.listNodes)
-	p := pass{release: later(func() (zkstate.Release, error) { return zkstate.ReadRelease(c.conn, c.paths) })}
+	var p pass
 	raw, stat, err := c.conn.Get(c.paths.ActiveColor())
 	if err != nil {
 		return fmt.Errorf("read %s: %w", c.paths.ActiveColor(), err)
@@ -39,6 +40,7 @@ func (c *Controller) reconcile(ctx context.Context) error {
 		r, ok, err := zkstate.ReadRequest(c.conn, c.paths, stat.Mzxid)
 		return request{r, ok}, err
 	})
+	p.release = later(func() (zkstate.Release, error) { return zkstate.ReadRelease(c.conn, c.paths) })
 	if rec, ok, err := zkstate.ReadSwitch(c.conn, c.paths); err != nil {
 		// A corrupt record must not stop the controller; it is rewritten.
 		c.log.WithError(err).Warn("switch record unreadable; starting a fresh one")

@@ -88,14 +88,20 @@ func (r *recorder) Run(ctx context.Context) {
 		}
 		if _, err := r.conn.Set(r.path, encode(*rec), -1); err != nil {
 			// A switch may be waiting for this write before it instructs
-			// anyone: it is tried again, unless a newer record comes first.
+			// anyone: the newest record is tried again after a pause, or at
+			// once when a newer one is queued.
 			wait := backoff.Next()
 			r.log.WithError(err).WithFields(logrus.Fields{"switch": rec.ID, "retry_in": wait}).Warn("could not write the switch record; retrying")
-			if retry.Sleep(ctx, wait) == nil {
-				select {
-				case r.kick <- struct{}{}:
-				default:
-				}
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+			case <-r.kick:
+			case <-t.C:
+			}
+			t.Stop()
+			select {
+			case r.kick <- struct{}{}:
+			default:
 			}
 			continue
 		}

@@ -47,10 +47,11 @@ func (c *Controller) guarded(ctx context.Context, p pass, id int64) bool {
 	if w := c.rollback.Load(); w != nil && id == p.zxid && p.version == w.version {
 		select {
 		case <-w.done:
+			if w.zxid == id {
+				return false
+			}
 		case <-ctx.Done():
-		}
-		if w.zxid == id {
-			return false
+			return true
 		}
 	}
 	r, err := p.request()

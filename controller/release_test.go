@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"math"
 	"strings"
 	"testing"
@@ -125,5 +126,45 @@ func TestTrafficLogKeepsRecentSamplesAndThinsOldOnes(t *testing.T) {
 	s, ok := l.since(last.Add(-time.Minute))
 	if !ok || s.at.Before(last.Add(-time.Minute)) || s.at.After(last.Add(-time.Minute+sampleEvery)) {
 		t.Fatalf("since(a minute ago) = %v, want the first sample from then", s.at)
+	}
+}
+
+// A rollback's request note follows its write, so a pass may look for it
+// first: a rollback this leader is writing is known by its marker.
+func TestAWriteTheLeaderMadeToRollBackGoesUnguarded(t *testing.T) {
+	noNote := func() (request, error) { return request{}, nil }
+	analysisNote := func() (request, error) {
+		return request{Request: zkstate.Request{AskedBy: AnalysisAsker + ": rolled back switch 4"}, ok: true}, nil
+	}
+	written := func(version int32, zxid int64) *rollbackWrite {
+		w := &rollbackWrite{version: version, zxid: zxid, done: make(chan struct{})}
+		close(w.done)
+		return w
+	}
+	for _, tc := range []struct {
+		desc    string
+		marker  *rollbackWrite
+		note    func() (request, error)
+		guarded bool
+	}{
+		{desc: "no marker and no note: a write like any other", note: noNote, guarded: true},
+		{desc: "the note says the analysis asked", note: analysisNote, guarded: false},
+		{desc: "the leader's own rollback, before its note is written", marker: written(3, 5), note: noNote, guarded: false},
+		{desc: "another writer won the version the rollback wanted", marker: written(3, 0), note: noNote, guarded: true},
+		{desc: "a marker for another version", marker: written(2, 4), note: noNote, guarded: true},
+		{desc: "a rollback write still on its way when the switch ends", marker: &rollbackWrite{version: 3, done: make(chan struct{})}, note: noNote, guarded: true},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			c := &Controller{}
+			if tc.marker != nil {
+				c.rollback.Store(tc.marker)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			p := pass{zxid: 5, version: 3, request: tc.note}
+			if got := c.guarded(ctx, p, 5); got != tc.guarded {
+				t.Fatalf("guarded = %v, want %v", got, tc.guarded)
+			}
+		})
 	}
 }

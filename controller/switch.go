@@ -270,12 +270,9 @@ func (c *Controller) upOne(ctx context.Context, target zkstate.Color, m Member) 
 	step := zkstate.Step{Instance: m.ID, Service: m.Service, Color: m.Color, Action: registry.StatusUp}
 	idx, attempts, err := c.instruct(ctx, target, m, registry.StatusUp, c.cfg.HealthTimeout)
 	step.Attempts, step.At = attempts, time.Now().UTC()
-	switch {
-	case errors.Is(err, errUnhealthy):
-		step.State, step.Error = zkstate.StepSkipped, errUnhealthy.Error()
-	case err != nil:
+	if err != nil {
 		step.State, step.Error = zkstate.StepSkipped, err.Error()
-	default:
+	} else {
 		step.State = zkstate.StepDone
 	}
 	return stepResult{step: step, idx: idx, err: err}

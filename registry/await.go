@@ -17,35 +17,44 @@ type GatewayWatcher interface {
 // the caller waits for, or ctx ends. Each read after the first is a
 // blocking query that answers as a report lands, so a confirmation is seen
 // within a round trip of its report, not at the next poll. A registry
-// whose index did not move (one without blocking queries, or one that
-// restarted) is read again after a pause of 2 ms, growing to 10 ms. It
-// returns nil once done, otherwise ctx's error, joined with the last read's
-// error if that failed.
+// whose index does not move (one without blocking queries) is read again
+// after a pause of 2 ms, growing to 10 ms; one whose reads fail (a refused
+// blocking query among them) after a pause of 10 ms, growing to 1 s, which
+// only a blocking read that succeeds starts again from. It returns nil once
+// done, otherwise ctx's error, joined with the last read's error if that
+// failed.
 func AwaitGateways(ctx context.Context, w GatewayWatcher, done func([]GatewayReport) bool) error {
 	poll := retry.Backoff{Min: 2 * time.Millisecond, Max: 10 * time.Millisecond}
+	failing := retry.Backoff{Min: 10 * time.Millisecond, Max: time.Second}
 	var index uint64
-	var lastErr error
 	for {
 		wait := 30 * time.Second
 		if deadline, ok := ctx.Deadline(); ok {
 			wait = min(wait, time.Until(deadline))
 		}
 		reports, idx, err := w.WatchGateways(ctx, index, wait)
-		lastErr = err
-		if err == nil && done(reports) {
+		var pause time.Duration
+		switch {
+		case err != nil:
+			index, pause = 0, failing.Next()
+		case done(reports):
 			return nil
-		}
-		if err == nil && idx > index {
-			index = idx
-			poll.Reset()
-			continue
-		}
-		index = 0
-		if err := retry.Sleep(ctx, poll.Next()); err != nil {
-			if lastErr != nil {
-				return errors.Join(err, lastErr)
+		case idx > index:
+			if index > 0 {
+				failing.Reset()
+				poll.Reset()
 			}
-			return err
+			index = idx
+			continue
+		default:
+			// The index did not move, or went back (a restart).
+			index, pause = 0, poll.Next()
+		}
+		if serr := retry.Sleep(ctx, pause); serr != nil {
+			if err != nil {
+				return errors.Join(serr, err)
+			}
+			return serr
 		}
 	}
 }

@@ -67,3 +67,32 @@ func TestAwaitGatewaysBlocksFromTheIndexItRead(t *testing.T) {
 		})
 	}
 }
+
+// refusingWatcher answers reads without an index and refuses blocking
+// ones, as a registry past its cap of blocking queries does (429).
+type refusingWatcher struct{ reads, refused int }
+
+func (r *refusingWatcher) WatchGateways(_ context.Context, waitIndex uint64, _ time.Duration) ([]GatewayReport, uint64, error) {
+	r.reads++
+	if waitIndex > 0 {
+		r.refused++
+		return nil, 0, errors.New("429: registry holds its maximum of blocking queries")
+	}
+	return []GatewayReport{{ID: "gw", Applied: map[string]uint64{"hello": 1}}}, 10, nil
+}
+
+func TestAwaitGatewaysBacksOffFromARegistryThatRefusesToBlock(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	w := &refusingWatcher{}
+	err := AwaitGateways(ctx, w, func([]GatewayReport) bool { return false })
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err %v, want the deadline", err)
+	}
+	// Pauses of 10, 20, 40, 80, 160 ms after each refusal: a handful of
+	// reads in 300 ms, where resetting the pause on every plain read that
+	// succeeds made hundreds.
+	if w.refused == 0 || w.reads > 20 {
+		t.Fatalf("%d reads (%d refused) in 300 ms; want a few, backing off", w.reads, w.refused)
+	}
+}

@@ -170,9 +170,8 @@ func (c *Client) Instances(ctx context.Context, service string, waitIndex uint64
 	if waitIndex > 0 {
 		q.Set("index", strconv.FormatUint(waitIndex, 10))
 		q.Set("wait", wait.String())
-		// Let the server answer first: give up only well after its wait.
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, wait+wait/16+5*time.Second)
+		ctx, cancel = blocking(ctx, wait)
 		defer cancel()
 	}
 	var snap Snapshot
@@ -191,6 +190,12 @@ func (c *Client) ReportGateway(ctx context.Context, r GatewayReport) error {
 	return err
 }
 
+// blocking bounds a blocking query that waits up to wait: the server
+// answers first, and the client gives up only well after.
+func blocking(ctx context.Context, wait time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, wait+wait/16+5*time.Second)
+}
+
 // IndexHeader carries the index of the registry's answer to a list, as
 // X-Consul-Index does.
 const IndexHeader = "X-Switchyard-Index"
@@ -207,7 +212,7 @@ func (c *Client) WatchGateways(ctx context.Context, waitIndex uint64, wait time.
 	if waitIndex > 0 {
 		path += "?" + url.Values{"index": {strconv.FormatUint(waitIndex, 10)}, "wait": {wait.String()}}.Encode()
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, wait+wait/16+5*time.Second)
+		ctx, cancel = blocking(ctx, wait)
 		defer cancel()
 	}
 	var out []GatewayReport
