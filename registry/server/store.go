@@ -205,26 +205,7 @@ func (s *Store) bumpGateways() {
 // when waitIndex is not zero. An index other than the client's, a
 // registry restarted with a clock behind included, answers at once.
 func (s *Store) Gateways(ctx context.Context, waitIndex uint64, wait time.Duration) ([]registry.GatewayReport, uint64) {
-	if waitIndex != 0 && wait > 0 {
-		t := time.NewTimer(wait)
-		defer t.Stop()
-	waiting:
-		for {
-			s.mu.RLock()
-			index, ch := s.gwIndex, s.gwChanged
-			s.mu.RUnlock()
-			if index != waitIndex {
-				break
-			}
-			select {
-			case <-ch:
-			case <-t.C:
-				break waiting
-			case <-ctx.Done():
-				break waiting
-			}
-		}
-	}
+	s.waitFor(ctx, waitIndex, wait, func() (uint64, chan struct{}) { return s.gwIndex, s.gwChanged })
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := make([]registry.GatewayReport, 0, len(s.gateways))
@@ -293,6 +274,13 @@ func (s *Store) snapshot(service string) registry.Snapshot {
 // (a registry restarted with a clock behind) answers at once, so the
 // client resets.
 func (s *Store) await(ctx context.Context, service string, waitIndex uint64, wait time.Duration) {
+	s.waitFor(ctx, waitIndex, wait, func() (uint64, chan struct{}) { return s.indexOf(service), s.changed })
+}
+
+// waitFor blocks, when waitIndex is not zero, until the index current
+// reads (under mu's read side, with the channel a change closes) is no
+// longer waitIndex, wait passes or ctx ends.
+func (s *Store) waitFor(ctx context.Context, waitIndex uint64, wait time.Duration, current func() (uint64, chan struct{})) {
 	if waitIndex == 0 || wait <= 0 {
 		return
 	}
@@ -300,7 +288,7 @@ func (s *Store) await(ctx context.Context, service string, waitIndex uint64, wai
 	defer t.Stop()
 	for {
 		s.mu.RLock()
-		index, ch := s.indexOf(service), s.changed
+		index, ch := current()
 		s.mu.RUnlock()
 		if index != waitIndex {
 			return
