@@ -102,7 +102,7 @@ func (c *Controller) runSwitch(ctx context.Context, p pass, target zkstate.Color
 		rec.Reason = note
 	}
 	// The reports as they were before anything moved: read long since.
-	start := <-before
+	start := before()
 	if err := c.takeOut(ctx, log, &rec, members, outs, targetUp, indexes); err != nil {
 		return ignorePreempted(err)
 	}
@@ -165,16 +165,15 @@ type gatewaysRead struct {
 	err     error
 }
 
-// readGateways reads the gateways' reports in the background; the channel
-// yields the read once.
-func (c *Controller) readGateways(ctx context.Context) <-chan gatewaysRead {
-	out := make(chan gatewaysRead, 1)
-	go func() {
-		at := time.Now()
+// readGateways reads the gateways' reports in the background; the
+// function returned waits for the read.
+func (c *Controller) readGateways(ctx context.Context) func() gatewaysRead {
+	at := time.Now()
+	read := later(func() (gatewaysRead, error) {
 		reports, err := c.cfg.Registry.Gateways(ctx)
-		out <- gatewaysRead{reports: reports, at: at, err: err}
-	}()
-	return out
+		return gatewaysRead{reports: reports, at: at, err: err}, nil
+	})
+	return func() gatewaysRead { r, _ := read(); return r }
 }
 
 // baseline is what color answered from the leader's sample from, the

@@ -28,12 +28,14 @@ func appliedLine(h *logtest.Hook) *logrus.Entry {
 	return nil
 }
 
+// up, out and down are instances of the service hello.
+func up(id string, port int) registry.Instance { return inst(id, "hello", port, registry.StatusUp) }
+func out(id string, port int) registry.Instance {
+	return inst(id, "hello", port, registry.StatusOutOfService)
+}
+func down(id string, port int) registry.Instance { return inst(id, "hello", port, registry.StatusDown) }
+
 func TestRoutingTableLinesNameTheSwitchThatMovedInstances(t *testing.T) {
-	up := func(id string, port int) registry.Instance { return inst(id, "hello", port, registry.StatusUp) }
-	out := func(id string, port int) registry.Instance {
-		return inst(id, "hello", port, registry.StatusOutOfService)
-	}
-	down := func(id string, port int) registry.Instance { return inst(id, "hello", port, registry.StatusDown) }
 	tests := []struct {
 		desc    string
 		standby bool // the gateway serves the preview, so its pools keep OUT_OF_SERVICE instances
@@ -178,11 +180,6 @@ func TestASummaryOfManyServicesNamesTheNewestSwitch(t *testing.T) {
 // a color takes new traffic, and nothing else: an index, a DOWN instance
 // joining or the standby list alone do not start them.
 func TestOnlyAChangeOfTheUPInstancesStartsFastReports(t *testing.T) {
-	up := func(id string, port int) registry.Instance { return inst(id, "hello", port, registry.StatusUp) }
-	out := func(id string, port int) registry.Instance {
-		return inst(id, "hello", port, registry.StatusOutOfService)
-	}
-	down := func(id string, port int) registry.Instance { return inst(id, "hello", port, registry.StatusDown) }
 	tests := []struct {
 		desc  string
 		after []registry.Instance

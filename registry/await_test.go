@@ -41,12 +41,15 @@ func TestAwaitGatewaysBlocksFromTheIndexItRead(t *testing.T) {
 		{desc: "each read after the first blocks from the index the one before answered",
 			answers: []scripted{{applied: 1, index: 10}, {applied: 2, index: 11}, {applied: 5, index: 12}},
 			waited:  []uint64{0, 10, 11}},
-		{desc: "an index that went back (a registry restarted) is read again without one",
+		{desc: "an index that went back (a registry restarted) is waited from",
 			answers: []scripted{{applied: 1, index: 10}, {applied: 1, index: 3}, {applied: 5, index: 4}},
-			waited:  []uint64{0, 10, 0}},
-		{desc: "a failed read is tried again without an index",
+			waited:  []uint64{0, 10, 3}},
+		{desc: "a failed read is followed by a plain one",
 			answers: []scripted{{applied: 1, index: 10}, {err: down}, {applied: 5, index: 12}},
 			waited:  []uint64{0, 10, 0}},
+		{desc: "a registry whose index does not move is read again",
+			answers: []scripted{{applied: 1}, {applied: 1}, {applied: 5}},
+			waited:  []uint64{0, 0, 0}},
 		{desc: "reads that keep failing end with the context's error and the read's",
 			answers: []scripted{{err: down}}, want: down},
 	} {
@@ -90,8 +93,8 @@ func TestAwaitGatewaysBacksOffFromARegistryThatRefusesToBlock(t *testing.T) {
 		t.Fatalf("err %v, want the deadline", err)
 	}
 	// Pauses of 10, 20, 40, 80, 160 ms after each refusal: a handful of
-	// reads in 300 ms, where resetting the pause on every plain read that
-	// succeeds made hundreds.
+	// reads in 300 ms, where going back to a plain read that succeeds, and
+	// starting the pause over, made hundreds.
 	if w.refused == 0 || w.reads > 20 {
 		t.Fatalf("%d reads (%d refused) in 300 ms; want a few, backing off", w.reads, w.refused)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/switchyard/switchyard/registry"
 	"github.com/switchyard/switchyard/registry/backends"
 	"github.com/switchyard/switchyard/registry/consul"
+	"github.com/switchyard/switchyard/registry/registrytest"
 )
 
 // startConsul runs a real `consul agent -dev` for the test; the first run
@@ -572,40 +573,7 @@ func TestConsul(t *testing.T) {
 	})
 
 	t.Run("a report wakes a blocking query on the reports", func(t *testing.T) {
-		gw := newConsulBackend(t, c, consul.Config{KVPrefix: "gw-watch"})
-		if err := gw.ReportGateway(ctx, registry.GatewayReport{ID: "gw-1", Applied: map[string]uint64{"hello": 1}}); err != nil {
-			t.Fatal(err)
-		}
-		_, idx, err := gw.WatchGateways(ctx, 0, 0)
-		if err != nil || idx == 0 {
-			t.Fatalf("first list: index %d, %v", idx, err)
-		}
-		type answer struct {
-			gws []registry.GatewayReport
-			idx uint64
-			err error
-		}
-		got := make(chan answer, 1)
-		go func() {
-			gws, i, err := gw.WatchGateways(ctx, idx, 30*time.Second)
-			got <- answer{gws, i, err}
-		}()
-		select {
-		case a := <-got:
-			t.Fatalf("the blocking query returned before any report: %+v", a)
-		case <-time.After(300 * time.Millisecond):
-		}
-		if err := gw.ReportGateway(ctx, registry.GatewayReport{ID: "gw-1", Applied: map[string]uint64{"hello": 2}}); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case a := <-got:
-			if a.err != nil || len(a.gws) != 1 || a.gws[0].Applied["hello"] != 2 || a.idx <= idx {
-				t.Fatalf("after a report: %+v; want gw-1's new report at an index past %d", a, idx)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the blocking query did not return after a report")
-		}
+		registrytest.AReportWakesABlockingQuery(t, newConsulBackend(t, c, consul.Config{KVPrefix: "gw-watch"}), nil)
 	})
 
 	t.Run("bad input is refused with the registry's errors", func(t *testing.T) {

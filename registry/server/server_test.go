@@ -21,6 +21,7 @@ import (
 
 	"github.com/switchyard/switchyard/internal/testutil"
 	"github.com/switchyard/switchyard/registry"
+	"github.com/switchyard/switchyard/registry/registrytest"
 	"github.com/switchyard/switchyard/registry/server"
 )
 
@@ -306,57 +307,18 @@ func TestAGatewayRoutingTenThousandServicesCanReport(t *testing.T) {
 }
 
 // A controller waiting for gateways to confirm a change holds a blocking
-// query on their reports: it returns when a report lands, not before.
+// query on their reports: it returns when a report lands, not before, and
+// not on an instance's change, which moves the instances' index only.
 func TestAGatewayReportWakesABlockingQueryOnTheReports(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	base := serve(t, "secret")
-	c := registry.NewClient(base, registry.ReadToken("secret"))
-	gws, idx, err := c.WatchGateways(ctx, 0, 0)
-	if err != nil || len(gws) != 0 || idx == 0 {
-		t.Fatalf("first list: %v, index %d, %v; want no report and an index", gws, idx, err)
-	}
-	type answer struct {
-		gws []registry.GatewayReport
-		idx uint64
-		err error
-	}
-	got := make(chan answer, 1)
-	go func() {
-		gws, i, err := c.WatchGateways(ctx, idx, 30*time.Second)
-		got <- answer{gws, i, err}
-	}()
-	select {
-	case a := <-got:
-		t.Fatalf("the blocking query returned before any report: %+v", a)
-	case <-time.After(300 * time.Millisecond):
-	}
-	// An instance's change moves the instances' index, not the reports'.
-	if err := registry.NewClient(base, "secret").Register(ctx, registry.Instance{ID: "a", Service: "hello", Color: "blue", Address: "127.0.0.1", Port: 9000, Status: registry.StatusUp}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case a := <-got:
-		t.Fatalf("the blocking query on the reports returned on an instance's change: %+v", a)
-	case <-time.After(300 * time.Millisecond):
-	}
-	r := registry.GatewayReport{ID: "gw-1", Applied: map[string]uint64{"hello": 7}}
-	if err := c.ReportGateway(ctx, r); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case a := <-got:
-		if a.err != nil || len(a.gws) != 1 || a.gws[0].Applied["hello"] != 7 || a.idx <= idx {
-			t.Fatalf("after a report: %+v; want gw-1's report at an index past %d", a, idx)
+	registrytest.AReportWakesABlockingQuery(t, registry.NewClient(base, registry.ReadToken("secret")), func() {
+		err := registry.NewClient(base, "secret").Register(ctx, registry.Instance{ID: "a", Service: "hello", Color: "blue", Address: "127.0.0.1", Port: 9000, Status: registry.StatusUp})
+		if err != nil {
+			t.Fatal(err)
 		}
-		// No report since: the query waits out its wait and answers the same index.
-		gws, again, err := c.WatchGateways(ctx, a.idx, 200*time.Millisecond)
-		if err != nil || again != a.idx || len(gws) != 1 {
-			t.Fatalf("a wait with no report answered %v, index %d, %v; want the same report at index %d", gws, again, err, a.idx)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the blocking query did not return after a report")
-	}
+	})
 	// A malformed index or wait is refused, as on the instances.
 	for _, q := range []string{"index=x", "index=1&wait=-1s"} {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/gateways?"+q, nil)
