@@ -1,10 +1,6 @@
 package consul
 
-import (
-	"testing"
-
-	"github.com/hashicorp/consul/api"
-)
+import "testing"
 
 func TestMaintenanceNotesNameTheSwitchStrictly(t *testing.T) {
 	const id = "hello-1"
@@ -27,7 +23,7 @@ func TestMaintenanceNotesNameTheSwitchStrictly(t *testing.T) {
 		{desc: "another prefix", notes: "deploy freeze (switch 7)", want: 0},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			checks := api.HealthChecks{
+			checks := []check{
 				{CheckID: "service:" + id, Notes: maintNotes(5)}, // not the maintenance check
 				{CheckID: maintCheckID(id), Notes: tc.notes},
 			}
@@ -36,7 +32,7 @@ func TestMaintenanceNotesNameTheSwitchStrictly(t *testing.T) {
 			}
 		})
 	}
-	if got := switchOf(api.HealthChecks{{CheckID: maintCheckID("other"), Notes: maintNotes(7)}}, id); got != 0 {
+	if got := switchOf([]check{{CheckID: maintCheckID("other"), Notes: maintNotes(7)}}, id); got != 0 {
 		t.Fatalf("another instance's maintenance named switch %d", got)
 	}
 }
