@@ -338,7 +338,8 @@ func (c *coverage) of(service string, p *Pool) uint64 {
 
 // syncWatches follows the routed services while the gateway runs: all of
 // them with one watch when the registry's view of all services is one
-// query, else one watch each. Callers hold applyMu.
+// query, or when they are more than the registry wants a watch each for
+// (registry.WatchesAll), else one watch each. Callers hold applyMu.
 func (g *Gateway) syncWatches() {
 	g.watchMu.Lock()
 	defer g.watchMu.Unlock()
@@ -346,7 +347,15 @@ func (g *Gateway) syncWatches() {
 		return
 	}
 	pools := g.table.Load().pools
-	if registry.ListsAllAtOnce(g.cfg.Source) {
+	if registry.WatchesAll(g.cfg.Source, len(pools)) {
+		// Routes that grew past a registry's AllAbove leave their
+		// watches of one service each for the one of all.
+		for svc, stop := range g.watchers {
+			if svc != "" {
+				stop()
+				delete(g.watchers, svc)
+			}
+		}
 		if _, ok := g.watchers[""]; !ok {
 			ctx, cancel := context.WithCancel(g.watchCtx)
 			g.watchers[""] = cancel

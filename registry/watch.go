@@ -31,6 +31,28 @@ func ListsAllAtOnce(l Lister) bool {
 	return ok && al.ListsAllAtOnce()
 }
 
+// ManyLister is a Lister whose view of all services is one blocking query
+// and then a read of each service that changed. That costs a watcher more
+// on each change than one service's watch does, but it holds one
+// connection, where a watch per service holds one each and a registry
+// limits how many one client may hold (Consul's agent: 200 by default).
+// A watcher of more than AllAbove services watches that view.
+type ManyLister interface {
+	Lister
+	AllAbove() int
+}
+
+// WatchesAll tells whether a watcher of n services holds one watch of all
+// services (service "") rather than one per service: always when l lists
+// all at once, and past its AllAbove when l is a ManyLister.
+func WatchesAll(l Lister, n int) bool {
+	if ListsAllAtOnce(l) {
+		return true
+	}
+	ml, ok := l.(ManyLister)
+	return ok && n > ml.AllAbove()
+}
+
 // WatchOptions tune Watch; the zero value is sensible.
 type WatchOptions struct {
 	Wait       time.Duration // blocking-query wait; default 30s

@@ -33,6 +33,34 @@ func TestListsAllAtOnce(t *testing.T) {
 	}
 }
 
+// manyLister is a Lister that watches all services past above of them.
+type manyLister struct {
+	registry.Lister
+	above int
+}
+
+func (m manyLister) AllAbove() int { return m.above }
+
+func TestWatchesAll(t *testing.T) {
+	for _, tc := range []struct {
+		desc string
+		l    registry.Lister
+		n    int
+		want bool
+	}{
+		{"the built-in registry's client: one watch of all for one service", registry.NewClient("http://127.0.0.1:1", "t"), 1, true},
+		{"a plain lister: a watch per service, however many", listerOnly{}, 10000, false},
+		{"a many-lister at its limit: a watch per service", manyLister{above: 16}, 16, false},
+		{"a many-lister past its limit: one watch of all", manyLister{above: 16}, 17, true},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			if got := registry.WatchesAll(tc.l, tc.n); got != tc.want {
+				t.Fatalf("WatchesAll(%d) = %v, want %v", tc.n, got, tc.want)
+			}
+		})
+	}
+}
+
 // next waits for the watch's next snapshot.
 func next(t *testing.T, snaps <-chan registry.Snapshot) registry.Snapshot {
 	t.Helper()

@@ -24,8 +24,7 @@ import (
 )
 
 // RouteSizes are the route counts of the memory-per-route curve, and
-// ConsulRouteSizes those with Consul, where the gateway keeps one watch
-// per service.
+// ConsulRouteSizes those with Consul.
 var (
 	RouteSizes       = []int{10, 100, 1000, 10000}
 	ConsulRouteSizes = []int{10, 100, 1000}
@@ -104,7 +103,7 @@ func (b *bencher) routesConsul(ctx context.Context) error {
 			return err
 		}
 		row.Instances = len(insts)
-		if err := b.measureGateway(ctx, filepath.Join(dir, strconv.Itoa(n)), row, agent.URL(), nil); err != nil {
+		if err := b.measureGateway(ctx, filepath.Join(dir, strconv.Itoa(n)), row, agent.URL(), reg); err != nil {
 			b.note("routes %d with Consul: %v", n, err)
 		}
 		if row.Mem.RSS > 0 {
@@ -173,9 +172,9 @@ func (b *bencher) routesOne(ctx context.Context, row *RouteRow) error {
 }
 
 // measureGateway starts the gateway with one route per service of row
-// on the registry at url, waits until it has applied them all and reads
-// its memory; with c, it also times changes through it.
-func (b *bencher) measureGateway(ctx context.Context, dir string, row *RouteRow, url string, c *registry.Client) error {
+// on the registry at url, waits until it has applied them all, reads its
+// memory and times changes made through c until its routing shows them.
+func (b *bencher) measureGateway(ctx context.Context, dir string, row *RouteRow, url string, c registry.Backend) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -206,13 +205,10 @@ func (b *bencher) measureGateway(ctx context.Context, dir string, row *RouteRow,
 	}
 	defer gw.stop(syscall.SIGTERM, 5*time.Second)
 	hc := &http.Client{Timeout: 10 * time.Second}
-	// Per-service watches on Consul either apply in seconds or never: its
-	// agent answers 429 to a client beyond 200 connections
-	// (limits.http_max_conns_per_client).
-	within := 3 * time.Minute
-	if c == nil {
-		within = time.Minute
-	}
+	// A gateway that holds a watch per Consul service applies them in
+	// seconds or never: the agent answers 429 to a client past 200
+	// connections (limits.http_max_conns_per_client).
+	within := time.Minute
 	err = retry.Until(ctx, within, func() (bool, error) {
 		n, err := appliedServices(ctx, hc, admin)
 		row.AppliedServices = max(row.AppliedServices, n)
@@ -244,10 +240,8 @@ func (b *bencher) measureGateway(ctx context.Context, dir string, row *RouteRow,
 	}
 	row.Goroutines, row.Heap = int(gauges["go_goroutines"]), uint64(gauges["go_memstats_heap_inuse_bytes"])
 
-	if c != nil {
-		if row.Change, err = changeToGateway(ctx, c, listen, row.Routes); err != nil {
-			b.note("routes %d: %v", row.Routes, err)
-		}
+	if row.Change, err = changeToGateway(ctx, c, listen, row.Routes); err != nil {
+		b.note("routes %d with the %s registry: %v", row.Routes, row.Registry, err)
 	}
 	b.logf("routes: %s registry, %d routes (%d instances) applied in %s; gateway RSS %s (peak %s), %d goroutines, heap %s; a change reached it in %s",
 		row.Registry, row.Routes, row.Instances, row.Applied.Round(time.Millisecond), mb(row.Mem.RSS), mb(row.Mem.HWM),
@@ -304,7 +298,7 @@ func appliedIndexes(ctx context.Context, hc *http.Client, admin string) (map[str
 // anything else (502: nothing listens behind it) once it is back. The
 // answers are cheap to poll, unlike the gateway's applied map, whose
 // size grows with the routes.
-func changeToGateway(ctx context.Context, c *registry.Client, listen string, routes int) (time.Duration, error) {
+func changeToGateway(ctx context.Context, c registry.Backend, listen string, routes int) (time.Duration, error) {
 	hc := &http.Client{Timeout: 5 * time.Second}
 	var took []time.Duration
 	for k := range 6 {

@@ -25,13 +25,15 @@
 package consul
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
+	"hash/fnv"
 	"net/url"
 	"slices"
 	"sort"
@@ -88,6 +90,18 @@ type Registry struct {
 	keys  map[string]keyState // what each listed service ("" for all) last answered
 	epoch epoch
 	mine  map[string]mine // by id, the instances registered here
+	// views are the services readAll read last, by name, in generation
+	// viewsGen; fullAt is when it last read every one.
+	views    map[string]serviceView
+	fullAt   time.Time
+	viewsGen uint64
+}
+
+// serviceView is a service's instances as readAll last read them: at
+// that read's index, when its checks summed up to sig.
+type serviceView struct {
+	sig, index uint64
+	instances  []registry.Instance
 }
 
 // mine is what this backend last made of an instance it registered, which
@@ -140,9 +154,26 @@ const (
 	maxMine = 100000
 	// maxIdleConns is how many idle connections to the agent are kept.
 	maxIdleConns = 128
+	// allAbove is how many services a watcher follows with a watch each
+	// before it watches them all at once (AllAbove): few enough to leave
+	// most of the agent's 200 connections per client to the rest.
+	allAbove = 16
+	// maxReads bounds the services a view of all reads at once.
+	maxReads = 16
+	// fullReadEvery is how often a view of all reads every service, not
+	// only those whose checks changed.
+	fullReadEvery = 5 * time.Minute
 )
 
-var _ registry.Backend = (*Registry)(nil)
+var (
+	_ registry.Backend    = (*Registry)(nil)
+	_ registry.ManyLister = (*Registry)(nil)
+)
+
+// AllAbove implements registry.ManyLister: a gateway that routes more
+// than a few services follows them with one watch of all (readAll), since
+// a watch each would hold a connection each.
+func (c *Registry) AllAbove() int { return allAbove }
 
 // ChecksHealth tells the SDK that the agent's HTTP check decides DOWN.
 func (c *Registry) ChecksHealth() bool { return true }
@@ -197,11 +228,12 @@ func New(cfg Config) (*Registry, error) {
 		return nil, fmt.Errorf("registry: consul client for %s: %w", ac.Address, err)
 	}
 	return &Registry{
-		cfg:  cfg,
-		api:  client,
-		log:  cfg.Log.WithField("consul", ac.Address),
-		keys: map[string]keyState{},
-		mine: map[string]mine{},
+		cfg:   cfg,
+		api:   client,
+		log:   cfg.Log.WithField("consul", ac.Address),
+		keys:  map[string]keyState{},
+		mine:  map[string]mine{},
+		views: map[string]serviceView{},
 	}, nil
 }
 
@@ -608,72 +640,132 @@ func (c *Registry) readService(service string, q *api.QueryOptions) (registry.Sn
 	return snap, nil
 }
 
-// readAll lists switchyard's services, then reads each of them at once.
-// A blocking readAll blocks on their checks, which change with every
-// registration, maintenance toggle and probe result, and takes the names
-// from the answer. A read that does not block takes the index from the
-// checks too, but asks for no check: all of them are hundreds of
-// kilobytes with a few hundred instances, while the catalog names the
-// services in a few bytes.
+// readAll is the view of all of switchyard's services in one blocking
+// query: every check of their instances and every node's own checks
+// (/v1/health/state/any), whose index is Consul's index of all checks.
+// Each service's instances are then read only when its checks (those of
+// its instances and of their nodes: every status this backend maps is a
+// check) differ from when it was last read, and kept for the next call.
+// A change to one service of a thousand costs the checks and one read, on
+// one connection; a watch per service would hold a thousand, past the
+// agent's limit of connections per client.
+//
+// The checks' ids and modify indexes are what tells a change: a status
+// change, a registration and a deregistration all add, delete or modify
+// a check. A change of a registration that leaves its checks as they were
+// (another meta, say, which switchyard's own registrations never make)
+// is seen at the next full read, every fullReadEvery.
 func (c *Registry) readAll(ctx context.Context, q *api.QueryOptions) (registry.Snapshot, error) {
-	var names []string
-	var index uint64
-	owned := fmt.Sprintf("%q in ServiceTags", tagOwned)
-	if q.WaitIndex > 0 {
-		q.Filter = owned
-		var checks []struct{ ServiceName string }
-		meta, err := c.api.Raw().Query("/v1/health/state/"+api.HealthAny, &checks, q)
-		if err != nil {
-			return registry.Snapshot{}, err
-		}
-		for _, ch := range checks {
-			if ch.ServiceName != "" && !slices.Contains(names, ch.ServiceName) {
-				names = append(names, ch.ServiceName)
-			}
-		}
-		index = meta.LastIndex
-	} else {
-		var g errgroup.Group
-		g.Go(func() error {
-			nq := *q
-			nq.Filter = `CheckID == ""` // no check has an empty id
-			var none []struct{}
-			meta, err := c.api.Raw().Query("/v1/health/state/"+api.HealthAny, &none, &nq)
-			if err == nil {
-				index = meta.LastIndex
-			}
-			return err
-		})
-		g.Go(func() error {
-			sq := *q
-			sq.Filter = owned
-			svcs, _, err := c.api.Catalog().Services(&sq)
-			names = slices.Collect(maps.Keys(svcs))
-			return err
-		})
-		if err := g.Wait(); err != nil {
-			return registry.Snapshot{}, err
+	q.Filter = fmt.Sprintf("%q in ServiceTags or ServiceID == \"\"", tagOwned)
+	var checks []checkRef
+	meta, err := c.api.Raw().Query("/v1/health/state/"+api.HealthAny, &checks, q)
+	if err != nil {
+		return registry.Snapshot{}, err
+	}
+	sigs := signatures(checks)
+	start := time.Now()
+	c.mu.Lock()
+	// Should Consul have lost its data (see Instances), views read before
+	// must not stand for what holds checks of the same ids and indexes.
+	gen := c.gen
+	if c.viewsGen != gen {
+		c.views, c.viewsGen, c.fullAt = map[string]serviceView{}, gen, time.Time{}
+	}
+	full := start.Sub(c.fullAt) >= fullReadEvery
+	var stale []string
+	kept := map[string][]registry.Instance{} // as they stand for these checks
+	for name, sig := range sigs {
+		if v, ok := c.views[name]; !full && ok && v.sig == sig {
+			kept[name] = v.instances
+		} else {
+			stale = append(stale, name)
 		}
 	}
-	sort.Strings(names)
-	snaps := make([]registry.Snapshot, len(names))
-	var g errgroup.Group
-	for i, name := range names {
+	c.mu.Unlock()
+	read := make([]registry.Snapshot, len(stale))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(maxReads)
+	for i, name := range stale {
 		g.Go(func() error {
 			var err error
-			snaps[i], err = c.readService(name, (&api.QueryOptions{}).WithContext(ctx))
+			read[i], err = c.readService(name, (&api.QueryOptions{}).WithContext(gctx))
 			return err
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return registry.Snapshot{}, err
 	}
-	snap := registry.Snapshot{Index: index, Instances: []registry.Instance{}}
-	for _, s := range snaps {
-		snap.Instances = append(snap.Instances, s.Instances...)
+	snap := registry.Snapshot{Index: meta.LastIndex, Instances: []registry.Instance{}}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	mine := c.viewsGen == gen
+	for i, name := range stale {
+		kept[name] = read[i].Instances
+		// A call that read later may have stored a newer view already.
+		if v, ok := c.views[name]; mine && (!ok || read[i].Index >= v.index) {
+			c.views[name] = serviceView{sig: sigs[name], index: read[i].Index, instances: read[i].Instances}
+		}
+	}
+	if mine && full && start.After(c.fullAt) {
+		c.fullAt = start
+	}
+	for name := range c.views {
+		if _, ok := sigs[name]; !ok && mine {
+			delete(c.views, name) // no check left: gone, or to be read again
+		}
+	}
+	for _, insts := range kept {
+		snap.Instances = append(snap.Instances, insts...)
 	}
 	sortInstances(snap.Instances)
 	return snap, nil
+}
+
+// checkRef is what readAll reads of a check.
+type checkRef struct {
+	Node, CheckID, ServiceID, ServiceName string
+	ModifyIndex                           uint64
+}
+
+// signatures sums up, for each service, its instances' checks and the
+// checks of the nodes they run on: a service whose sum is as it was has
+// every status as it was.
+func signatures(checks []checkRef) map[string]uint64 {
+	slices.SortFunc(checks, func(a, b checkRef) int {
+		return cmp.Or(strings.Compare(a.Node, b.Node), strings.Compare(a.CheckID, b.CheckID))
+	})
+	nodes := map[string]uint64{}
+	for _, ch := range checks {
+		if ch.ServiceID == "" {
+			nodes[ch.Node] = mix(nodes[ch.Node], ch.CheckID, ch.ModifyIndex)
+		}
+	}
+	sigs := map[string]uint64{}
+	seen := map[[2]string]bool{} // service and node, once each
+	for _, ch := range checks {
+		if ch.ServiceID == "" || ch.ServiceName == "" {
+			continue
+		}
+		sig := mix(sigs[ch.ServiceName], ch.Node+"\x00"+ch.CheckID, ch.ModifyIndex)
+		if k := [2]string{ch.ServiceName, ch.Node}; !seen[k] {
+			seen[k] = true
+			sig = mix(sig, ch.Node, nodes[ch.Node])
+		}
+		sigs[ch.ServiceName] = sig
+	}
+	return sigs
+}
+
+// mix folds a name and a number into h (FNV-1a).
+func mix(h uint64, s string, n uint64) uint64 {
+	f := fnv.New64a()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], h)
+	_, _ = f.Write(b[:])
+	_, _ = f.Write([]byte(s))
+	binary.LittleEndian.PutUint64(b[:], n)
+	_, _ = f.Write(b[:])
+	return f.Sum64()
 }
 
 // verifyEpoch reads the epoch, writing a new one when it is missing, and

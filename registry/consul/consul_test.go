@@ -735,6 +735,19 @@ type consulProxy struct {
 	addr     string
 	blocked  atomic.Int64
 	lastWait atomic.Int64 // the wait the last blocking query asked for
+
+	mu    sync.Mutex
+	paths map[string]int // GETs forwarded, by path
+}
+
+// reads tells how many GETs of path the proxy forwarded since the last
+// call, and starts counting again.
+func (p *consulProxy) reads(path string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := p.paths[path]
+	p.paths = map[string]int{}
+	return n
 }
 
 func newConsulProxy(t *testing.T, c *local.Consul) *consulProxy {
@@ -743,9 +756,14 @@ func newConsulProxy(t *testing.T, c *local.Consul) *consulProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &consulProxy{}
+	p := &consulProxy{paths: map[string]int{}}
 	rp := httputil.NewSingleHostReverseProxy(target)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			p.mu.Lock()
+			p.paths[r.URL.Path]++
+			p.mu.Unlock()
+		}
 		if q := r.URL.Query(); q.Has("index") {
 			wait, _ := time.ParseDuration(q.Get("wait"))
 			trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
@@ -866,5 +884,92 @@ func waitCritical(t *testing.T, raw *api.Client, id string) {
 			return ch.Status == api.HealthCritical, ch.Status
 		}
 		return false, "no check"
+	})
+}
+
+// TestConsulViewOfAllReadsOnlyWhatChanged shows that a view of all
+// services reads a service's instances again only when its checks, or its
+// node's, changed: one service's change costs the checks and that
+// service's read, not a read of every service.
+func TestConsulViewOfAllReadsOnlyWhatChanged(t *testing.T) {
+	c := startConsul(t)
+	raw := rawConsul(t, c)
+	p := newConsulProxy(t, c)
+	b, err := consul.New(consul.Config{Address: p.addr, Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	h := newHealthServer(t)
+	a := h.instance("view-a", "svc-view-a", registry.StatusOutOfService)
+	z := h.instance("view-z", "svc-view-z", registry.StatusOutOfService)
+	registerOut(t, b, raw, a)
+	registerOut(t, b, raw, z)
+	const pathA, pathZ = "/v1/health/service/svc-view-a", "/v1/health/service/svc-view-z"
+	// all reads the view of all services and checks what it shows of a and z.
+	all := func(t *testing.T, wantA, wantZ registry.Status) {
+		t.Helper()
+		snap, err := b.Instances(ctx, "", 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ga, gz := statusIn(snap, a.ID), statusIn(snap, z.ID); ga != wantA || gz != wantZ {
+			t.Fatalf("view of all: %s is %s and %s is %s, want %s and %s", a.ID, ga, z.ID, gz, wantA, wantZ)
+		}
+	}
+	all(t, registry.StatusOutOfService, registry.StatusOutOfService)
+	p.reads(pathA)
+
+	t.Run("nothing changed: no service is read again", func(t *testing.T) {
+		all(t, registry.StatusOutOfService, registry.StatusOutOfService)
+		if n, m := p.reads(pathA), p.reads(pathZ); n+m != 0 {
+			t.Fatalf("read %s %d times and %s %d times, want neither", pathA, n, pathZ, m)
+		}
+	})
+	t.Run("one service's status changed: only it is read again", func(t *testing.T) {
+		if _, err := b.SetStatus(ctx, a.ID, registry.StatusUp); err != nil {
+			t.Fatal(err)
+		}
+		p.reads(pathA)
+		all(t, registry.StatusUp, registry.StatusOutOfService)
+		if n, m := p.reads(pathA), p.reads(pathZ); n != 1 || m != 0 {
+			t.Fatalf("read %s %d times and %s %d times, want once and never", pathA, n, pathZ, m)
+		}
+	})
+	t.Run("the node's maintenance takes every service out, and back", func(t *testing.T) {
+		if err := raw.Agent().EnableNodeMaintenance("test"); err != nil {
+			t.Fatal(err)
+		}
+		testutil.EventuallyWhy(t, 10*time.Second, "the node's maintenance shows in the view of all", func() (bool, string) {
+			snap, err := b.Instances(ctx, "", 0, 0)
+			if err != nil {
+				return false, err.Error()
+			}
+			return statusIn(snap, a.ID) == registry.StatusOutOfService, string(statusIn(snap, a.ID))
+		})
+		if err := raw.Agent().DisableNodeMaintenance(); err != nil {
+			t.Fatal(err)
+		}
+		testutil.EventuallyWhy(t, 10*time.Second, "the node's maintenance ends in the view of all", func() (bool, string) {
+			snap, err := b.Instances(ctx, "", 0, 0)
+			if err != nil {
+				return false, err.Error()
+			}
+			return statusIn(snap, a.ID) == registry.StatusUp, string(statusIn(snap, a.ID))
+		})
+		all(t, registry.StatusUp, registry.StatusOutOfService)
+	})
+	t.Run("a deregistered service leaves the view", func(t *testing.T) {
+		if err := b.Deregister(ctx, z.ID); err != nil {
+			t.Fatal(err)
+		}
+		testutil.EventuallyWhy(t, 10*time.Second, z.ID+" leaves the view of all", func() (bool, string) {
+			snap, err := b.Instances(ctx, "", 0, 0)
+			if err != nil {
+				return false, err.Error()
+			}
+			return statusIn(snap, z.ID) == "absent", string(statusIn(snap, z.ID))
+		})
+		all(t, registry.StatusUp, "absent")
 	})
 }
