@@ -95,6 +95,24 @@ func TestGatewayFollowsMoreConsulServicesThanTheAgentAllowsConnections(t *testin
 	if got := upAddrs(gw, svc(8)); !slices.Equal(got, want) {
 		t.Fatalf("%s routes to %v after another service's change, want %v", svc(8), got, want)
 	}
+
+	// Routes reloaded below the threshold and back: a watch each, then
+	// the one of all again, each seeing the next change.
+	for _, k := range []int{3, n} {
+		if err := gw.SetRoutes(parseRoutes(t, routes[:k]...)); err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range []registry.Status{registry.StatusOutOfService, registry.StatusUp} {
+			idx, err := b.SetStatus(ctx, svc(1)+"-a", st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitApplied(t, gw, svc(1), idx)
+			if got, up := upAddrs(gw, svc(1)), st == registry.StatusUp; up != slices.Equal(got, want) {
+				t.Fatalf("with %d routes, %s routes to %v once it applied index %d of its instance set %s", k, svc(1), got, idx, st)
+			}
+		}
+	}
 }
 
 // connsTo counts the established TCP connections to addr (a loopback

@@ -391,7 +391,7 @@ func (g *Gateway) syncWatches() {
 // watch applies service's snapshots until ctx ends.
 func (g *Gateway) watch(ctx context.Context, service string) {
 	for snap := range registry.Watch(ctx, g.cfg.Source, service, registry.WatchOptions{Log: g.log}) {
-		g.apply(service, snap)
+		g.applyWatched(ctx, service, snap)
 	}
 }
 
@@ -416,7 +416,7 @@ func (g *Gateway) watchAll(ctx context.Context) {
 				if !ok {
 					break follow
 				}
-				g.applyAll(snap)
+				g.applyAll(ctx, snap)
 			case <-g.resync:
 				break follow
 			}
@@ -430,9 +430,12 @@ func (g *Gateway) watchAll(ctx context.Context) {
 // preview) or readiness differ from its pool; every other pool is
 // kept as it is and reports the view's index (see coverage). The warm-up
 // rule of apply holds per service.
-func (g *Gateway) applyAll(snap registry.Snapshot) {
+func (g *Gateway) applyAll(ctx context.Context, snap registry.Snapshot) {
 	g.applyMu.Lock()
 	defer g.applyMu.Unlock()
+	if ctx.Err() != nil {
+		return // stopped by syncWatches: see applyWatched
+	}
 	prev := g.table.Load()
 	views := make(map[string][]registry.Instance, len(prev.pools))
 	for _, inst := range snap.Instances {
@@ -612,6 +615,22 @@ func withSnapshots(t *Table, snaps map[string]registry.Snapshot) *Table {
 func (g *Gateway) apply(service string, snap registry.Snapshot) {
 	g.applyMu.Lock()
 	defer g.applyMu.Unlock()
+	g.applyLocked(service, snap)
+}
+
+// applyWatched is apply for a watch that ctx stops. syncWatches stops a
+// watch holding applyMu, when the routes move to another way of
+// watching: a snapshot the stopped watch still held is older than what
+// the new watch applies, and is dropped.
+func (g *Gateway) applyWatched(ctx context.Context, service string, snap registry.Snapshot) {
+	g.applyMu.Lock()
+	defer g.applyMu.Unlock()
+	if ctx.Err() == nil {
+		g.applyLocked(service, snap)
+	}
+}
+
+func (g *Gateway) applyLocked(service string, snap registry.Snapshot) {
 	prev := g.table.Load()
 	old := prev.pools[service]
 	if old == nil {

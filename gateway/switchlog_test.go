@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -110,7 +111,7 @@ func TestRoutingTableLinesNameTheSwitchThatMovedInstances(t *testing.T) {
 					if path == "a watch of the service" {
 						g.apply("hello", snapOf(index, insts...))
 					} else {
-						g.applyAll(snapOf(index, insts...))
+						g.applyAll(context.Background(), snapOf(index, insts...))
 					}
 				}
 				apply(10, tt.before)
@@ -140,7 +141,7 @@ func TestAServicesFirstRoutingTableNamesNoSwitch(t *testing.T) {
 	}
 	// A gateway that starts after a switch learns the state; it does not
 	// see the switch move anything.
-	g.applyAll(snapOf(10, by(inst("a", "hello", 1, registry.StatusUp), 7)))
+	g.applyAll(context.Background(), snapOf(10, by(inst("a", "hello", 1, registry.StatusUp), 7)))
 	line := appliedLine(hook)
 	if line == nil {
 		t.Fatal("no routing table line")
@@ -164,9 +165,9 @@ func TestASummaryOfManyServicesNamesTheNewestSwitch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.applyAll(snapOf(10, before...))
+	g.applyAll(context.Background(), snapOf(10, before...))
 	hook.Reset()
-	g.applyAll(snapOf(11, after...))
+	g.applyAll(context.Background(), snapOf(11, after...))
 	line := appliedLine(hook)
 	if line == nil || line.Data["services"] != 12 {
 		t.Fatalf("summary line = %v, want one for 12 services", line)
@@ -205,7 +206,7 @@ func TestOnlyAChangeOfTheUPInstancesStartsFastReports(t *testing.T) {
 					if path == "a watch of the service" {
 						g.apply("hello", snapOf(index, insts...))
 					} else {
-						g.applyAll(snapOf(index, insts...))
+						g.applyAll(context.Background(), snapOf(index, insts...))
 					}
 				}
 				apply(10, []registry.Instance{up("a", 1), out("b", 2)})

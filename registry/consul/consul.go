@@ -111,9 +111,12 @@ type mine struct {
 	out     bool // in maintenance
 }
 
-// keyState is a service's last answered index and the generation it was
-// answered in.
-type keyState struct{ index, gen uint64 }
+// keyState is a service's last answered index, the generation it was
+// answered in, and when.
+type keyState struct {
+	index, gen uint64
+	at         time.Time
+}
 
 // epoch is the cluster's state as this backend last saw it.
 type epoch struct {
@@ -263,6 +266,7 @@ func (c *Registry) Register(ctx context.Context, inst registry.Instance) error {
 	checks := api.AgentServiceChecks{{
 		CheckID:                        healthCheckID(inst.ID),
 		Name:                           "switchyard health",
+		Notes:                          registrationNotes(inst),
 		HTTP:                           "http://" + inst.ControlHostPort() + healthPath,
 		Method:                         "GET",
 		Interval:                       c.cfg.CheckInterval.String(),
@@ -470,13 +474,32 @@ func (c *Registry) awaitStatus(ctx context.Context, service, id string, st regis
 			}
 			return 0, service, fmt.Errorf("read %s from consul: %w", service, consulError(err))
 		}
+		var maint uint64 // the modify index of its maintenance check
 		for i := range entries {
 			if e := &entries[i]; e.Service != nil && e.Service.ID == id {
 				seen = statusOf(e)
+				for _, ch := range e.Checks {
+					if ch.CheckID == maintCheckID(id) {
+						maint = ch.ModifyIndex
+					}
+				}
 			}
 		}
+		if seen == st && st == registry.StatusOutOfService && maint > 0 {
+			return maint, service, nil
+		}
 		if seen == st {
-			return meta.LastIndex, service, nil
+			// Leaving maintenance deleted a check: no check holds the
+			// change's index. The service's index may also have moved
+			// since, by a write to the service alone, which a view of all
+			// services (on the checks' index) would not reach until some
+			// check changed. The smaller of the two is one that every
+			// watcher reaches, and no smaller than the change.
+			checks, err := c.checksIndex(ctx, service)
+			if err != nil {
+				return 0, service, fmt.Errorf("read the checks' index from consul: %w", consulError(err))
+			}
+			return min(meta.LastIndex, checks), service, nil
 		}
 		if index == 0 && seen == "absent" {
 			// Registered again since, under another name?
@@ -487,6 +510,18 @@ func (c *Registry) awaitStatus(ctx context.Context, service, id string, st regis
 		}
 		index = meta.LastIndex
 	}
+}
+
+// checksIndex is Consul's index of all checks, read consistently: past
+// every check change a consistent read has seen.
+func (c *Registry) checksIndex(ctx context.Context, service string) (uint64, error) {
+	var none []struct{}
+	q := &api.QueryOptions{RequireConsistent: true, Filter: `CheckID == ""`} // no check has an empty id
+	meta, err := c.api.Raw().Query("/v1/health/checks/"+service, &none, q.WithContext(ctx))
+	if err != nil {
+		return 0, err
+	}
+	return meta.LastIndex, nil
 }
 
 // healthOutput is what the agent's last probe of id said.
@@ -588,6 +623,7 @@ func (c *Registry) read(ctx context.Context, service string, waitIndex uint64, w
 	q := (&api.QueryOptions{WaitIndex: waitIndex, WaitTime: wait}).WithContext(ctx)
 	var snap registry.Snapshot
 	var err error
+	start := time.Now()
 	if service != "" {
 		snap, err = c.readService(service, q)
 	} else {
@@ -601,12 +637,19 @@ func (c *Registry) read(ctx context.Context, service string, waitIndex uint64, w
 		}
 		return registry.Snapshot{}, consulError(err)
 	}
-	if prev, ok := c.keys[service]; ok && snap.Index < prev.index {
+	// Only a read that started after the last one had its answer must
+	// answer at least its index: calls at once (a watch's and a
+	// listing's) may end in any order.
+	prev, ok := c.keys[service]
+	switch after := !ok || start.After(prev.at); {
+	case after && snap.Index < prev.index:
 		c.gen++
 		c.log.WithFields(logrus.Fields{"service": service, "was": prev.index, "now": snap.Index}).
 			Info("consul index went backwards; checking whether consul lost its data")
+		fallthrough
+	case after || snap.Index >= prev.index:
+		c.keys[service] = keyState{index: snap.Index, gen: c.gen, at: time.Now()}
 	}
-	c.keys[service] = keyState{index: snap.Index, gen: c.gen}
 	return snap, nil
 }
 
@@ -652,9 +695,10 @@ func (c *Registry) readService(service string, q *api.QueryOptions) (registry.Sn
 //
 // The checks' ids and modify indexes are what tells a change: a status
 // change, a registration and a deregistration all add, delete or modify
-// a check. A change of a registration that leaves its checks as they were
-// (another meta, say, which switchyard's own registrations never make)
-// is seen at the next full read, every fullReadEvery.
+// a check (Register writes a digest of the registration into its check's
+// Notes: see registrationNotes). A registration changed by other hands
+// that leaves its checks as they were is seen at the next full read,
+// every fullReadEvery.
 func (c *Registry) readAll(ctx context.Context, q *api.QueryOptions) (registry.Snapshot, error) {
 	q.Filter = fmt.Sprintf("%q in ServiceTags or ServiceID == \"\"", tagOwned)
 	var checks []checkRef
@@ -917,7 +961,10 @@ type entry struct {
 }
 
 // check is what this backend reads of a health check.
-type check struct{ CheckID, Status, Notes string }
+type check struct {
+	CheckID, Status, Notes string
+	ModifyIndex            uint64
+}
 
 // healthService reads /v1/health/service/<service> as api.Health().Service
 // does (every instance, passing or not), into entries.
@@ -963,6 +1010,21 @@ func instanceOf(e *entry) (registry.Instance, bool) {
 		Status:      st,
 		Switch:      sw,
 	}, true
+}
+
+// registrationNotes is the health check's Notes: a digest of what routes
+// to the instance. An agent that registers a service again carries its
+// check's status and output over, so a registration that changed only the
+// address, port or meta would leave every check as it was, and a view of
+// all services (readAll), which reads a service again when its checks
+// change, would not see it. The digest changes the check with them.
+func registrationNotes(inst registry.Instance) string {
+	h := fnv.New64a()
+	for _, v := range []string{inst.Service, inst.Address, strconv.Itoa(inst.Port), strconv.Itoa(inst.ControlPort), inst.Color, inst.Version, inst.Protocol} {
+		_, _ = h.Write([]byte(v))
+		_, _ = h.Write([]byte{0})
+	}
+	return fmt.Sprintf("switchyard registration %016x", h.Sum64())
 }
 
 // maintNotes is the maintenance check's Notes for an instance taken out

@@ -741,12 +741,12 @@ type consulProxy struct {
 }
 
 // reads tells how many GETs of path the proxy forwarded since the last
-// call, and starts counting again.
+// call for path, and starts counting it again.
 func (p *consulProxy) reads(path string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := p.paths[path]
-	p.paths = map[string]int{}
+	delete(p.paths, path)
 	return n
 }
 
@@ -905,6 +905,23 @@ func TestConsulViewOfAllReadsOnlyWhatChanged(t *testing.T) {
 	z := h.instance("view-z", "svc-view-z", registry.StatusOutOfService)
 	registerOut(t, b, raw, a)
 	registerOut(t, b, raw, z)
+	// The agent syncs a check's first passing result to the catalog a
+	// moment after its own state shows it: until both did, their checks
+	// may still change.
+	for _, inst := range []registry.Instance{a, z} {
+		testutil.EventuallyWhy(t, 10*time.Second, "the catalog has "+inst.ID+"'s check passing", func() (bool, string) {
+			checks, _, err := raw.Health().Checks(inst.Service, nil)
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, ch := range checks {
+				if ch.CheckID == "service:"+inst.ID {
+					return ch.Status == api.HealthPassing, ch.Status
+				}
+			}
+			return false, "no check"
+		})
+	}
 	const pathA, pathZ = "/v1/health/service/svc-view-a", "/v1/health/service/svc-view-z"
 	// all reads the view of all services and checks what it shows of a and z.
 	all := func(t *testing.T, wantA, wantZ registry.Status) {
@@ -919,6 +936,7 @@ func TestConsulViewOfAllReadsOnlyWhatChanged(t *testing.T) {
 	}
 	all(t, registry.StatusOutOfService, registry.StatusOutOfService)
 	p.reads(pathA)
+	p.reads(pathZ)
 
 	t.Run("nothing changed: no service is read again", func(t *testing.T) {
 		all(t, registry.StatusOutOfService, registry.StatusOutOfService)
@@ -958,6 +976,27 @@ func TestConsulViewOfAllReadsOnlyWhatChanged(t *testing.T) {
 			return statusIn(snap, a.ID) == registry.StatusUp, string(statusIn(snap, a.ID))
 		})
 		all(t, registry.StatusUp, registry.StatusOutOfService)
+	})
+	t.Run("a registration again on another port is read again", func(t *testing.T) {
+		// The same health check (its control port stays), which the agent
+		// carries over with its status: only the registration changed.
+		moved := a
+		moved.Status, moved.ControlPort, moved.Port = registry.StatusUp, h.port, h.port+1
+		if err := b.Register(ctx, moved); err != nil {
+			t.Fatal(err)
+		}
+		testutil.EventuallyWhy(t, 10*time.Second, "the view of all shows the new port", func() (bool, string) {
+			snap, err := b.Instances(ctx, "", 0, 0)
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, in := range snap.Instances {
+				if in.ID == a.ID {
+					return in.Port == moved.Port && in.Status == registry.StatusUp, fmt.Sprintf("port %d, %s", in.Port, in.Status)
+				}
+			}
+			return false, "absent"
+		})
 	})
 	t.Run("a deregistered service leaves the view", func(t *testing.T) {
 		if err := b.Deregister(ctx, z.ID); err != nil {
