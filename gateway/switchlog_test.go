@@ -107,13 +107,7 @@ func TestRoutingTableLinesNameTheSwitchThatMovedInstances(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				apply := func(index uint64, insts []registry.Instance) {
-					if path == "a watch of the service" {
-						g.apply("hello", snapOf(index, insts...))
-					} else {
-						g.applyAll(context.Background(), snapOf(index, insts...))
-					}
-				}
+				apply := applyVia(g, path)
 				apply(10, tt.before)
 				hook.Reset()
 				apply(11, tt.after)
@@ -202,13 +196,7 @@ func TestOnlyAChangeOfTheUPInstancesStartsFastReports(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				apply := func(index uint64, insts []registry.Instance) {
-					if path == "a watch of the service" {
-						g.apply("hello", snapOf(index, insts...))
-					} else {
-						g.applyAll(context.Background(), snapOf(index, insts...))
-					}
-				}
+				apply := applyVia(g, path)
 				apply(10, []registry.Instance{up("a", 1), out("b", 2)})
 				g.routed.Store(0)
 				apply(11, tt.after)
@@ -216,6 +204,18 @@ func TestOnlyAChangeOfTheUPInstancesStartsFastReports(t *testing.T) {
 					t.Fatalf("fast reports started = %v, want %v", fast, tt.fast)
 				}
 			})
+		}
+	}
+}
+
+// applyVia applies snapshots of "hello" to g the way path names: "a
+// watch of the service", else the watch of all services.
+func applyVia(g *Gateway, path string) func(index uint64, insts []registry.Instance) {
+	return func(index uint64, insts []registry.Instance) {
+		if path == "a watch of the service" {
+			g.apply("hello", snapOf(index, insts...))
+		} else {
+			g.applyAll(context.Background(), snapOf(index, insts...))
 		}
 	}
 }

@@ -25,10 +25,8 @@
 package consul
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -100,8 +98,9 @@ type Registry struct {
 // serviceView is a service's instances as readAll last read them: at
 // that read's index, when its checks summed up to sig.
 type serviceView struct {
-	sig, index uint64
-	instances  []registry.Instance
+	sig       signature
+	index     uint64
+	instances []registry.Instance
 }
 
 // mine is what this backend last made of an instance it registered, which
@@ -693,9 +692,9 @@ func (c *Registry) readService(service string, q *api.QueryOptions) (registry.Sn
 // one connection; a watch per service would hold a thousand, past the
 // agent's limit of connections per client.
 //
-// The checks' ids and modify indexes are what tells a change: a status
-// change, a registration and a deregistration all add, delete or modify
-// a check (Register writes a digest of the registration into its check's
+// The checks' modify indexes and number are what tells a change (see
+// signature): a status change, a registration and a deregistration all
+// add, delete or modify a check (Register writes a digest of the registration into its check's
 // Notes: see registrationNotes). A registration changed by other hands
 // that leaves its checks as they were is seen at the next full read,
 // every fullReadEvery.
@@ -767,49 +766,46 @@ func (c *Registry) readAll(ctx context.Context, q *api.QueryOptions) (registry.S
 
 // checkRef is what readAll reads of a check.
 type checkRef struct {
-	Node, CheckID, ServiceID, ServiceName string
-	ModifyIndex                           uint64
+	Node, ServiceID, ServiceName string
+	ModifyIndex                  uint64
 }
+
+// signature sums up a set of checks: the highest modify index among them,
+// and how many they are. Within one generation Consul's indexes only
+// grow, so a check added or modified raises the highest, and one deleted
+// without another added lowers the count: a set whose signature is as it
+// was is as it was.
+type signature struct {
+	max uint64
+	n   int
+}
+
+func (s signature) with(o signature) signature { return signature{max(s.max, o.max), s.n + o.n} }
 
 // signatures sums up, for each service, its instances' checks and the
 // checks of the nodes they run on: a service whose sum is as it was has
 // every status as it was.
-func signatures(checks []checkRef) map[string]uint64 {
-	slices.SortFunc(checks, func(a, b checkRef) int {
-		return cmp.Or(strings.Compare(a.Node, b.Node), strings.Compare(a.CheckID, b.CheckID))
-	})
-	nodes := map[string]uint64{}
+func signatures(checks []checkRef) map[string]signature {
+	nodes := map[string]signature{}
 	for _, ch := range checks {
 		if ch.ServiceID == "" {
-			nodes[ch.Node] = mix(nodes[ch.Node], ch.CheckID, ch.ModifyIndex)
+			nodes[ch.Node] = nodes[ch.Node].with(signature{ch.ModifyIndex, 1})
 		}
 	}
-	sigs := map[string]uint64{}
+	sigs := map[string]signature{}
 	seen := map[[2]string]bool{} // service and node, once each
 	for _, ch := range checks {
 		if ch.ServiceID == "" || ch.ServiceName == "" {
 			continue
 		}
-		sig := mix(sigs[ch.ServiceName], ch.Node+"\x00"+ch.CheckID, ch.ModifyIndex)
+		sig := sigs[ch.ServiceName].with(signature{ch.ModifyIndex, 1})
 		if k := [2]string{ch.ServiceName, ch.Node}; !seen[k] {
 			seen[k] = true
-			sig = mix(sig, ch.Node, nodes[ch.Node])
+			sig = sig.with(nodes[ch.Node])
 		}
 		sigs[ch.ServiceName] = sig
 	}
 	return sigs
-}
-
-// mix folds a name and a number into h (FNV-1a).
-func mix(h uint64, s string, n uint64) uint64 {
-	f := fnv.New64a()
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], h)
-	_, _ = f.Write(b[:])
-	_, _ = f.Write([]byte(s))
-	binary.LittleEndian.PutUint64(b[:], n)
-	_, _ = f.Write(b[:])
-	return f.Sum64()
 }
 
 // verifyEpoch reads the epoch, writing a new one when it is missing, and
