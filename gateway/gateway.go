@@ -269,7 +269,7 @@ func (g *Gateway) SetRoutes(routes []Route) error {
 	}
 	t := g.table.Load().withRoutes(trs, g.metrics.service)
 	g.table.Store(t)
-	g.streams.changed(t.upIDs()) // streams of a service no route names any more move too
+	g.streams.changed(t) // streams of a service no route names any more move too
 	g.cfg.Routes = routes
 	g.syncWatches()
 	return nil
@@ -395,6 +395,27 @@ func (g *Gateway) watch(ctx context.Context, service string) {
 	}
 }
 
+// watchViews follows the view of all services of l: as the changes the
+// registry sends when it can (a Viewer), otherwise from its whole views,
+// in which any service may have changed.
+func watchViews(ctx context.Context, l registry.Lister, o registry.WatchOptions) <-chan *registry.View {
+	if v, ok := l.(registry.Viewer); ok {
+		return registry.WatchView(ctx, v, o)
+	}
+	out := make(chan *registry.View)
+	go func() {
+		defer close(out)
+		for snap := range registry.Watch(ctx, l, "", o) {
+			select {
+			case out <- registry.ViewOf(snap):
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
 func (g *Gateway) askResync() {
 	select {
 	case g.resync <- struct{}{}:
@@ -408,15 +429,15 @@ func (g *Gateway) askResync() {
 func (g *Gateway) watchAll(ctx context.Context) {
 	for ctx.Err() == nil {
 		wctx, cancel := context.WithCancel(ctx)
-		snaps := registry.Watch(wctx, g.cfg.Source, "", registry.WatchOptions{Log: g.log})
+		views := watchViews(wctx, g.cfg.Source, registry.WatchOptions{Log: g.log})
 	follow:
 		for {
 			select {
-			case snap, ok := <-snaps:
+			case v, ok := <-views:
 				if !ok {
 					break follow
 				}
-				g.applyAll(ctx, snap)
+				g.applyAll(ctx, v)
 			case <-g.resync:
 				break follow
 			}
@@ -428,36 +449,36 @@ func (g *Gateway) watchAll(ctx context.Context) {
 // applyAll applies the view of all services to each routed service whose
 // UP instances (and OUT_OF_SERVICE ones, when the table keeps them for the
 // preview) or readiness differ from its pool; every other pool is
-// kept as it is and reports the view's index (see coverage). The warm-up
-// rule of apply holds per service.
-func (g *Gateway) applyAll(ctx context.Context, snap registry.Snapshot) {
+// kept as it is and reports the view's index (see coverage). Only the
+// services the view names as changed are compared, so that a change costs
+// what it touched, not the fleet. The warm-up rule of apply holds per
+// service.
+func (g *Gateway) applyAll(ctx context.Context, v *registry.View) {
 	g.applyMu.Lock()
 	defer g.applyMu.Unlock()
 	if ctx.Err() != nil {
 		return // stopped by syncWatches: see applyWatched
 	}
 	prev := g.table.Load()
-	views := make(map[string][]registry.Instance, len(prev.pools))
-	for _, inst := range snap.Instances {
-		if _, ok := prev.pools[inst.Service]; ok {
-			views[inst.Service] = append(views[inst.Service], inst)
-		}
-	}
 	changed := map[string]registry.Snapshot{}
 	kept, rerouted := 0, false
 	for svc, p := range prev.pools {
-		sameUp := sameStatus(p.eps, views[svc], registry.StatusUp)
+		if v.Changed != nil && !v.Changed[svc] && p.applied && p.ready == v.Ready {
+			continue
+		}
+		insts := v.Services[svc]
+		sameUp := sameStatus(p.eps, insts, registry.StatusUp)
 		switch {
-		case !snap.Ready && p.applied && p.ready:
+		case !v.Ready && p.applied && p.ready:
 			kept++
-		case p.applied && p.ready == snap.Ready && sameUp && (!prev.standby || sameStatus(p.standby, views[svc], registry.StatusOutOfService)):
+		case p.applied && p.ready == v.Ready && sameUp && (!prev.standby || sameStatus(p.standby, insts, registry.StatusOutOfService)):
 		default:
-			changed[svc] = registry.Snapshot{Index: snap.Index, Ready: snap.Ready, Instances: views[svc]}
+			changed[svc] = registry.Snapshot{Index: v.Index, Ready: v.Ready, Instances: insts}
 			rerouted = rerouted || !sameUp
 		}
 	}
 	if kept > 0 {
-		g.log.WithFields(logrus.Fields{"index": snap.Index, "services": kept}).
+		g.log.WithFields(logrus.Fields{"index": v.Index, "services": kept}).
 			Info("registry is warming up; keeping the last routing table of the services it had until it is ready")
 	}
 	t := prev
@@ -468,12 +489,12 @@ func (g *Gateway) applyAll(ctx context.Context, snap registry.Snapshot) {
 			g.routed.Store(time.Now().UnixNano())
 		}
 		g.logApplied(prev, t, changed)
-		g.streams.changed(t.upIDs())
+		g.streams.changed(t)
 	}
 	// Stored after the table: a reader that sees the older coverage with
 	// the newer table reports less than it could, never more.
-	c := &coverage{index: snap.Index, table: t, ready: snap.Ready}
-	if old := g.covered.Load(); !snap.Ready && old != nil {
+	c := &coverage{index: v.Index, table: t, ready: v.Ready}
+	if old := g.covered.Load(); !v.Ready && old != nil {
 		c.lastReady = old.lastReady
 		if old.ready {
 			c.lastReady = old
@@ -658,7 +679,7 @@ func (g *Gateway) applyLocked(service string, snap registry.Snapshot) {
 	} else {
 		entry.Info("routing table applied")
 	}
-	g.streams.changed(t.upIDs())
+	g.streams.changed(t)
 	select {
 	case g.changed <- struct{}{}:
 	default:

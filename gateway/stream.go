@@ -87,7 +87,7 @@ type streams struct {
 	grace time.Duration
 
 	mu      sync.Mutex
-	up      map[string]bool // the UP instances as of the last change; nil before one
+	up      *Table // the routing table as of the last change; nil before one
 	byInst  map[string]map[*stream]struct{}
 	pending map[string]*time.Timer // instance → its scheduled move
 	open    sync.WaitGroup
@@ -110,7 +110,7 @@ func (t *streams) add(s *stream) (done func()) {
 	}
 	m[s] = struct{}{}
 	t.open.Add(1)
-	if t.up != nil && !t.up[s.instance] && t.pending[s.instance] == nil {
+	if t.up != nil && !t.up.isUp(s.instance) && t.pending[s.instance] == nil {
 		// The answer began on an instance that left the UP set while the
 		// request was on its way: its move is due as much as the others'.
 		id := s.instance
@@ -134,18 +134,18 @@ func (t *streams) add(s *stream) (done func()) {
 // changed is told which instances are UP after a routing change. Streams
 // of an instance that is not UP any more are ended after the grace period,
 // unless it comes back UP before then (a quick rollback).
-func (t *streams) changed(up map[string]bool) {
+func (t *streams) changed(up *Table) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.up = up
 	for id, timer := range t.pending {
-		if up[id] {
+		if up.isUp(id) {
 			timer.Stop()
 			delete(t.pending, id)
 		}
 	}
 	for id := range t.byInst {
-		if up[id] || t.pending[id] != nil {
+		if up.isUp(id) || t.pending[id] != nil {
 			continue
 		}
 		t.pending[id] = time.AfterFunc(t.grace, func() { t.move(id) })

@@ -135,7 +135,7 @@ func TestAServicesFirstRoutingTableNamesNoSwitch(t *testing.T) {
 	}
 	// A gateway that starts after a switch learns the state; it does not
 	// see the switch move anything.
-	g.applyAll(context.Background(), snapOf(10, by(inst("a", "hello", 1, registry.StatusUp), 7)))
+	g.applyAll(context.Background(), registry.ViewOf(snapOf(10, by(inst("a", "hello", 1, registry.StatusUp), 7))))
 	line := appliedLine(hook)
 	if line == nil {
 		t.Fatal("no routing table line")
@@ -159,9 +159,9 @@ func TestASummaryOfManyServicesNamesTheNewestSwitch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.applyAll(context.Background(), snapOf(10, before...))
+	g.applyAll(context.Background(), registry.ViewOf(snapOf(10, before...)))
 	hook.Reset()
-	g.applyAll(context.Background(), snapOf(11, after...))
+	g.applyAll(context.Background(), registry.ViewOf(snapOf(11, after...)))
 	line := appliedLine(hook)
 	if line == nil || line.Data["services"] != 12 {
 		t.Fatalf("summary line = %v, want one for 12 services", line)
@@ -215,7 +215,7 @@ func applyVia(g *Gateway, path string) func(index uint64, insts []registry.Insta
 		if path == "a watch of the service" {
 			g.apply("hello", snapOf(index, insts...))
 		} else {
-			g.applyAll(context.Background(), snapOf(index, insts...))
+			g.applyAll(context.Background(), registry.ViewOf(snapOf(index, insts...)))
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +28,11 @@ type Table struct {
 	// neither does not pay for them on a rebuild; live routing never looks
 	// at them.
 	standby bool
+	// upSet is upIDs, made the first time isUp asks: only a gateway with
+	// long-lived streams open asks, so a table change costs the others
+	// nothing per instance.
+	upOnce sync.Once
+	upSet  map[string]bool
 }
 
 type tableRoute struct {
@@ -279,6 +285,12 @@ func (t *Table) Applied() map[string]uint64 {
 		}
 	}
 	return out
+}
+
+// isUp tells whether instance id is UP in some pool.
+func (t *Table) isUp(id string) bool {
+	t.upOnce.Do(func() { t.upSet = t.upIDs() })
+	return t.upSet[id]
 }
 
 // upIDs is the set of instance ids that are UP in some pool.

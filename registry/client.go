@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"maps"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,6 +24,9 @@ type Client struct {
 	http   *http.Client
 	beats  heartbeats
 	stream leaseStream
+	// all is the last view of all services the registry gave, from which
+	// the next list of all asks only what changed (see Changes).
+	all atomic.Pointer[View]
 }
 
 // NewClient returns a client for the server at base, e.g.
@@ -161,7 +167,10 @@ func (c *Client) Deregister(ctx context.Context, id string) error {
 	return err
 }
 
-// Instances implements Backend.
+// Instances implements Backend. The view of all services (service "")
+// is asked as the changes since the last one this client was given, and
+// assembled from it: what the registry sends on each change is what
+// changed, not the whole fleet.
 func (c *Client) Instances(ctx context.Context, service string, waitIndex uint64, wait time.Duration) (Snapshot, error) {
 	q := url.Values{}
 	if service != "" {
@@ -174,9 +183,90 @@ func (c *Client) Instances(ctx context.Context, service string, waitIndex uint64
 		ctx, cancel = blocking(ctx, wait)
 		defer cancel()
 	}
-	var snap Snapshot
-	_, err := c.do(ctx, http.MethodGet, "/v1/instances?"+q.Encode(), nil, &snap)
-	return snap, err
+	if service != "" {
+		var snap Snapshot
+		_, err := c.do(ctx, http.MethodGet, "/v1/instances?"+q.Encode(), nil, &snap)
+		return snap, err
+	}
+	v, err := c.view(ctx, c.all.Load(), q)
+	if err != nil {
+		c.all.Store(nil) // start over from a whole view
+		return Snapshot{}, err
+	}
+	if v.epoch != "" {
+		c.all.Store(v)
+	}
+	return v.Snapshot(), nil
+}
+
+// View implements Viewer: the view of all services, asked as the changes
+// since prev when prev came from this registry.
+func (c *Client) View(ctx context.Context, prev *View, waitIndex uint64, wait time.Duration) (*View, error) {
+	q := url.Values{}
+	if waitIndex > 0 {
+		q.Set("index", strconv.FormatUint(waitIndex, 10))
+		q.Set("wait", wait.String())
+		var cancel context.CancelFunc
+		ctx, cancel = blocking(ctx, wait)
+		defer cancel()
+	}
+	return c.view(ctx, prev, q)
+}
+
+// view lists all services with q, as the changes since prev when prev
+// came from a registry that can give them.
+func (c *Client) view(ctx context.Context, prev *View, q url.Values) (*View, error) {
+	if prev != nil && prev.epoch != "" {
+		q.Set("since", strconv.FormatUint(prev.Index, 10))
+		q.Set("epoch", prev.epoch)
+	}
+	var ans struct {
+		Snapshot
+		Since    uint64                `json:"since"`
+		Services map[string][]Instance `json:"services"`
+	}
+	h, err := c.do(ctx, http.MethodGet, "/v1/instances?"+q.Encode(), nil, &ans)
+	if err != nil {
+		return nil, err
+	}
+	epoch := h.Get(EpochHeader)
+	if ans.Since == 0 {
+		v := ViewOf(ans.Snapshot)
+		v.epoch = epoch
+		return v, nil
+	}
+	if prev == nil || ans.Since != prev.Index || epoch != prev.epoch {
+		return nil, fmt.Errorf("registry: answered the changes since index %d of %q to a client that holds %s", ans.Since, epoch, prev)
+	}
+	v := &View{Index: ans.Index, Ready: ans.Ready, Services: maps.Clone(prev.Services), Changed: make(map[string]bool, len(ans.Services)), epoch: epoch}
+	for svc, insts := range ans.Services {
+		for _, inst := range insts {
+			if inst.Service != svc {
+				return nil, fmt.Errorf("registry: the changes list instance %q of service %q under %q", inst.ID, inst.Service, svc)
+			}
+		}
+		v.Changed[svc] = true
+		if len(insts) == 0 {
+			delete(v.Services, svc)
+			continue
+		}
+		slices.SortFunc(insts, byID)
+		v.Services[svc] = insts
+	}
+	return v, nil
+}
+
+// EpochHeader names the registry that answered a list of all services:
+// what a client sends back, as the query's epoch, with the index of the
+// view it holds, so that a registry answers the changes since an index
+// only to views it gave itself, never to one from before its restart.
+const EpochHeader = "X-Switchyard-Epoch"
+
+func (v *View) String() string {
+	if v == nil {
+		return "no view"
+	}
+	return fmt.Sprintf("index %d of %q", v.Index, v.epoch)
 }
 
 // ListsAllAtOnce implements AllLister: the built-in registry answers the

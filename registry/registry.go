@@ -198,6 +198,21 @@ type Snapshot struct {
 	Instances []Instance `json:"instances"`
 }
 
+// Changes is the built-in registry's answer to a list of all services
+// that names the view it last gave the asker (GET /v1/instances?since=
+// with that view's index and EpochHeader): every service whose instances
+// changed after Since, each with all its instances now (none when it has
+// none left), as Eureka's delta of its applications. A watcher of every
+// service then decodes what changed rather than the whole fleet on each
+// change. A registry that cannot answer from Since (another registry, a
+// restart, an index it never gave) answers the whole view instead.
+type Changes struct {
+	Index    uint64                `json:"index"`
+	Ready    bool                  `json:"ready"`
+	Since    uint64                `json:"since"`
+	Services map[string][]Instance `json:"services"`
+}
+
 // GatewayReport is what a gateway has applied: for each service it routes,
 // the registry index of the snapshot behind its current routing table.
 type GatewayReport struct {

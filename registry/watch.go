@@ -61,13 +61,7 @@ type WatchOptions struct {
 	Log        logrus.FieldLogger
 }
 
-// Watch streams service's snapshots ("" for all services) by blocking
-// queries. It sends the first snapshot at once and then one per change,
-// skipping answers whose index did not move, starting over when the index
-// goes backwards, and backing off with a cap while the registry fails. A
-// slow reader only ever gets the newest snapshot. The channel closes when
-// ctx ends.
-func Watch(ctx context.Context, l Lister, service string, o WatchOptions) <-chan Snapshot {
+func (o WatchOptions) withDefaults() WatchOptions {
 	if o.Wait <= 0 {
 		o.Wait = 30 * time.Second
 	}
@@ -80,6 +74,17 @@ func Watch(ctx context.Context, l Lister, service string, o WatchOptions) <-chan
 	if o.Log == nil {
 		o.Log = logrus.StandardLogger()
 	}
+	return o
+}
+
+// Watch streams service's snapshots ("" for all services) by blocking
+// queries. It sends the first snapshot at once and then one per change,
+// skipping answers whose index did not move, starting over when the index
+// goes backwards, and backing off with a cap while the registry fails. A
+// slow reader only ever gets the newest snapshot. The channel closes when
+// ctx ends.
+func Watch(ctx context.Context, l Lister, service string, o WatchOptions) <-chan Snapshot {
+	o = o.withDefaults()
 	out := make(chan Snapshot, 1)
 	go func() {
 		defer close(out)

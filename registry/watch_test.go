@@ -3,7 +3,9 @@ package registry_test
 import (
 	"context"
 	"io"
+	"maps"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 
@@ -124,4 +126,71 @@ func TestWatchOfAllServicesSeesAChangeToAnyService(t *testing.T) {
 	if third.Index < one.Index {
 		t.Fatalf("index of all services %d is below service one's %d", third.Index, one.Index)
 	}
+}
+
+// scriptedViewer answers its views in turn, then blocks; served counts
+// the calls.
+type scriptedViewer struct {
+	registry.Lister
+	views  []*registry.View
+	served chan int
+}
+
+func (s *scriptedViewer) View(ctx context.Context, prev *registry.View, waitIndex uint64, wait time.Duration) (*registry.View, error) {
+	n := len(s.served)
+	s.served <- n
+	if n < len(s.views) {
+		return s.views[n], nil
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// A reader that falls behind gets only the newest view, naming every
+// service the views it never got changed; one that missed a whole view
+// gets a view in which any service may have changed.
+func TestAWatchOfViewsKeepsWhatASlowReaderMissed(t *testing.T) {
+	for _, tc := range []struct {
+		desc    string
+		missed  map[string]bool
+		newest  map[string]bool
+		changed []string
+	}{
+		{"two changes", map[string]bool{"a": true}, map[string]bool{"c": true}, []string{"a", "c"}},
+		{"a whole view missed", nil, map[string]bool{"c": true}, nil},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			v := &scriptedViewer{served: make(chan int, 10), views: []*registry.View{
+				{Index: 1, Ready: true},
+				{Index: 2, Ready: true, Changed: tc.missed},
+				{Index: 3, Ready: true, Changed: tc.newest},
+			}}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			views := registry.WatchView(ctx, v, registry.WatchOptions{Log: quietLogger()})
+			if first := <-views; first.Index != 1 {
+				t.Fatalf("first view at %d", first.Index)
+			}
+			for len(v.served) < 4 { // the fourth call blocks: all three were sent
+				time.Sleep(time.Millisecond)
+			}
+			got := <-views
+			var changed []string
+			if got.Changed != nil {
+				changed = slices.Sorted(maps.Keys(got.Changed))
+			}
+			if got.Index != 3 || !slices.Equal(changed, tc.changed) {
+				t.Fatalf("the slow reader got index %d changing %v; want index 3 changing %v", got.Index, changed, tc.changed)
+			}
+			if len(tc.newest) != 1 {
+				t.Fatal("the newest view itself was changed")
+			}
+		})
+	}
+}
+
+func quietLogger() *logrus.Logger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
 }

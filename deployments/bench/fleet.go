@@ -570,7 +570,12 @@ func startFakes(ctx context.Context, c *local.Cluster, reg *registry.Client, tok
 			}
 		}
 	}
-	fl.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second,
+	// Idle connections close after 2 s: the fakes share this process's
+	// file limit (20,000 here, which it may not raise), and at 10,000
+	// instances their listeners and the connections the leader and the
+	// gateways keep to each would pass it, where instances in processes
+	// of their own each have a limit of their own.
+	fl.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			addr, _ := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
 			if addr == nil || byPort[addr.Port] == nil {

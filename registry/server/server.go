@@ -366,16 +366,33 @@ func (s *Server) list(c echo.Context) error {
 			return err
 		}
 	}
+	var since uint64
+	if v := c.QueryParam("since"); v != "" {
+		if service != "" {
+			return echo.NewHTTPError(http.StatusBadRequest, "since lists the changes to all services; it takes no service")
+		}
+		if since, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, "since must be an unsigned integer")
+		}
+	}
 	release, err := s.hold(c, index, wait)
 	if err != nil {
 		return err
 	}
 	defer release()
-	idx, body, err := s.store.Encoded(c.Request().Context(), service, index, wait)
+	var idx uint64
+	var body []byte
+	if since > 0 {
+		idx, body, err = s.store.EncodedSince(c.Request().Context(), c.QueryParam("epoch"), since, index, wait)
+	} else {
+		idx, body, err = s.store.Encoded(c.Request().Context(), service, index, wait)
+	}
 	if err != nil {
 		return err
 	}
-	c.Response().Header().Set(IndexHeader, strconv.FormatUint(idx, 10))
+	h := c.Response().Header()
+	h.Set(IndexHeader, strconv.FormatUint(idx, 10))
+	h.Set(EpochHeader, s.store.Epoch())
 	return c.JSONBlob(http.StatusOK, body)
 }
 
@@ -419,6 +436,10 @@ func (s *Server) hold(c echo.Context, index uint64, wait time.Duration) (release
 
 // IndexHeader carries a list's index, as X-Consul-Index does.
 const IndexHeader = registry.IndexHeader
+
+// EpochHeader names the registry that answered a list; see
+// registry.EpochHeader.
+const EpochHeader = registry.EpochHeader
 
 // decode reads exactly one JSON value with known fields: trailing data
 // after it is refused, not ignored. A body over the limit is answered 413

@@ -114,6 +114,8 @@ func TestServerAnswersBadRequestsClearly(t *testing.T) {
 		{desc: "status of an unknown instance", method: "PUT", path: "/v1/instances/zz/status", body: `{"status":"UP"}`, want: 404, wantText: "not found"},
 		{desc: "bad index", method: "GET", path: "/v1/instances?index=x", want: 400, wantText: "index"},
 		{desc: "bad wait", method: "GET", path: "/v1/instances?index=1&wait=forever", want: 400, wantText: "wait"},
+		{desc: "bad since", method: "GET", path: "/v1/instances?since=-1", want: 400, wantText: "since"},
+		{desc: "since with a service", method: "GET", path: "/v1/instances?since=1&service=s", want: 400, wantText: "no service"},
 		{desc: "oversized body", method: "PUT", path: "/v1/instances/a", body: `{"id":"` + strings.Repeat("a", 2<<20) + `"}`, want: 413},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {

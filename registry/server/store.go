@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -36,8 +37,14 @@ type Store struct {
 	readyAt   time.Time
 	ready     bool
 	// encoded caches each view's JSON until the next change, so a change
-	// that wakes thousands of waiters encodes each view once.
+	// that wakes thousands of waiters encodes each view once; changes
+	// does the same for the Changes after each index asked from.
 	encoded map[string][]byte
+	changes map[uint64][]byte
+	// epoch names this store among every other, a registry before its
+	// restart included: an index another store gave means nothing here,
+	// whatever it compares to.
+	epoch string
 }
 
 type lease[T any] struct {
@@ -77,6 +84,8 @@ func NewStore(ttl, warmup time.Duration, now func() time.Time) *Store {
 		gateways:  map[string]*lease[registry.GatewayReport]{},
 		changed:   make(chan struct{}),
 		encoded:   map[string][]byte{},
+		changes:   map[uint64][]byte{},
+		epoch:     rand.Text(),
 		readyAt:   t.Add(warmup),
 		ready:     warmup <= 0,
 	}
@@ -93,6 +102,7 @@ func (s *Store) bump(service string) uint64 {
 // wake tells every waiter that views changed. Callers hold mu.
 func (s *Store) wake() {
 	clear(s.encoded)
+	clear(s.changes)
 	close(s.changed)
 	s.changed = make(chan struct{})
 }
@@ -318,6 +328,11 @@ func (s *Store) Encoded(ctx context.Context, service string, waitIndex uint64, w
 	s.await(ctx, service, waitIndex, wait)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.encode(service)
+}
+
+// encode is Encoded once waited. Callers hold mu.
+func (s *Store) encode(service string) (uint64, []byte, error) {
 	b, ok := s.encoded[service]
 	if !ok {
 		var err error
@@ -327,6 +342,58 @@ func (s *Store) Encoded(ctx context.Context, service string, waitIndex uint64, w
 		s.encoded[service] = b
 	}
 	return s.indexOf(service), b, nil
+}
+
+// Epoch names the store (see Store.epoch): what a client sends back with
+// the index of the last view of all services it was given.
+func (s *Store) Epoch() string { return s.epoch }
+
+// EncodedSince is Encoded of all services (service ""), but as the
+// registry.Changes after since when since is an index of this store's
+// view of all (epoch is the store's Epoch and since not past its index):
+// every service that changed after since, each with all its instances.
+// Otherwise it is the whole view, from which the client starts over.
+// Every waiter woken by one change from the same index shares one
+// encoding.
+func (s *Store) EncodedSince(ctx context.Context, epoch string, since, waitIndex uint64, wait time.Duration) (uint64, []byte, error) {
+	s.await(ctx, "", waitIndex, wait)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if epoch != s.epoch || since == 0 || since > s.index {
+		return s.encode("")
+	}
+	b, ok := s.changes[since]
+	if !ok {
+		var err error
+		if b, err = json.Marshal(s.changesSince(since)); err != nil {
+			return 0, nil, fmt.Errorf("encode the changes since %d: %w", since, err)
+		}
+		s.changes[since] = b
+	}
+	return s.index, b, nil
+}
+
+// changesSince lists every service whose index passed since, with its
+// instances now. Callers hold mu.
+func (s *Store) changesSince(since uint64) registry.Changes {
+	c := registry.Changes{Index: s.index, Ready: s.ready, Since: since, Services: map[string][]registry.Instance{}}
+	for svc, idx := range s.svcIndex {
+		if idx > since {
+			c.Services[svc] = []registry.Instance{}
+		}
+	}
+	if len(c.Services) == 0 {
+		return c
+	}
+	for _, l := range s.instances {
+		if insts, ok := c.Services[l.val.Service]; ok {
+			c.Services[l.val.Service] = append(insts, l.val)
+		}
+	}
+	for _, insts := range c.Services {
+		sort.Slice(insts, func(i, j int) bool { return insts[i].ID < insts[j].ID })
+	}
+	return c
 }
 
 func errInvalid(msg string) error { return &invalidError{msg} }
