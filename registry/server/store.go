@@ -27,6 +27,9 @@ type Store struct {
 	index     uint64
 	svcIndex  map[string]uint64
 	instances map[string]*lease[registry.Instance]
+	// bySvc holds the same leases by service and id, so that a view of
+	// one service, or the changes to a few, costs those services.
+	bySvc map[string]map[string]*lease[registry.Instance]
 	gateways  map[string]*lease[registry.GatewayReport]
 	changed   chan struct{} // closed and replaced on every change
 	// The gateway reports change on an index of their own, so that a
@@ -81,6 +84,7 @@ func NewStore(ttl, warmup time.Duration, now func() time.Time) *Store {
 		gwChanged: make(chan struct{}),
 		svcIndex:  map[string]uint64{},
 		instances: map[string]*lease[registry.Instance]{},
+		bySvc:     map[string]map[string]*lease[registry.Instance]{},
 		gateways:  map[string]*lease[registry.GatewayReport]{},
 		changed:   make(chan struct{}),
 		encoded:   map[string][]byte{},
@@ -115,11 +119,16 @@ func (s *Store) Register(inst registry.Instance) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old, ok := s.instances[inst.ID]; ok && old.val.Service != inst.Service {
+		s.remove(old.val)
 		s.bump(old.val.Service)
 	}
 	l := &lease[registry.Instance]{val: inst}
 	s.renew(&l.expires, s.now())
 	s.instances[inst.ID] = l
+	if s.bySvc[inst.Service] == nil {
+		s.bySvc[inst.Service] = map[string]*lease[registry.Instance]{}
+	}
+	s.bySvc[inst.Service][inst.ID] = l
 	return s.bump(inst.Service), nil
 }
 
@@ -184,8 +193,17 @@ func (s *Store) Deregister(id string) (uint64, error) {
 	if !ok {
 		return 0, registry.ErrNotFound
 	}
-	delete(s.instances, id)
+	s.remove(l.val)
 	return s.bump(l.val.Service), nil
+}
+
+// remove forgets inst. Callers hold mu.
+func (s *Store) remove(inst registry.Instance) {
+	delete(s.instances, inst.ID)
+	delete(s.bySvc[inst.Service], inst.ID)
+	if len(s.bySvc[inst.Service]) == 0 {
+		delete(s.bySvc, inst.Service)
+	}
 }
 
 // ReportGateway stores a gateway's report under a lease.
@@ -233,9 +251,9 @@ func (s *Store) Expire() []registry.Instance {
 	defer s.mu.Unlock()
 	now := s.now()
 	var evicted []registry.Instance
-	for id, l := range s.instances {
+	for _, l := range s.instances {
 		if s.expired(&l.expires, now) {
-			delete(s.instances, id)
+			s.remove(l.val)
 			evicted = append(evicted, l.val)
 			s.bump(l.val.Service)
 		}
@@ -270,8 +288,12 @@ func (s *Store) indexOf(service string) uint64 {
 // snapshot reads service's view ("" for all). Callers hold mu.
 func (s *Store) snapshot(service string) registry.Snapshot {
 	snap := registry.Snapshot{Index: s.indexOf(service), Ready: s.ready, Instances: []registry.Instance{}}
-	for _, l := range s.instances {
-		if service == "" || l.val.Service == service {
+	if service != "" {
+		for _, l := range s.bySvc[service] {
+			snap.Instances = append(snap.Instances, l.val)
+		}
+	} else {
+		for _, l := range s.instances {
 			snap.Instances = append(snap.Instances, l.val)
 		}
 	}
@@ -378,20 +400,15 @@ func (s *Store) EncodedSince(ctx context.Context, epoch string, since, waitIndex
 func (s *Store) changesSince(since uint64) registry.Changes {
 	c := registry.Changes{Index: s.index, Ready: s.ready, Since: since, Services: map[string][]registry.Instance{}}
 	for svc, idx := range s.svcIndex {
-		if idx > since {
-			c.Services[svc] = []registry.Instance{}
+		if idx <= since {
+			continue
 		}
-	}
-	if len(c.Services) == 0 {
-		return c
-	}
-	for _, l := range s.instances {
-		if insts, ok := c.Services[l.val.Service]; ok {
-			c.Services[l.val.Service] = append(insts, l.val)
+		insts := make([]registry.Instance, 0, len(s.bySvc[svc]))
+		for _, l := range s.bySvc[svc] {
+			insts = append(insts, l.val)
 		}
-	}
-	for _, insts := range c.Services {
 		sort.Slice(insts, func(i, j int) bool { return insts[i].ID < insts[j].ID })
+		c.Services[svc] = insts
 	}
 	return c
 }

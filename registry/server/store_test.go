@@ -3,9 +3,12 @@ package server
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"pgregory.net/rapid"
 
 	"github.com/switchyard/switchyard/registry"
 )
@@ -266,4 +269,55 @@ func TestANegativeSwitchIsRefusedAndChangesNothing(t *testing.T) {
 	if _, err := s.Register(bad); !errors.Is(err, registry.ErrInvalid) {
 		t.Fatalf("registering with switch -3: %v, want ErrInvalid", err)
 	}
+}
+
+// The store keeps its instances by id and by service: whatever registers,
+// moves between services, leaves or runs out of lease, each service's view
+// is the instances of the whole view with that service, and the changes
+// since any index list each service that changed with exactly those.
+func TestEachServicesViewIsItsPartOfTheWholeView(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		c := &clock{t: time.Unix(1000, 0)}
+		s := NewStore(10*time.Second, 0, c.now)
+		ids := rapid.SampledFrom([]string{"a", "b", "c", "d", "e"})
+		services := []string{"s1", "s2", "s3"}
+		since := s.Instances(context.Background(), "", 0, 0).Index
+		rt.Repeat(map[string]func(*rapid.T){
+			"register": func(rt *rapid.T) {
+				i := inst(ids.Draw(rt, "id"), registry.StatusUp)
+				i.Service = rapid.SampledFrom(services).Draw(rt, "service")
+				if _, err := s.Register(i); err != nil {
+					rt.Fatal(err)
+				}
+			},
+			"deregister": func(rt *rapid.T) { _, _ = s.Deregister(ids.Draw(rt, "id")) },
+			"heartbeat":  func(rt *rapid.T) { _ = s.Heartbeat(ids.Draw(rt, "id")) },
+			"expire": func(rt *rapid.T) {
+				c.advance(time.Duration(rapid.IntRange(0, 6).Draw(rt, "seconds")) * time.Second)
+				s.Expire()
+			},
+			"": func(rt *rapid.T) {
+				all := s.Instances(context.Background(), "", 0, 0)
+				s.mu.RLock()
+				changes := s.changesSince(since)
+				s.mu.RUnlock()
+				for _, svc := range services {
+					var want []registry.Instance
+					for _, i := range all.Instances {
+						if i.Service == svc {
+							want = append(want, i)
+						}
+					}
+					got := s.Instances(context.Background(), svc, 0, 0).Instances
+					if !slices.Equal(got, want) && len(got)+len(want) > 0 {
+						rt.Fatalf("%s's view is %v; the whole view has %v", svc, got, want)
+					}
+					if ch, ok := changes.Services[svc]; ok && !slices.Equal(ch, want) && len(ch)+len(want) > 0 {
+						rt.Fatalf("the changes list %s as %v; the whole view has %v", svc, ch, want)
+					}
+				}
+				since = all.Index
+			},
+		})
+	})
 }
