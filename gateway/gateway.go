@@ -462,8 +462,16 @@ func (g *Gateway) applyAll(ctx context.Context, v *registry.View) {
 	prev := g.table.Load()
 	changed := map[string]registry.Snapshot{}
 	kept, rerouted := 0, false
+	// A view whose readiness differs from the last one's is compared
+	// whole: when a restarted registry's warm-up ends, the pools it kept
+	// include services the registry may no longer have, which no change
+	// names.
+	whole := v.Changed == nil
+	if c := g.covered.Load(); c == nil || c.ready != v.Ready {
+		whole = true
+	}
 	for svc, p := range prev.pools {
-		if v.Changed != nil && !v.Changed[svc] && p.applied && p.ready == v.Ready {
+		if !whole && !v.Changed[svc] && p.applied && p.ready == v.Ready {
 			continue
 		}
 		insts := v.Services[svc]

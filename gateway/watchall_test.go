@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -200,12 +201,43 @@ type switchAllSource struct{ switchSource }
 
 func (*switchAllSource) ListsAllAtOnce() bool { return true }
 
+// switchViewSource is switchAllSource that also asks for the changes
+// since its last view, as the registry client does.
+type switchViewSource struct{ switchAllSource }
+
+func (s *switchViewSource) View(ctx context.Context, prev *registry.View, waitIndex uint64, wait time.Duration) (*registry.View, error) {
+	return s.cur.Load().View(ctx, prev, waitIndex, wait)
+}
+
 func TestGatewayWatchOfAllServicesKeepsReadyPoolsThroughRegistryWarmup(t *testing.T) {
+	for _, tc := range []struct {
+		desc string
+		src  func() (Source, *atomic.Pointer[registry.Client])
+	}{
+		{"the registry's changes", func() (Source, *atomic.Pointer[registry.Client]) {
+			s := &switchViewSource{}
+			return s, &s.cur
+		}},
+		{"whole views", func() (Source, *atomic.Pointer[registry.Client]) {
+			s := &switchAllSource{}
+			return s, &s.cur
+		}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			src, cur := tc.src()
+			keepsReadyPoolsThroughWarmup(t, src, cur)
+		})
+	}
+}
+
+// keepsReadyPoolsThroughWarmup follows a registry through a restart with a
+// warm-up: the pools are kept while it warms up, and once it is ready a
+// service it no longer has routes nowhere, though no change names it.
+func keepsReadyPoolsThroughWarmup(t *testing.T, src Source, cur *atomic.Pointer[registry.Client]) {
 	c1, _, stop := startStoppableRegistry(t, 0)
 	register(t, c1, "a", "hello", "127.0.0.1:20001", registry.StatusUp)
 	register(t, c1, "x", "other", "127.0.0.1:20003", registry.StatusUp)
-	src := &switchAllSource{}
-	src.cur.Store(c1)
+	cur.Store(c1)
 	g, _, hook := startGateway(t, src, "/=hello", "/other=other")
 	waitApplied(t, g, "hello", currentIndex(t, c1, ""))
 	// A change to a service no route names moves every applied index
@@ -224,7 +256,7 @@ func TestGatewayWatchOfAllServicesKeepsReadyPoolsThroughRegistryWarmup(t *testin
 	// The registry comes back warming up and hears first from b only.
 	c2, srv2, _ := startStoppableRegistry(t, 10*time.Millisecond)
 	register(t, c2, "b", "hello", "127.0.0.1:20002", registry.StatusUp)
-	src.cur.Store(c2)
+	cur.Store(c2)
 	testutil.Eventually(t, 10*time.Second, "the gateway to reach the warming registry", func() bool { return logged(hook, "registry is warming up") })
 	if got := upAddrs(g, "hello"); !slices.Equal(got, []string{"127.0.0.1:20001"}) {
 		t.Fatalf("hello routes to %v while the registry warms up, want a only: the partial view replaced the table", got)

@@ -102,7 +102,7 @@ func WatchView(ctx context.Context, v Viewer, o WatchOptions) <-chan *View {
 				continue
 			}
 			backoff.Reset()
-			if last != nil && view.Index == last.Index && view.Ready == last.Ready {
+			if last != nil && view.Index == last.Index && view.Ready == last.Ready && view.epoch == last.epoch {
 				continue
 			}
 			if last != nil && view.Index < last.Index {

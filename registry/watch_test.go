@@ -134,10 +134,16 @@ type scriptedViewer struct {
 	registry.Lister
 	views  []*registry.View
 	served chan int
+	// gate holds the second call until the reader has the first view,
+	// which it would otherwise replace.
+	gate chan struct{}
 }
 
 func (s *scriptedViewer) View(ctx context.Context, prev *registry.View, waitIndex uint64, wait time.Duration) (*registry.View, error) {
 	n := len(s.served)
+	if n == 1 {
+		<-s.gate
+	}
 	s.served <- n
 	if n < len(s.views) {
 		return s.views[n], nil
@@ -160,7 +166,7 @@ func TestAWatchOfViewsKeepsWhatASlowReaderMissed(t *testing.T) {
 		{"a whole view missed", nil, map[string]bool{"c": true}, nil},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			v := &scriptedViewer{served: make(chan int, 10), views: []*registry.View{
+			v := &scriptedViewer{served: make(chan int, 10), gate: make(chan struct{}), views: []*registry.View{
 				{Index: 1, Ready: true},
 				{Index: 2, Ready: true, Changed: tc.missed},
 				{Index: 3, Ready: true, Changed: tc.newest},
@@ -171,6 +177,7 @@ func TestAWatchOfViewsKeepsWhatASlowReaderMissed(t *testing.T) {
 			if first := <-views; first.Index != 1 {
 				t.Fatalf("first view at %d", first.Index)
 			}
+			close(v.gate)
 			for len(v.served) < 4 { // the fourth call blocks: all three were sent
 				time.Sleep(time.Millisecond)
 			}

@@ -29,9 +29,9 @@ type Store struct {
 	instances map[string]*lease[registry.Instance]
 	// bySvc holds the same leases by service and id, so that a view of
 	// one service, or the changes to a few, costs those services.
-	bySvc map[string]map[string]*lease[registry.Instance]
-	gateways  map[string]*lease[registry.GatewayReport]
-	changed   chan struct{} // closed and replaced on every change
+	bySvc    map[string]map[string]*lease[registry.Instance]
+	gateways map[string]*lease[registry.GatewayReport]
+	changed  chan struct{} // closed and replaced on every change
 	// The gateway reports change on an index of their own, so that a
 	// report wakes only those waiting for reports, not every watch of the
 	// instances.
@@ -390,10 +390,18 @@ func (s *Store) EncodedSince(ctx context.Context, epoch string, since, waitIndex
 		if b, err = json.Marshal(s.changesSince(since)); err != nil {
 			return 0, nil, fmt.Errorf("encode the changes since %d: %w", since, err)
 		}
-		s.changes[since] = b
+		// Watchers woken by one change mostly ask from the same few
+		// indexes; a client asking from many others is not cached.
+		if len(s.changes) < maxCachedChanges {
+			s.changes[since] = b
+		}
 	}
 	return s.index, b, nil
 }
+
+// maxCachedChanges caps the encodings of changes kept until the next
+// change.
+const maxCachedChanges = 64
 
 // changesSince lists every service whose index passed since, with its
 // instances now. Callers hold mu.

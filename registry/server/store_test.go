@@ -278,10 +278,13 @@ func TestANegativeSwitchIsRefusedAndChangesNothing(t *testing.T) {
 func TestEachServicesViewIsItsPartOfTheWholeView(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		c := &clock{t: time.Unix(1000, 0)}
-		s := NewStore(10*time.Second, 0, c.now)
+		// A warm-up, when drawn, ends at some expiry: every service counts
+		// as changed then.
+		s := NewStore(10*time.Second, time.Duration(rapid.IntRange(0, 8).Draw(rt, "warmup"))*time.Second, c.now)
 		ids := rapid.SampledFrom([]string{"a", "b", "c", "d", "e"})
 		services := []string{"s1", "s2", "s3"}
-		since := s.Instances(context.Background(), "", 0, 0).Index
+		last := s.Instances(context.Background(), "", 0, 0)
+		since := last.Index
 		rt.Repeat(map[string]func(*rapid.T){
 			"register": func(rt *rapid.T) {
 				i := inst(ids.Draw(rt, "id"), registry.StatusUp)
@@ -301,22 +304,34 @@ func TestEachServicesViewIsItsPartOfTheWholeView(t *testing.T) {
 				s.mu.RLock()
 				changes := s.changesSince(since)
 				s.mu.RUnlock()
-				for _, svc := range services {
-					var want []registry.Instance
-					for _, i := range all.Instances {
+				of := func(snap registry.Snapshot, svc string) (out []registry.Instance) {
+					for _, i := range snap.Instances {
 						if i.Service == svc {
-							want = append(want, i)
+							out = append(out, i)
 						}
 					}
+					return out
+				}
+				if changes.Index != all.Index || changes.Ready != all.Ready {
+					rt.Fatalf("the changes are at index %d, ready %v; the whole view at %d, ready %v", changes.Index, changes.Ready, all.Index, all.Ready)
+				}
+				for _, svc := range services {
+					want := of(all, svc)
 					got := s.Instances(context.Background(), svc, 0, 0).Instances
 					if !slices.Equal(got, want) && len(got)+len(want) > 0 {
 						rt.Fatalf("%s's view is %v; the whole view has %v", svc, got, want)
 					}
-					if ch, ok := changes.Services[svc]; ok && !slices.Equal(ch, want) && len(ch)+len(want) > 0 {
+					ch, listed := changes.Services[svc]
+					switch {
+					case listed && !slices.Equal(ch, want) && len(ch)+len(want) > 0:
 						rt.Fatalf("the changes list %s as %v; the whole view has %v", svc, ch, want)
+					case !listed && !slices.Equal(of(last, svc), want):
+						rt.Fatalf("%s went from %v to %v, and the changes do not list it", svc, of(last, svc), want)
+					case !listed && last.Ready != all.Ready && len(want) > 0:
+						rt.Fatalf("the warm-up ended and the changes do not list %s", svc)
 					}
 				}
-				since = all.Index
+				last, since = all, all.Index
 			},
 		})
 	})
