@@ -176,13 +176,8 @@ func (c *Client) Instances(ctx context.Context, service string, waitIndex uint64
 	if service != "" {
 		q.Set("service", service)
 	}
-	if waitIndex > 0 {
-		q.Set("index", strconv.FormatUint(waitIndex, 10))
-		q.Set("wait", wait.String())
-		var cancel context.CancelFunc
-		ctx, cancel = blocking(ctx, wait)
-		defer cancel()
-	}
+	ctx, cancel := blockingQuery(ctx, q, waitIndex, wait)
+	defer cancel()
 	if service != "" {
 		var snap Snapshot
 		_, err := c.do(ctx, http.MethodGet, "/v1/instances?"+q.Encode(), nil, &snap)
@@ -203,13 +198,8 @@ func (c *Client) Instances(ctx context.Context, service string, waitIndex uint64
 // since prev when prev came from this registry.
 func (c *Client) View(ctx context.Context, prev *View, waitIndex uint64, wait time.Duration) (*View, error) {
 	q := url.Values{}
-	if waitIndex > 0 {
-		q.Set("index", strconv.FormatUint(waitIndex, 10))
-		q.Set("wait", wait.String())
-		var cancel context.CancelFunc
-		ctx, cancel = blocking(ctx, wait)
-		defer cancel()
-	}
+	ctx, cancel := blockingQuery(ctx, q, waitIndex, wait)
+	defer cancel()
 	return c.view(ctx, prev, q)
 }
 
@@ -220,10 +210,10 @@ func (c *Client) view(ctx context.Context, prev *View, q url.Values) (*View, err
 		q.Set("since", strconv.FormatUint(prev.Index, 10))
 		q.Set("epoch", prev.epoch)
 	}
+	// A whole view is a Snapshot, the changes are Changes.
 	var ans struct {
-		Snapshot
-		Since    uint64                `json:"since"`
-		Services map[string][]Instance `json:"services"`
+		Changes
+		Instances []Instance `json:"instances"`
 	}
 	h, err := c.do(ctx, http.MethodGet, "/v1/instances?"+q.Encode(), nil, &ans)
 	if err != nil {
@@ -231,7 +221,7 @@ func (c *Client) view(ctx context.Context, prev *View, q url.Values) (*View, err
 	}
 	epoch := h.Get(EpochHeader)
 	if ans.Since == 0 {
-		v := ViewOf(ans.Snapshot)
+		v := ViewOf(Snapshot{Index: ans.Index, Ready: ans.Ready, Instances: ans.Instances})
 		v.epoch = epoch
 		return v, nil
 	}
@@ -262,13 +252,6 @@ func (c *Client) view(ctx context.Context, prev *View, q url.Values) (*View, err
 // only to views it gave itself, never to one from before its restart.
 const EpochHeader = "X-Switchyard-Epoch"
 
-func (v *View) String() string {
-	if v == nil {
-		return "no view"
-	}
-	return fmt.Sprintf("index %d of %q", v.Index, v.epoch)
-}
-
 // ListsAllAtOnce implements AllLister: the built-in registry answers the
 // view of all services from one index and one cached encoding, so one
 // watch of it follows any number of services.
@@ -278,6 +261,17 @@ func (c *Client) ListsAllAtOnce() bool { return true }
 func (c *Client) ReportGateway(ctx context.Context, r GatewayReport) error {
 	_, err := c.do(ctx, http.MethodPut, "/v1/gateways/"+url.PathEscape(r.ID), r, nil)
 	return err
+}
+
+// blockingQuery makes q a blocking query from waitIndex for up to wait
+// when waitIndex is not 0, with ctx bounded to match (see blocking).
+func blockingQuery(ctx context.Context, q url.Values, waitIndex uint64, wait time.Duration) (context.Context, context.CancelFunc) {
+	if waitIndex == 0 {
+		return ctx, func() {}
+	}
+	q.Set("index", strconv.FormatUint(waitIndex, 10))
+	q.Set("wait", wait.String())
+	return blocking(ctx, wait)
 }
 
 // blocking bounds a blocking query that waits up to wait: the server
@@ -298,12 +292,12 @@ func (c *Client) Gateways(ctx context.Context) ([]GatewayReport, error) {
 
 // WatchGateways implements Backend.
 func (c *Client) WatchGateways(ctx context.Context, waitIndex uint64, wait time.Duration) ([]GatewayReport, uint64, error) {
+	q := url.Values{}
+	ctx, cancel := blockingQuery(ctx, q, waitIndex, wait)
+	defer cancel()
 	path := "/v1/gateways"
-	if waitIndex > 0 {
-		path += "?" + url.Values{"index": {strconv.FormatUint(waitIndex, 10)}, "wait": {wait.String()}}.Encode()
-		var cancel context.CancelFunc
-		ctx, cancel = blocking(ctx, wait)
-		defer cancel()
+	if len(q) > 0 {
+		path += "?" + q.Encode()
 	}
 	var out []GatewayReport
 	h, err := c.do(ctx, http.MethodGet, path, nil, &out)

@@ -2,14 +2,11 @@ package registry
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/sirupsen/logrus"
-
-	"github.com/switchyard/switchyard/internal/retry"
 )
 
 // View is every service's instances at Index, as a watch of all services
@@ -78,49 +75,19 @@ type Viewer interface {
 // never got included).
 func WatchView(ctx context.Context, v Viewer, o WatchOptions) <-chan *View {
 	o = o.withDefaults()
-	out := make(chan *View, 1)
-	go func() {
-		defer close(out)
-		var last *View
-		backoff := retry.Backoff{Min: o.MinBackoff, Max: o.MaxBackoff}
-		for ctx.Err() == nil {
-			var index uint64
-			if last != nil {
-				index = last.Index
-			}
-			view, err := v.View(ctx, last, index, o.Wait)
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				wait := backoff.Next()
-				o.Log.WithError(err).WithFields(logrus.Fields{"service": "", "retry_in": wait}).
-					Warn("registry watch failed; keeping the last view and retrying")
-				if retry.Sleep(ctx, wait) != nil {
-					return
-				}
-				continue
-			}
-			backoff.Reset()
-			if last != nil && view.Index == last.Index && view.Ready == last.Ready && view.epoch == last.epoch {
-				continue
-			}
-			if last != nil && view.Index < last.Index {
-				o.Log.WithFields(logrus.Fields{"service": "", "was": last.Index, "now": view.Index}).
-					Info("registry index went backwards; starting the watch over")
-			}
-			last = view
-			// Keep only the newest view for a slow reader, with what the
-			// one it replaces changed.
-			select {
-			case dropped := <-out:
-				view = view.since(dropped)
-			default:
-			}
-			out <- view
-		}
-	}()
-	return out
+	return follow(ctx, o, "", func(last *View, index uint64) (*View, error) {
+		return v.View(ctx, last, index, o.Wait)
+	})
+}
+
+func (v *View) at() (uint64, bool, string) { return v.Index, v.Ready, v.epoch }
+func (v *View) after(dropped *View) *View  { return v.since(dropped) }
+
+func (v *View) String() string {
+	if v == nil {
+		return "no view"
+	}
+	return fmt.Sprintf("index %d of %q", v.Index, v.epoch)
 }
 
 // since is v as the view after older on a watch whose reader never got

@@ -85,14 +85,35 @@ func (o WatchOptions) withDefaults() WatchOptions {
 // ctx ends.
 func Watch(ctx context.Context, l Lister, service string, o WatchOptions) <-chan Snapshot {
 	o = o.withDefaults()
-	out := make(chan Snapshot, 1)
+	return follow(ctx, o, service, func(_ Snapshot, index uint64) (Snapshot, error) {
+		return l.Instances(ctx, service, index, o.Wait)
+	})
+}
+
+// watched is what follow needs of what it follows: where an answer
+// stands, and what a reader gets in its place when it never got the one
+// before (dropped).
+type watched[T any] interface {
+	at() (index uint64, ready bool, epoch string)
+	after(dropped T) T
+}
+
+func (s Snapshot) at() (uint64, bool, string) { return s.Index, s.Ready, "" }
+func (s Snapshot) after(Snapshot) Snapshot    { return s }
+
+// follow is the loop of Watch and WatchView: ask answers the next T after
+// last (the zero T before the first), blocking from index.
+func follow[T watched[T]](ctx context.Context, o WatchOptions, service string, ask func(last T, index uint64) (T, error)) <-chan T {
+	out := make(chan T, 1)
 	go func() {
 		defer close(out)
+		var last T
+		var have, ready bool
 		var index uint64
-		var ready bool
+		var epoch string
 		backoff := retry.Backoff{Min: o.MinBackoff, Max: o.MaxBackoff}
 		for ctx.Err() == nil {
-			snap, err := l.Instances(ctx, service, index, o.Wait)
+			next, err := ask(last, index)
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -106,20 +127,23 @@ func Watch(ctx context.Context, l Lister, service string, o WatchOptions) <-chan
 				continue
 			}
 			backoff.Reset()
-			if snap.Index == index && snap.Ready == ready {
+			i, r, e := next.at()
+			if have && i == index && r == ready && e == epoch {
 				continue
 			}
-			if snap.Index < index {
-				o.Log.WithFields(logrus.Fields{"service": service, "was": index, "now": snap.Index}).
+			if i < index {
+				o.Log.WithFields(logrus.Fields{"service": service, "was": index, "now": i}).
 					Info("registry index went backwards; starting the watch over")
 			}
-			index, ready = snap.Index, snap.Ready
-			// Keep only the newest snapshot for a slow reader.
+			last, have, index, ready, epoch = next, true, i, r, e
+			// Keep only the newest answer for a slow reader, standing in
+			// for the one it replaces.
 			select {
-			case <-out:
+			case dropped := <-out:
+				next = next.after(dropped)
 			default:
 			}
-			out <- snap
+			out <- next
 		}
 	}()
 	return out

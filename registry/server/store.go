@@ -411,12 +411,7 @@ func (s *Store) changesSince(since uint64) registry.Changes {
 		if idx <= since {
 			continue
 		}
-		insts := make([]registry.Instance, 0, len(s.bySvc[svc]))
-		for _, l := range s.bySvc[svc] {
-			insts = append(insts, l.val)
-		}
-		sort.Slice(insts, func(i, j int) bool { return insts[i].ID < insts[j].ID })
-		c.Services[svc] = insts
+		c.Services[svc] = s.snapshot(svc).Instances
 	}
 	return c
 }
