@@ -587,12 +587,16 @@ func (o PerRequestOptions) pprofGateway(ctx context.Context, src gateway.Source,
 	}
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
+	peak := samplePeaks(100 * time.Millisecond)
 	took, err := o.load(ctx, addr, o.Requests)
+	mem := peak()
 	runtime.ReadMemStats(&after)
 	pprof.StopCPUProfile()
 	if err != nil {
 		return err
 	}
+	fmt.Fprintf(tw, "gateway\tin-process, largest sample under load: heap in use, stacks, goroutines\t%.1f MB, %.1f MB, %d\t\n",
+		float64(mem.heap)/1e6, float64(mem.stack)/1e6, mem.goroutines)
 	fmt.Fprintf(tw, "gateway\tin-process: mallocs/request, bytes/request, µs wall/request\t%.1f, %.0f, %.1f\t\n",
 		float64(after.Mallocs-before.Mallocs)/float64(o.Requests), float64(after.TotalAlloc-before.TotalAlloc)/float64(o.Requests),
 		float64(took.Microseconds())/float64(o.Requests))
@@ -634,6 +638,36 @@ func (o PerRequestOptions) pprofGateway(ctx context.Context, src gateway.Source,
 	}
 	fmt.Fprintf(tw, "gateway\tprofiles\t%s/{cpu,allocs,allocs-base}.pprof\t\n", dir)
 	return nil
+}
+
+// peaks is the largest of each figure samplePeaks saw.
+type peaks struct {
+	heap, stack uint64 // HeapInuse, StackInuse
+	goroutines  int
+}
+
+// samplePeaks reads the runtime's memory figures every interval until the
+// function it returns is called, which answers the largest of each.
+func samplePeaks(interval time.Duration) func() peaks {
+	stop, done := make(chan struct{}), make(chan peaks)
+	go func() {
+		var p peaks
+		var ms runtime.MemStats
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			runtime.ReadMemStats(&ms)
+			p.heap, p.stack = max(p.heap, ms.HeapInuse), max(p.stack, ms.StackInuse)
+			p.goroutines = max(p.goroutines, runtime.NumGoroutine())
+			select {
+			case <-stop:
+				done <- p
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() peaks { close(stop); return <-done }
 }
 
 func writeProfile(name, path string) error {
