@@ -219,7 +219,7 @@ func sampleReport() *Report {
 		Throughput: &Throughput{Order: []string{"a → b", "b → a"}, Targets: []*Target{tg(TargetDirect, 55201, 53899), tg(TargetGateway, 14391, 12716), tg(TargetNginx, 25000)}},
 		Switches: []*SwitchRow{
 			{Method: "switchyard, built-in registry", Name: "built-in", Switches: 2, Requests: 1000, PerSwitch: []int{0, 0},
-				Propagation: []time.Duration{d(20), d(40)}, Durations: []time.Duration{d(10), d(30)}, Phases: []Phases{{React: d(12), UpSteps: 2, OutSteps: 2}}},
+				Propagation: []time.Duration{d(20), d(40)}, Durations: []time.Duration{d(10), d(30)}, Phases: []Phases{{React: d(12), UpSteps: 2, OutSteps: 2, Propagation: d(20)}, {React: d(31), Gateways: d(5), UpSteps: 2, OutSteps: 2, Propagation: d(40)}}},
 			{Method: "seed", Name: "seed", Seed: true, Switches: 2, Requests: 900, Failed: 10, FailKinds: "10× HTTP 502", PerSwitch: []int{4, 6}},
 		},
 		Scale: []*ScaleRow{
@@ -237,6 +237,25 @@ func sampleReport() *Report {
 // msf is ms milliseconds.
 func msf(ms float64) time.Duration { return time.Duration(ms * float64(time.Millisecond)) }
 
+// TestMarkdownConsulTail: each Consul size names where the slowest
+// flip's time went beside the median's.
+func TestMarkdownConsulTail(t *testing.T) {
+	d := msf
+	r := sampleReport()
+	r.ConsulSizes = []*SizeRow{{PerColor: 1, Row: &SwitchRow{Name: "Consul 1/color", Switches: 2, Requests: 800, PerSwitch: []int{0, 0},
+		Propagation: []time.Duration{d(60), d(30)}, Durations: []time.Duration{d(50), d(25)},
+		Phases: []Phases{{React: d(25), Prepare: d(20), UpSteps: 1, OutSteps: 1, Propagation: d(60)}, {React: d(10), Prepare: d(8), UpSteps: 1, OutSteps: 1, Propagation: d(30)}}}}}
+	got, err := r.Markdown()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "- 1 per color, where a flip's time goes (median over the flips): write→record start 10.0 ms, health checks and first UP 8.00 ms, 1 UP steps 0, last UP→first OUT 0, 1 OUT steps 0, final gateway wait 0; " +
+		"in the slowest flip (60.0 ms): write→record start 25.0 ms, health checks and first UP 20.0 ms, 1 UP steps 0, last UP→first OUT 0, 1 OUT steps 0, final gateway wait 0\n"
+	if !strings.Contains(got, want) {
+		t.Fatalf("the report lacks\n%s\n--- report:\n%s", want, got)
+	}
+}
+
 func TestMarkdown(t *testing.T) {
 	r := sampleReport()
 	got, err := r.Markdown()
@@ -250,7 +269,7 @@ func TestMarkdown(t *testing.T) {
 		"| nginx | 25000 | 25000 | 2.50 ms | 25.0 ms | 0 | 0.46× | — |\n\n- backends directly: backends directly config\n",
 		"- **gateway/nginx**: throughput 0.54×, p50 0.54×, p99 0.54× (below 1 is faster for latency)\n- CPU per 100k requests:",
 		"| switchyard, built-in registry | 2 | 1000 | 0 | 0.0 / 0 | 20.0 ms | 40.0 ms | 40.0 ms | 10.0 ms | 30.0 ms | 30.0 ms |\n| seed | 2 | 900 | 10 | 5.0 / 6 |",
-		"- built-in, where a flip's time goes (median over the flips): write→record start 12.0 ms, health checks and first UP 0, 2 UP steps 0,",
+		"- built-in, where a flip's time goes (median over the flips): write→record start 12.0 ms, health checks and first UP 0, 2 UP steps 0, last UP→first OUT 0, 2 OUT steps 0, final gateway wait 0; in the slowest flip (40.0 ms): write→record start 31.0 ms, health checks and first UP 0, 2 UP steps 0, last UP→first OUT 5.00 ms, 2 OUT steps 0, final gateway wait 0\n",
 		"- seed: propagation is measured from `nginx -s reload`; its switch duration is from starting the new process to the old one's exit. Failures per switch: [4 6]; kinds: 10× HTTP 502\n\n### 4. Scale",
 		"| 10 (5 → 5) | 14.7 ms | 23.7 ms | 1.47 ms | 6.69 ms | 0 | 6.64 ms (5) | 0 | 0 (0) | 0 | 17.0 MB | 0.0 MB | 0.0 MB |\n| 1000 (500 → 500) | 2887 ms | 0 | 2.89 ms | 0 | — | — | — | — | — |",
 		"|---|---:|---:|---:|---:|---:|---:|---:|\n| 10 | 1.7 KB | 1.15 ms | 0 |",

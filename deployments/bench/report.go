@@ -146,7 +146,7 @@ func (r *Report) addMem(process, when string, m Mem) {
 var reportText string
 
 var reportTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
-	"ms": ms, "mb": mb, "us": us, "pct": pct, "median": median, "join": strings.Join,
+	"ms": ms, "mb": mb, "us": us, "pct": pct, "median": median, "slowest": slowest, "join": strings.Join,
 	"rollbackRPS": func() int { return rollbackRPS }, "rollbackConns": func() int { return rollbackConns },
 	"kb": func(n int) float64 { return float64(n) / 1024 },
 }).Parse(reportText))
@@ -182,9 +182,16 @@ func median(ps []Phases) Phases {
 		React: get(func(p Phases) time.Duration { return p.React }), Prepare: get(func(p Phases) time.Duration { return p.Prepare }),
 		Up: get(func(p Phases) time.Duration { return p.Up }), Gateways: get(func(p Phases) time.Duration { return p.Gateways }),
 		Out: get(func(p Phases) time.Duration { return p.Out }), Finish: get(func(p Phases) time.Duration { return p.Finish }),
-		Total: get(func(p Phases) time.Duration { return p.Total }), UpSteps: ps[0].UpSteps, OutSteps: ps[0].OutSteps,
+		Total: get(func(p Phases) time.Duration { return p.Total }), Propagation: get(func(p Phases) time.Duration { return p.Propagation }),
+		UpSteps: ps[0].UpSteps, OutSteps: ps[0].OutSteps,
 		Partial: slices.ContainsFunc(ps, func(p Phases) bool { return p.Partial }),
 	}
+}
+
+// slowest is the phases of the flip whose propagation was the longest:
+// where the tail's time went, beside the median's.
+func slowest(ps []Phases) Phases {
+	return slices.MaxFunc(ps, func(a, b Phases) int { return cmp.Compare(a.Propagation, b.Propagation) })
 }
 
 // ms renders a duration in milliseconds with a precision that suits it.

@@ -278,7 +278,9 @@ func (r *SwitchRow) tally(rs []local.Result, ws []window) {
 		r.Propagation = append(r.Propagation, p)
 		r.Durations = append(r.Durations, w.took)
 		if w.phases != nil {
-			r.Phases = append(r.Phases, *w.phases)
+			ph := *w.phases
+			ph.Propagation = p
+			r.Phases = append(r.Phases, ph)
 		}
 	}
 }
@@ -589,6 +591,9 @@ type Phases struct {
 	OutSteps int
 	Finish   time.Duration // last step until the record's end: the final gateway wait
 	Total    time.Duration // the write until the record's end
+	// Propagation is the flip's propagation as the load saw it, when
+	// measured under load: what tells the slowest flip.
+	Propagation time.Duration
 	// Partial is set when the record kept only its newest steps (a large
 	// switch): the step phases cannot be told apart, only the totals.
 	Partial bool
