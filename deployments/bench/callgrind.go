@@ -661,6 +661,8 @@ func samplePeaks(interval time.Duration) func() peaks {
 			p.goroutines = max(p.goroutines, runtime.NumGoroutine())
 			select {
 			case <-stop:
+				runtime.ReadMemStats(&ms) // the end of a load shorter than interval
+				p.heap, p.stack = max(p.heap, ms.HeapInuse), max(p.stack, ms.StackInuse)
 				done <- p
 				return
 			case <-t.C:

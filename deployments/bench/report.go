@@ -385,14 +385,17 @@ func (r *Report) Goals() []Goal {
 			gs = append(gs, Goal{"gateway ≤ 40 MB at 1,000 routes", fmt.Sprintf("%s (peak %s)", mb(row.Mem.RSS), mb(row.Mem.HWM)), met(row.Mem.HWM <= 40<<20)})
 		}
 	}
+	// By the RSS sampled in each section: VmHWM is the process's peak over
+	// its life, so a section that reuses a gateway (the switch load runs on
+	// the one that served HTTP/2 before) would be named for another's peak.
 	var peak MemRow
 	for _, m := range r.Memory {
-		if (m.Process == "gateway" || m.Process == TargetGateway) && m.Mem.HWM > peak.Mem.HWM {
+		if (m.Process == "gateway" || m.Process == TargetGateway) && m.Mem.RSS > peak.Mem.RSS {
 			peak = m
 		}
 	}
-	if peak.Mem.HWM > 0 {
-		gs = append(gs, Goal{"gateway RSS ≤ 40 MB under load", "peak " + mb(peak.Mem.HWM) + " (" + strings.TrimSuffix(peak.When, " (largest sample)") + ")", met(peak.Mem.HWM <= 40<<20)})
+	if peak.Mem.RSS > 0 {
+		gs = append(gs, Goal{"gateway RSS ≤ 40 MB under load", mb(peak.Mem.RSS) + " (" + strings.TrimSuffix(peak.When, " (largest sample)") + ")", met(peak.Mem.RSS <= 40<<20)})
 	}
 	if l := r.Leases; l != nil {
 		for _, w := range append([]*LeaseResult{l}, l.Others...) {
