@@ -112,8 +112,8 @@ func (r accessDropReason) String() string {
 // hands the entry over, and drops it when the writer cannot keep up.
 // A nil *AccessLog is an access log that is off.
 type AccessLog struct {
-	queue  chan *AccessEntry // lent by accessEntries, returned once written
-	limit  *accessRate       // nil without a Rate
+	queue  chan AccessEntry
+	limit  *accessRate // nil without a Rate
 	log    logrus.FieldLogger
 	path   string        // what Reopen opens again; "" unless we opened a file
 	reopen chan *os.File // a freshly opened path, for the writer to switch to
@@ -189,7 +189,7 @@ func startAccessLog(out io.Writer, file *os.File, path string, format accessForm
 		opts.Log = logrus.StandardLogger()
 	}
 	a := &AccessLog{
-		queue:  make(chan *AccessEntry, opts.Queue),
+		queue:  make(chan AccessEntry, opts.Queue),
 		log:    opts.Log.WithFields(logrus.Fields{"access_log": accessLogName(path, out), "format": format}),
 		path:   path,
 		reopen: make(chan *os.File),
@@ -231,12 +231,9 @@ func (a *AccessLog) Log(e *AccessEntry) {
 	case a.limit != nil && !a.limit.allow():
 		a.drop(accessDropOverRate)
 	default:
-		q := accessEntries.Get().(*AccessEntry)
-		*q = *e
 		select {
-		case a.queue <- q:
+		case a.queue <- *e:
 		default:
-			accessEntries.Put(q)
 			a.drop(accessDropQueueFull)
 		}
 	}
@@ -326,12 +323,6 @@ func (a *AccessLog) Close() error {
 	return a.err
 }
 
-// accessEntries lends Log the copies it queues, which the writer returns
-// once it has encoded them. A queue of pointers holds only the lines in
-// flight: one of entries held 8,192 of them (2.3 MB) from the start, which
-// every collection scanned.
-var accessEntries = sync.Pool{New: func() any { return new(AccessEntry) }}
-
 // accessWriter is the writer goroutine's own state.
 type accessWriter struct {
 	out      io.Writer
@@ -360,14 +351,14 @@ func (a *AccessLog) run(w *accessWriter) {
 				}
 				return
 			}
-			w.add(e)
+			w.add(&e)
 			// Let the lines of the next moment gather before writing: under
 			// load one wake-up and one write then carry many lines instead
 			// of one each, which the request path pays for in scheduling.
 			time.Sleep(accessLinger)
 			for n := len(a.queue); n > 0; n-- {
 				e := <-a.queue // buffered, so there even once the queue is closed
-				w.add(e)
+				w.add(&e)
 				if len(w.batch) >= accessBatchBytes || time.Since(w.since) >= accessFlushAfter {
 					_ = a.flush(w)
 				}
@@ -399,8 +390,6 @@ func (w *accessWriter) add(e *AccessEntry) {
 		w.batch = appendAccessJSON(w.batch, e)
 	}
 	w.lines++
-	*e = AccessEntry{} // its strings are the request's; keep none alive
-	accessEntries.Put(e)
 }
 
 // flush writes the batch with one Write. The lines of a failed write are
