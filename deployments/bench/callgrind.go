@@ -646,30 +646,18 @@ type peaks struct {
 	goroutines  int
 }
 
-// samplePeaks reads the runtime's memory figures every interval until the
-// function it returns is called, which answers the largest of each.
+// samplePeaks reads the runtime's memory figures every interval (every)
+// until the function it returns is called, which samples once more, for a
+// load shorter than interval, and answers the largest of each.
 func samplePeaks(interval time.Duration) func() peaks {
-	stop, done := make(chan struct{}), make(chan peaks)
-	go func() {
-		var p peaks
+	var p peaks
+	sample := func() {
 		var ms runtime.MemStats
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			runtime.ReadMemStats(&ms)
-			p.heap, p.stack = max(p.heap, ms.HeapInuse), max(p.stack, ms.StackInuse)
-			p.goroutines = max(p.goroutines, runtime.NumGoroutine())
-			select {
-			case <-stop:
-				runtime.ReadMemStats(&ms) // the end of a load shorter than interval
-				p.heap, p.stack = max(p.heap, ms.HeapInuse), max(p.stack, ms.StackInuse)
-				done <- p
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return func() peaks { close(stop); return <-done }
+		runtime.ReadMemStats(&ms)
+		p = peaks{max(p.heap, ms.HeapInuse), max(p.stack, ms.StackInuse), max(p.goroutines, runtime.NumGoroutine())}
+	}
+	end := every(interval, sample)
+	return func() peaks { end(); sample(); return p }
 }
 
 func writeProfile(name, path string) error {

@@ -182,8 +182,7 @@ func median(ps []Phases) Phases {
 		React: get(func(p Phases) time.Duration { return p.React }), Prepare: get(func(p Phases) time.Duration { return p.Prepare }),
 		Up: get(func(p Phases) time.Duration { return p.Up }), Gateways: get(func(p Phases) time.Duration { return p.Gateways }),
 		Out: get(func(p Phases) time.Duration { return p.Out }), Finish: get(func(p Phases) time.Duration { return p.Finish }),
-		Total: get(func(p Phases) time.Duration { return p.Total }), Propagation: get(func(p Phases) time.Duration { return p.Propagation }),
-		UpSteps: ps[0].UpSteps, OutSteps: ps[0].OutSteps,
+		Total: get(func(p Phases) time.Duration { return p.Total }), UpSteps: ps[0].UpSteps, OutSteps: ps[0].OutSteps,
 		Partial: slices.ContainsFunc(ps, func(p Phases) bool { return p.Partial }),
 	}
 }
