@@ -232,7 +232,14 @@ func (ec *engineConn) readHead() (head []byte, ok bool) {
 			// net/http answers it, and closes.
 			return nil, true
 		}
-		if d := g.cfg.ClientHeaderTimeout; d > 0 && !bytes.Contains(ec.peeked(), crlfcrlf) {
+		// The guard releases a head whole, so it is usually all here: one
+		// search finds its end, and the header timeout is set only for
+		// the rest of one that is not.
+		buf := ec.peeked()
+		if i := bytes.Index(buf, crlfcrlf); i >= 0 {
+			return buf[:i+4], true
+		}
+		if d := g.cfg.ClientHeaderTimeout; d > 0 {
 			_ = ec.c.SetReadDeadline(time.Now().Add(d))
 		}
 	}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"pgregory.net/rapid"
 
 	"github.com/switchyard/switchyard/internal/testutil"
 )
@@ -232,3 +235,35 @@ func TestH1Transport(t *testing.T) {
 
 // testUpstream are the upstream timeouts the transport tests run with.
 var testUpstream = Timeouts{Connect: time.Second, ResponseHeader: time.Minute, Idle: 90 * time.Second}
+
+// splitField is one pass over a field line; it must say what cutting at
+// the first ':', trimming the value's blanks and checking both says, for
+// any line.
+func TestSplitFieldAgreesWithCutTrimAndCheck(t *testing.T) {
+	reference := func(l []byte) (name, value []byte, ok bool) {
+		name, value, ok = bytes.Cut(l, []byte(":"))
+		if !ok || !validFieldName(name) {
+			return nil, nil, false
+		}
+		value = bytes.Trim(value, " \t")
+		return name, value, validHeaderValue(value)
+	}
+	// The bytes that matter to a field line, and any byte at all.
+	telling := rapid.SampledFrom([]byte{':', ' ', '\t', '\r', '\n', 0, 0x7f, 0x80, 0xff, '"', '(', 'a', 'Z', '0', '-', '~'})
+	b := rapid.OneOf(telling, rapid.Byte())
+	rapid.Check(t, func(t *rapid.T) {
+		l := rapid.SliceOfN(b, 0, 40).Draw(t, "line")
+		name, value, ok := splitField(l)
+		wantName, wantValue, wantOK := reference(l)
+		if ok != wantOK || ok && (!bytes.Equal(name, wantName) || !bytes.Equal(value, wantValue)) {
+			t.Fatalf("splitField(%q) = %q, %q, %v; cut, trim and check say %q, %q, %v", l, name, value, ok, wantName, wantValue, wantOK)
+		}
+	})
+	for _, l := range []string{"Content-Length: 12", "Host:\t example.com \t", "X:", ":x", "Bad Name: v", "A:b:c", "A: v\x00", "A: \x7f", "A", ""} {
+		name, value, ok := splitField([]byte(l))
+		wantName, wantValue, wantOK := reference([]byte(l))
+		if ok != wantOK || !bytes.Equal(name, wantName) || !bytes.Equal(value, wantValue) {
+			t.Errorf("splitField(%q) = %q, %q, %v; want %q, %q, %v", l, name, value, ok, wantName, wantValue, wantOK)
+		}
+	}
+}

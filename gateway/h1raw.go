@@ -36,13 +36,27 @@ type rawResponse struct {
 // splitField splits a header line into its name and its value without
 // the whitespace around it, and says whether both are valid: the one
 // rule of a field line for requests and answers alike.
+// It is one pass over the line: every request and answer the engine
+// passes on has a few of them, and a cut, a trim and two checks were
+// about a tenth of the instructions the gateway spent on a request.
 func splitField(l []byte) (name, value []byte, ok bool) {
-	name, value, ok = bytes.Cut(l, []byte(":"))
-	if !ok || !validFieldName(name) {
+	i := 0
+	for i < len(l) && fieldNameByte[l[i]] {
+		i++
+	}
+	// ':' is no byte of a name, so the name ends at the first ':' or at
+	// a byte that makes the line invalid.
+	if i == 0 || i == len(l) || l[i] != ':' {
 		return nil, nil, false
 	}
-	value = bytes.Trim(value, " \t")
-	return name, value, validHeaderValue(value)
+	j, k := i+1, len(l)
+	for j < k && (l[j] == ' ' || l[j] == '\t') {
+		j++
+	}
+	for k > j && (l[k-1] == ' ' || l[k-1] == '\t') {
+		k--
+	}
+	return l[:i], l[j:k], validHeaderValue(l[j:k])
 }
 
 // peek reads the head of the answer to a request with method on c into r
