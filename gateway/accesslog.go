@@ -39,8 +39,8 @@ type AccessEntry struct {
 
 // AccessLogOptions tunes an AccessLog. The zero value is usable.
 type AccessLogOptions struct {
-	// Queue is how many entries wait between the request path and the
-	// writer; default 8192.
+	// Queue is how many lines may wait between the request path and the
+	// writer; default 8192. They cost memory only while they wait.
 	Queue int
 	// Rate is the most lines written per second, 0 for no limit. A burst
 	// of up to Rate lines passes at once; lines over it are dropped and
@@ -61,9 +61,9 @@ var (
 
 const (
 	defaultAccessQueue = 8192
-	accessFlushAfter   = 100 * time.Millisecond // longest a written line waits in the batch
-	accessLinger       = time.Millisecond       // how long the writer lets lines gather after the first
-	accessBatchBytes   = 64 << 10
+	accessLinger       = time.Millisecond // how long the writer lets lines gather after the first
+	accessBatchBytes   = 64 << 10         // a batch buffer larger than 4× this is not kept
+	accessLineBytes    = 512              // a line formatted in Log up to this size needs no allocation
 	accessWarnEvery    = 10 * time.Second
 )
 
@@ -108,24 +108,34 @@ func (r accessDropReason) String() string {
 }
 
 // AccessLog writes one line per request from its own goroutine, so that a
-// slow disk or a flood of requests never holds up a request: Log only
-// hands the entry over, and drops it when the writer cannot keep up.
+// slow disk or a flood of requests never holds up a request: Log formats
+// the line and appends it to the lines waiting, and drops it when the
+// writer cannot keep up.
+//
+// Log formats in the request's goroutine, into a buffer on its stack, and
+// what waits for the writer is bytes: a queue of entries would hold every
+// entry's strings until written and cost its whole capacity (8,192 entries
+// of about 290 bytes, 2.3 MB that every collection scanned) in every
+// gateway; waiting lines cost only their bytes, and nothing the collector
+// scans.
 // A nil *AccessLog is an access log that is off.
 type AccessLog struct {
-	queue  chan AccessEntry
+	format accessFormat
+	queue  int         // the most lines that may wait
 	limit  *accessRate // nil without a Rate
 	log    logrus.FieldLogger
 	path   string        // what Reopen opens again; "" unless we opened a file
 	reopen chan *os.File // a freshly opened path, for the writer to switch to
+	wake   chan struct{} // the first line after the writer took the last ones, or Close
 	done   chan struct{} // closed when the writer has stopped
 	start  time.Time     // the monotonic base of nextWarn
 	err    error         // from closing the file, set before done is closed
 
-	// Sending on a closed channel panics, so Close takes mu to close the
-	// queue and Log holds it for reading around its send. Log never
-	// blocks while holding it, so Close waits only for sends in flight.
-	mu     sync.RWMutex
-	closed bool
+	mu      sync.Mutex
+	pending []byte // lines waiting for the writer
+	lines   int    // in pending
+	closed  bool
+	shut    atomic.Bool // closed, for Log to see before it formats
 
 	nextWarn atomic.Int64   // nanoseconds after start before dropping may be reported again
 	warners  sync.WaitGroup // the goroutines reporting drops, which Close waits for
@@ -189,17 +199,19 @@ func startAccessLog(out io.Writer, file *os.File, path string, format accessForm
 		opts.Log = logrus.StandardLogger()
 	}
 	a := &AccessLog{
-		queue:  make(chan AccessEntry, opts.Queue),
+		format: format,
+		queue:  opts.Queue,
 		log:    opts.Log.WithFields(logrus.Fields{"access_log": accessLogName(path, out), "format": format}),
 		path:   path,
 		reopen: make(chan *os.File),
+		wake:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
 		start:  time.Now(),
 	}
 	if opts.Rate > 0 {
 		a.limit = newAccessRate(opts.Rate)
 	}
-	w := &accessWriter{out: out, file: file, format: format, batch: make([]byte, 0, accessBatchBytes+4096)}
+	w := &accessWriter{out: out, file: file}
 	go a.run(w)
 	return a
 }
@@ -216,25 +228,47 @@ func accessLogName(path string, out io.Writer) string {
 	return fmt.Sprintf("%T", out)
 }
 
-// Log queues e to be written and returns at once. It copies e, so the
-// caller may reuse it. When the queue is full, when lines come faster than
-// the Rate, or after Close, the line is dropped and counted instead.
+// Log formats e and leaves the line for the writer, and returns at once;
+// it keeps nothing of e. When Queue lines are waiting, when lines come
+// faster than the Rate, or after Close, the line is dropped and counted
+// instead.
 func (a *AccessLog) Log(e *AccessEntry) {
 	if a == nil || e == nil {
 		return
 	}
-	a.mu.RLock()
-	defer a.mu.RUnlock()
 	switch {
-	case a.closed:
+	case a.shut.Load():
 		a.dropped[accessDropClosed].Add(1)
+		return
 	case a.limit != nil && !a.limit.allow():
 		a.drop(accessDropOverRate)
+		return
+	}
+	var buf [accessLineBytes]byte
+	var line []byte
+	if a.format == accessFormatCommon {
+		line = appendAccessCommon(buf[:0], e)
+	} else {
+		line = appendAccessJSON(buf[:0], e)
+	}
+	a.mu.Lock()
+	switch {
+	case a.closed:
+		a.mu.Unlock()
+		a.dropped[accessDropClosed].Add(1)
+	case a.lines >= a.queue:
+		a.mu.Unlock()
+		a.drop(accessDropQueueFull)
 	default:
-		select {
-		case a.queue <- *e:
-		default:
-			a.drop(accessDropQueueFull)
+		a.pending = append(a.pending, line...)
+		a.lines++
+		first := a.lines == 1
+		a.mu.Unlock()
+		if first {
+			select {
+			case a.wake <- struct{}{}:
+			default:
+			}
 		}
 	}
 }
@@ -255,7 +289,7 @@ func (a *AccessLog) drop(r accessDropReason) {
 		a.log.WithFields(logrus.Fields{
 			accessDropQueueFull.String(): a.dropped[accessDropQueueFull].Load(),
 			accessDropOverRate.String():  a.dropped[accessDropOverRate].Load(),
-			"queue":                      cap(a.queue),
+			"queue":                      a.queue,
 		}).Warn("access log is dropping lines; requests are still served, their lines only counted")
 	}()
 }
@@ -302,19 +336,23 @@ func (a *AccessLog) Reopen() error {
 	}
 }
 
-// Close writes the lines queued, closes a file the log opened and stops the
-// writer. Later Log calls are dropped.
+// Close writes the lines waiting, closes a file the log opened and stops
+// the writer. Later Log calls are dropped.
 func (a *AccessLog) Close() error {
 	if a == nil {
 		return nil
 	}
 	a.mu.Lock()
 	first := !a.closed
-	if first {
-		a.closed = true
-		close(a.queue)
-	}
+	a.closed = true
+	a.shut.Store(true)
 	a.mu.Unlock()
+	if first {
+		select {
+		case a.wake <- struct{}{}:
+		default:
+		}
+	}
 	<-a.done
 	if !first {
 		return nil
@@ -327,45 +365,37 @@ func (a *AccessLog) Close() error {
 type accessWriter struct {
 	out      io.Writer
 	file     *os.File // out, when the log opened it
-	format   accessFormat
-	batch    []byte // lines not written yet
-	lines    int    // in batch
-	since    time.Time
-	torn     bool // a failed write ended inside a line
+	batch    []byte   // the lines being written, then the buffer Log fills next
+	torn     bool     // a failed write ended inside a line
 	lastWarn time.Time
 }
 
-// run writes lines in batches: a millisecond after the first line of a
-// batch came, so that a quiet gateway's lines appear at once and a busy
-// one's go out many to a write, and sooner when the batch is big or its
-// first line has waited accessFlushAfter.
+// run writes the waiting lines with one write a millisecond after the
+// first of them came, so that a quiet gateway's lines appear at once and a
+// busy one's go out many to a write (one wake-up and one write for many
+// lines instead of one each, which the request path pays for in
+// scheduling).
 func (a *AccessLog) run(w *accessWriter) {
 	defer close(a.done)
 	for {
 		select {
-		case e, ok := <-a.queue:
-			if !ok {
-				// The batch is empty: it is written whenever the queue is.
+		case <-a.wake:
+			a.mu.Lock()
+			closed := a.closed
+			a.mu.Unlock()
+			if !closed {
+				time.Sleep(accessLinger)
+			}
+			if closed = a.writePending(w); closed {
 				if w.file != nil {
 					a.err = w.file.Close()
 				}
 				return
 			}
-			w.add(&e)
-			// Let the lines of the next moment gather before writing: under
-			// load one wake-up and one write then carry many lines instead
-			// of one each, which the request path pays for in scheduling.
-			time.Sleep(accessLinger)
-			for n := len(a.queue); n > 0; n-- {
-				e := <-a.queue // buffered, so there even once the queue is closed
-				w.add(&e)
-				if len(w.batch) >= accessBatchBytes || time.Since(w.since) >= accessFlushAfter {
-					_ = a.flush(w)
-				}
-			}
-			_ = a.flush(w)
 		case f := <-a.reopen:
-			_ = a.flush(w)
+			// The lines waiting go to the new file: there is a wake for
+			// them, since the first of them sent one and only writePending
+			// takes lines.
 			if w.file != nil {
 				if err := w.file.Close(); err != nil {
 					a.log.WithError(err).Warn("access log: closing the file it reopened failed; writing to the new one")
@@ -376,36 +406,32 @@ func (a *AccessLog) run(w *accessWriter) {
 	}
 }
 
-func (w *accessWriter) add(e *AccessEntry) {
-	if w.lines == 0 {
-		w.since = time.Now()
+// writePending takes the lines waiting, leaving Log the buffer of the
+// last write to fill, and writes them with one Write. The lines of a
+// failed write are counted as dropped and not retried, so that the next
+// ones do not wait behind a broken disk. It reports whether the log is
+// closed: then no line can come after these.
+func (a *AccessLog) writePending(w *accessWriter) (closed bool) {
+	a.mu.Lock()
+	batch, lines, closed := a.pending, a.lines, a.closed
+	a.pending, a.lines = w.batch[:0], 0
+	a.mu.Unlock()
+	w.batch = batch
+	if lines == 0 {
+		return closed
 	}
 	if w.torn {
-		w.batch = append(w.batch, '\n')
-		w.torn = false
-	}
-	if w.format == accessFormatCommon {
-		w.batch = appendAccessCommon(w.batch, e)
-	} else {
-		w.batch = appendAccessJSON(w.batch, e)
-	}
-	w.lines++
-}
-
-// flush writes the batch with one Write. The lines of a failed write are
-// counted as dropped and not retried, so that the next ones do not wait
-// behind a broken disk.
-func (a *AccessLog) flush(w *accessWriter) error {
-	if w.lines == 0 {
-		return nil
-	}
-	n, err := w.out.Write(w.batch)
-	whole := uint64(w.lines)
-	if err != nil {
-		whole = uint64(bytes.Count(w.batch[:n], []byte{'\n'}))
-		a.dropped[accessDropWriteFailed].Add(uint64(w.lines) - whole)
 		// The next line must not be glued to the end of a cut one.
-		w.torn = n > 0 && w.batch[n-1] != '\n'
+		if _, err := w.out.Write([]byte{'\n'}); err == nil {
+			w.torn = false
+		}
+	}
+	n, err := w.out.Write(batch)
+	whole := uint64(lines)
+	if err != nil {
+		whole = uint64(bytes.Count(batch[:n], []byte{'\n'}))
+		a.dropped[accessDropWriteFailed].Add(uint64(lines) - whole)
+		w.torn = n > 0 && batch[n-1] != '\n'
 		if time.Since(w.lastWarn) >= accessWarnEvery {
 			w.lastWarn = time.Now()
 			a.log.WithError(err).WithField(accessDropWriteFailed.String(), a.dropped[accessDropWriteFailed].Load()).
@@ -414,10 +440,9 @@ func (a *AccessLog) flush(w *accessWriter) error {
 	}
 	a.written.Add(whole)
 	if cap(w.batch) > 4*accessBatchBytes {
-		w.batch = make([]byte, 0, accessBatchBytes+4096) // a huge line must not pin its buffer
+		w.batch = nil // a burst must not pin its buffer
 	}
-	w.batch, w.lines = w.batch[:0], 0
-	return err
+	return closed
 }
 
 // accessRate limits lines per second with the generic cell rate algorithm:

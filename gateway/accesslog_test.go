@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -768,6 +769,39 @@ func TestAccessLogWriteFailure(t *testing.T) {
 			t.Errorf("Written = %d, want 1", a.Written())
 		}
 	})
+}
+
+// The lines waiting for the writer cost memory only while they wait: a
+// log that may hold 65,536 of them allocates nothing for them up front (a
+// queue of entries did: 65,536 × 290 bytes, 19 MB, scanned by every
+// collection), and once its lines are written it holds no more than the
+// buffers of its last write.
+func TestAccessLogQueueCostsOnlyTheLinesWaiting(t *testing.T) {
+	allocated := func(f func()) uint64 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		f()
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	var a *AccessLog
+	if n := allocated(func() {
+		a = startAccessLog(io.Discard, nil, "", accessFormatJSON, AccessLogOptions{Queue: 1 << 16})
+	}); n > 64<<10 {
+		t.Errorf("opening a log that may hold 65,536 lines allocated %d bytes", n)
+	}
+	defer func() { _ = a.Close() }()
+	for i := range 1000 {
+		e := sampleAccessEntry(i)
+		a.Log(&e)
+	}
+	testutil.Eventually(t, 5*time.Second, "the lines are written", func() bool { return a.Written() == 1000 })
+	a.mu.Lock()
+	pending, lines := cap(a.pending), a.lines
+	a.mu.Unlock()
+	if lines != 0 || pending > 4*accessBatchBytes {
+		t.Errorf("after its lines were written the log holds %d lines in a buffer of %d bytes", lines, pending)
+	}
 }
 
 func TestAccessLogLogDoesNotAllocate(t *testing.T) {

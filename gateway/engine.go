@@ -135,6 +135,13 @@ type engineConn struct {
 	headerRoutes bool
 
 	raw rawResponse // the answer in hand, when it is passed on raw
+
+	// The exchange in hand: a connection has one at a time, and nothing
+	// keeps it past its answer (the access log formats its line in Log).
+	ex engineExchange
+	// The Host of the last request as a string: a connection's requests
+	// name the same host, and it needs no allocation per request then.
+	host string
 }
 
 // engineRequest is the head of the request in hand, as slices of the
@@ -541,7 +548,10 @@ func (ec *engineConn) proxy() (done, handOff bool) {
 	if isControlPath(path) {
 		return false, true
 	}
-	host := string(r.host)
+	if string(r.host) != ec.host {
+		ec.host = string(r.host)
+	}
+	host := ec.host
 	tr := t.match(host, path, nil)
 	if tr == nil || tr.pool.Len() == 0 || tr.Timeouts.Request > 0 || tr.up == nil || retriesAnyStatus(tr.Retry) {
 		return false, true
@@ -557,7 +567,8 @@ func (ec *engineConn) proxy() (done, handOff bool) {
 
 	// The engine takes the request from here.
 	g.engine.served.Add(1)
-	ex := &engineExchange{ec: ec, route: tr, endpoint: e, host: host, start: time.Now()}
+	ex := &ec.ex
+	*ex = engineExchange{ec: ec, route: tr, endpoint: e, host: host, start: time.Now()}
 	ex.requestID = requestIDOf(r.reqID)
 	ex.client = ec.clientAddr()
 	if tr.StripPrefix && tr.Prefix != "/" {
