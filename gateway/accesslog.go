@@ -40,7 +40,8 @@ type AccessEntry struct {
 // AccessLogOptions tunes an AccessLog. The zero value is usable.
 type AccessLogOptions struct {
 	// Queue is how many lines may wait between the request path and the
-	// writer; default 8192. They cost memory only while they wait.
+	// writer; default 8192. They cost memory only as they wait: what is
+	// kept after a burst is at most two buffers of 256 KB.
 	Queue int
 	// Rate is the most lines written per second, 0 for no limit. A burst
 	// of up to Rate lines passes at once; lines over it are dropped and
@@ -66,6 +67,8 @@ const (
 	accessLineBytes    = 512              // a line formatted in Log up to this size needs no allocation
 	accessWarnEvery    = 10 * time.Second
 )
+
+var accessNewline = []byte{'\n'}
 
 // accessFormat is how a line is written.
 type accessFormat int
@@ -316,7 +319,7 @@ func (a *AccessLog) Written() uint64 {
 }
 
 // Reopen opens the log's path again and writes the next lines there, for
-// after logrotate moved the file (SIGHUP). The lines still queued go to the
+// after logrotate moved the file (SIGHUP). The lines still waiting go to the
 // new file. For stdout and stderr it does nothing. It waits for a write in
 // progress; if the path cannot be opened, lines keep going to the old file.
 func (a *AccessLog) Reopen() error {
@@ -420,18 +423,26 @@ func (a *AccessLog) writePending(w *accessWriter) (closed bool) {
 	if lines == 0 {
 		return closed
 	}
+	var err error
 	if w.torn {
-		// The next line must not be glued to the end of a cut one.
-		if _, err := w.out.Write([]byte{'\n'}); err == nil {
+		// The next line must not be glued to the end of a cut one: a
+		// batch whose newline was not written is not written either.
+		if _, err = w.out.Write(accessNewline); err == nil {
 			w.torn = false
 		}
 	}
-	n, err := w.out.Write(batch)
-	whole := uint64(lines)
+	whole := uint64(0)
+	if err == nil {
+		var n int
+		n, err = w.out.Write(batch)
+		whole = uint64(lines)
+		if err != nil {
+			whole = uint64(bytes.Count(batch[:n], accessNewline))
+			w.torn = n > 0 && batch[n-1] != '\n'
+		}
+	}
 	if err != nil {
-		whole = uint64(bytes.Count(batch[:n], []byte{'\n'}))
 		a.dropped[accessDropWriteFailed].Add(uint64(lines) - whole)
-		w.torn = n > 0 && batch[n-1] != '\n'
 		if time.Since(w.lastWarn) >= accessWarnEvery {
 			w.lastWarn = time.Now()
 			a.log.WithError(err).WithField(accessDropWriteFailed.String(), a.dropped[accessDropWriteFailed].Load()).

@@ -720,6 +720,36 @@ func (w *tearingAccessWriter) String() string {
 	return w.buf.String()
 }
 
+// scriptedAccessWriter fails its writes as fail says, one entry per
+// write: the first failing one writes half of what it was given.
+type scriptedAccessWriter struct {
+	mu     sync.Mutex
+	fail   []bool
+	writes int
+	buf    bytes.Buffer
+}
+
+func (w *scriptedAccessWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	i := w.writes
+	w.writes++
+	if i < len(w.fail) && w.fail[i] {
+		if i == 0 {
+			n, _ := w.buf.Write(p[:len(p)/2])
+			return n, errAccessDiskFull
+		}
+		return 0, errAccessDiskFull
+	}
+	return w.buf.Write(p)
+}
+
+func (w *scriptedAccessWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
 func TestAccessLogWriteFailure(t *testing.T) {
 	t.Run("a failed write drops its lines and is reported once", func(t *testing.T) {
 		log, hook := quietLog()
@@ -743,6 +773,32 @@ func TestAccessLogWriteFailure(t *testing.T) {
 		}
 		if warned != 1 {
 			t.Errorf("got %d warnings with the write error, want 1 per 10 s", warned)
+		}
+	})
+
+	t.Run("a batch whose newline after a cut line fails is not glued to it", func(t *testing.T) {
+		log, _ := quietLog()
+		w := &scriptedAccessWriter{fail: []bool{true, true}} // the cut write, then the newline
+		a := startAccessLog(w, nil, "", accessFormatJSON, AccessLogOptions{Log: log})
+		for i := range 3 {
+			e := sampleAccessEntry(i)
+			a.Log(&e)
+			if i < 2 {
+				testutil.Eventually(t, 5*time.Second, "the line is dropped", func() bool { return a.Dropped() == uint64(i+1) })
+			}
+		}
+		if err := a.Close(); err != nil {
+			t.Fatal(err)
+		}
+		lines := splitAccessLines(t, w.String())
+		if len(lines) != 2 {
+			t.Fatalf("got %d lines, want the cut one and req-2: %q", len(lines), lines)
+		}
+		if got := accessRequestIDs(t, lines[1:]); got[0] != "req-2" {
+			t.Errorf("second line is %q, want req-2", got[0])
+		}
+		if a.Written() != 1 || a.Dropped() != 2 {
+			t.Errorf("Written = %d, Dropped = %d; want 1 and 2", a.Written(), a.Dropped())
 		}
 	})
 
@@ -790,17 +846,28 @@ func TestAccessLogQueueCostsOnlyTheLinesWaiting(t *testing.T) {
 	}); n > 64<<10 {
 		t.Errorf("opening a log that may hold 65,536 lines allocated %d bytes", n)
 	}
+	_ = a.Close()
+
+	// A burst of 2,000 lines (about 600 KB) waits while the writer is
+	// stuck, then goes out in one write; the next write hands Log back
+	// that write's buffer, which must not be the burst's.
+	log, _ := quietLog()
+	a, w := stuckAccessLog(t, 4096, log)
 	defer func() { _ = a.Close() }()
-	for i := range 1000 {
+	for i := 1; i <= 2000; i++ {
 		e := sampleAccessEntry(i)
 		a.Log(&e)
 	}
-	testutil.Eventually(t, 5*time.Second, "the lines are written", func() bool { return a.Written() == 1000 })
+	close(w.release)
+	testutil.Eventually(t, 5*time.Second, "the burst is written", func() bool { return a.Written() == 2001 })
+	e := sampleAccessEntry(2001)
+	a.Log(&e)
+	testutil.Eventually(t, 5*time.Second, "the line after it is written", func() bool { return a.Written() == 2002 })
 	a.mu.Lock()
 	pending, lines := cap(a.pending), a.lines
 	a.mu.Unlock()
 	if lines != 0 || pending > 4*accessBatchBytes {
-		t.Errorf("after its lines were written the log holds %d lines in a buffer of %d bytes", lines, pending)
+		t.Errorf("after a burst was written the log holds %d lines in a buffer of %d bytes", lines, pending)
 	}
 }
 

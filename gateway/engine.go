@@ -136,8 +136,9 @@ type engineConn struct {
 
 	raw rawResponse // the answer in hand, when it is passed on raw
 
-	// The exchange in hand: a connection has one at a time, and nothing
-	// keeps it past its answer (the access log formats its line in Log).
+	// The exchange in hand: a connection has one at a time, nothing
+	// keeps it past its answer (the access log formats its line in Log),
+	// and it is cleared once answered.
 	ex engineExchange
 	// The Host of the last request as a string: a connection's requests
 	// name the same host, and it needs no allocation per request then.
@@ -609,6 +610,7 @@ func (ec *engineConn) proxy() (done, handOff bool) {
 		done = ec.writeResponse(ex, resp)
 	}
 	g.finishEngine(ex, logged)
+	*ex = engineExchange{} // an idle connection keeps no route, endpoint or error
 	return done, false
 }
 
