@@ -143,6 +143,7 @@ type engineConn struct {
 	// The Host of the last request as a string: a connection's requests
 	// name the same host, and it needs no allocation per request then.
 	host string
+	ids  idBlock // the request ids this connection generates
 }
 
 // engineRequest is the head of the request in hand, as slices of the
@@ -570,7 +571,7 @@ func (ec *engineConn) proxy() (done, handOff bool) {
 	g.engine.served.Add(1)
 	ex := &ec.ex
 	*ex = engineExchange{ec: ec, route: tr, endpoint: e, host: host, start: time.Now()}
-	ex.requestID = requestIDOf(r.reqID)
+	ex.requestID = ec.requestIDOf(r.reqID)
 	ex.client = ec.clientAddr()
 	if tr.StripPrefix && tr.Prefix != "/" {
 		p := strings.TrimPrefix(path, tr.Prefix)
@@ -734,13 +735,52 @@ func (ex *engineExchange) writeHead(bw *bufio.Writer) error {
 
 // requestIDOf is the request's X-Request-Id when it carries one sane one,
 // or a new one (requestID).
-func requestIDOf(vs [][]byte) string {
+func (ec *engineConn) requestIDOf(vs [][]byte) string {
 	if len(vs) == 1 && len(vs[0]) > 0 && len(vs[0]) <= 128 {
 		if v := string(vs[0]); printableToken(v) {
 			return v
 		}
 	}
-	return requestID(nil)
+	return ec.ids.next()
+}
+
+// maxIDBlock is the most request ids an idBlock formats at once.
+const maxIDBlock = 32
+
+// idBlock hands out request ids (requestID's) from blocks of sequence
+// numbers it reserves at once and formats into one string, of which each
+// id is a substring: a connection's requests then cost an allocation per
+// block instead of one each. Blocks double from one id to maxIDBlock, so
+// that a connection of one request formats no id it does not use. Ids stay
+// unique in the process; across connections they are no longer in order.
+type idBlock struct {
+	s    string
+	lens [maxIDBlock]uint8
+	n, i int // ids in s, ids handed out
+	off  int // where the next id starts in s
+	size int // ids in the last block
+}
+
+func (b *idBlock) next() string {
+	if b.i == b.n {
+		b.size = min(max(2*b.size, 1), maxIDBlock)
+		first := requestIDSeq.Add(uint64(b.size)) - uint64(b.size) + 1
+		var sb strings.Builder
+		sb.Grow(b.size * (len(requestIDPrefix) + 1 + 16))
+		var digits [16]byte
+		for k := range b.size {
+			hex := strconv.AppendUint(digits[:0], first+uint64(k), 16)
+			sb.WriteString(requestIDPrefix)
+			sb.WriteByte('-')
+			sb.Write(hex)
+			b.lens[k] = uint8(len(requestIDPrefix) + 1 + len(hex))
+		}
+		b.s, b.n, b.i, b.off = sb.String(), b.size, 0, 0
+	}
+	id := b.s[b.off : b.off+int(b.lens[b.i])]
+	b.off += len(id)
+	b.i++
+	return id
 }
 
 // clientAddr is the client's address for logs (Gateway.clientAddr).

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -215,4 +217,39 @@ func TestTheEngineEndsASilentStreamWhenItsClientLeaves(t *testing.T) {
 		t.Fatal("the instance's stream went on after its client left")
 	}
 	testutil.Eventually(t, 5*time.Second, "the stream is no longer tracked", func() bool { return e.g.streams.total() == 0 })
+}
+
+// The engine's request ids are requestID's, unique in the process however
+// the connections that generate them interleave (with each other and with
+// net/http's path), at an allocation per block of ids.
+func TestIDBlockHandsOutUniqueIDsAnAllocationABlock(t *testing.T) {
+	var a, b idBlock
+	seen := map[string]bool{}
+	check := func(id string) {
+		t.Helper()
+		prefix, seq, ok := strings.Cut(id, "-")
+		if _, err := strconv.ParseUint(seq, 16, 64); !ok || prefix != requestIDPrefix || err != nil {
+			t.Fatalf("id %q is not %s-<hex>", id, requestIDPrefix)
+		}
+		if seen[id] {
+			t.Fatalf("id %q handed out twice", id)
+		}
+		seen[id] = true
+	}
+	for i := range 1000 {
+		check(a.next())
+		check(b.next())
+		if i%7 == 0 {
+			check(requestID(nil))
+		}
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range 3200 {
+		_ = a.next()
+	}
+	runtime.ReadMemStats(&after)
+	if n := after.Mallocs - before.Mallocs; n > 3200/maxIDBlock+10 {
+		t.Errorf("3,200 ids cost %d allocations, want about one per %d", n, maxIDBlock)
+	}
 }
