@@ -137,8 +137,9 @@ type AccessLog struct {
 	mu      sync.Mutex
 	pending []byte // lines waiting for the writer
 	lines   int    // in pending
-	closed  bool
-	shut    atomic.Bool // closed, for Log to see before it formats
+	// closed is set under mu, so that no line is appended after the
+	// writer's last take; Log also reads it before it formats.
+	closed atomic.Bool
 
 	nextWarn atomic.Int64   // nanoseconds after start before dropping may be reported again
 	warners  sync.WaitGroup // the goroutines reporting drops, which Close waits for
@@ -240,7 +241,7 @@ func (a *AccessLog) Log(e *AccessEntry) {
 		return
 	}
 	switch {
-	case a.shut.Load():
+	case a.closed.Load():
 		a.dropped[accessDropClosed].Add(1)
 		return
 	case a.limit != nil && !a.limit.allow():
@@ -256,7 +257,7 @@ func (a *AccessLog) Log(e *AccessEntry) {
 	}
 	a.mu.Lock()
 	switch {
-	case a.closed:
+	case a.closed.Load():
 		a.mu.Unlock()
 		a.dropped[accessDropClosed].Add(1)
 	case a.lines >= a.queue:
@@ -346,9 +347,7 @@ func (a *AccessLog) Close() error {
 		return nil
 	}
 	a.mu.Lock()
-	first := !a.closed
-	a.closed = true
-	a.shut.Store(true)
+	first := !a.closed.Swap(true)
 	a.mu.Unlock()
 	if first {
 		select {
@@ -383,13 +382,10 @@ func (a *AccessLog) run(w *accessWriter) {
 	for {
 		select {
 		case <-a.wake:
-			a.mu.Lock()
-			closed := a.closed
-			a.mu.Unlock()
-			if !closed {
+			if !a.closed.Load() {
 				time.Sleep(accessLinger)
 			}
-			if closed = a.writePending(w); closed {
+			if closed := a.writePending(w); closed {
 				if w.file != nil {
 					a.err = w.file.Close()
 				}
@@ -416,7 +412,7 @@ func (a *AccessLog) run(w *accessWriter) {
 // closed: then no line can come after these.
 func (a *AccessLog) writePending(w *accessWriter) (closed bool) {
 	a.mu.Lock()
-	batch, lines, closed := a.pending, a.lines, a.closed
+	batch, lines, closed := a.pending, a.lines, a.closed.Load()
 	a.pending, a.lines = w.batch[:0], 0
 	a.mu.Unlock()
 	w.batch = batch

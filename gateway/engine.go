@@ -756,26 +756,24 @@ const maxIDBlock = 32
 type idBlock struct {
 	s    string
 	lens [maxIDBlock]uint8
-	n, i int // ids in s, ids handed out
+	size int // ids in s, which doubles from one block to the next
+	i    int // ids of s handed out
 	off  int // where the next id starts in s
-	size int // ids in the last block
 }
 
 func (b *idBlock) next() string {
-	if b.i == b.n {
+	if b.i == b.size {
 		b.size = min(max(2*b.size, 1), maxIDBlock)
 		first := requestIDSeq.Add(uint64(b.size)) - uint64(b.size) + 1
 		var sb strings.Builder
 		sb.Grow(b.size * (len(requestIDPrefix) + 1 + 16))
-		var digits [16]byte
+		var id [64]byte
 		for k := range b.size {
-			hex := strconv.AppendUint(digits[:0], first+uint64(k), 16)
-			sb.WriteString(requestIDPrefix)
-			sb.WriteByte('-')
-			sb.Write(hex)
-			b.lens[k] = uint8(len(requestIDPrefix) + 1 + len(hex))
+			one := appendRequestID(id[:0], first+uint64(k))
+			sb.Write(one)
+			b.lens[k] = uint8(len(one))
 		}
-		b.s, b.n, b.i, b.off = sb.String(), b.size, 0, 0
+		b.s, b.i, b.off = sb.String(), 0, 0
 	}
 	id := b.s[b.off : b.off+int(b.lens[b.i])]
 	b.off += len(id)

@@ -695,10 +695,13 @@ func requestID(h http.Header) string {
 	if v := h["X-Request-Id"]; len(v) == 1 && len(v[0]) > 0 && len(v[0]) <= 128 && printableToken(v[0]) {
 		return v[0]
 	}
-	b := make([]byte, 0, 32)
+	return string(appendRequestID(make([]byte, 0, 32), requestIDSeq.Add(1)))
+}
+
+// appendRequestID appends the request id of sequence number seq.
+func appendRequestID(b []byte, seq uint64) []byte {
 	b = append(b, requestIDPrefix...)
-	b = strconv.AppendUint(append(b, '-'), requestIDSeq.Add(1), 16)
-	return string(b)
+	return strconv.AppendUint(append(b, '-'), seq, 16)
 }
 
 func printableToken(s string) bool {
